@@ -1,0 +1,183 @@
+//! The guard every request body passes through before it reaches a store.
+//!
+//! It ends the body early, with a [`BodyError`], when the upload's lock is asked for by another
+//! request, when the client stops sending for too long, or when the body runs past the bytes the
+//! upload may still take (the part up to the limit is kept; nothing past it reaches the store).
+
+use crate::store::{BodyError, BodyStream};
+use bytes::Bytes;
+use futures_util::Stream;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+/// Limits of a guarded body.
+pub(crate) struct BodyLimits {
+    /// Bytes the upload may still take.
+    pub(crate) remaining: u64,
+    /// How long the body may go without a byte.
+    pub(crate) idle_timeout: Duration,
+}
+
+pub(crate) struct GuardedBody {
+    inner: BodyStream,
+    takeover: Pin<Box<WaitForCancellationFutureOwned>>,
+    remaining: u64,
+    idle_timeout: Duration,
+    /// Fires at the idle deadline; moved forward lazily from `last_chunk` when it fires, so the
+    /// timer is not re-armed on every chunk.
+    stall_timer: Pin<Box<Sleep>>,
+    last_chunk: Instant,
+    /// The error to yield after a truncated chunk, then the end.
+    pending: Option<BodyError>,
+    done: bool,
+}
+
+impl GuardedBody {
+    pub(crate) fn new(
+        inner: BodyStream,
+        takeover: WaitForCancellationFutureOwned,
+        limits: BodyLimits,
+    ) -> Self {
+        let now = Instant::now();
+        GuardedBody {
+            inner,
+            takeover: Box::pin(takeover),
+            remaining: limits.remaining,
+            idle_timeout: limits.idle_timeout,
+            stall_timer: Box::pin(tokio::time::sleep_until(now + limits.idle_timeout)),
+            last_chunk: now,
+            pending: None,
+            done: false,
+        }
+    }
+
+    fn fail(&mut self, error: BodyError) -> Poll<Option<Result<Bytes, BodyError>>> {
+        self.done = true;
+        Poll::Ready(Some(Err(error)))
+    }
+
+    fn accept(&mut self, chunk: Bytes) -> Poll<Option<Result<Bytes, BodyError>>> {
+        self.last_chunk = Instant::now();
+        let length = chunk.len() as u64;
+        if length <= self.remaining {
+            self.remaining -= length;
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        // `remaining` < chunk length, so it fits in usize.
+        let allowed = usize::try_from(self.remaining).unwrap_or(0);
+        self.remaining = 0;
+        self.pending = Some(BodyError::TooLong);
+        if allowed == 0 {
+            return self.fail(BodyError::TooLong);
+        }
+        Poll::Ready(Some(Ok(chunk.slice(..allowed))))
+    }
+
+    fn poll_stalled(&mut self, context: &mut Context<'_>) -> bool {
+        while self.stall_timer.as_mut().poll(context).is_ready() {
+            let deadline = self.last_chunk + self.idle_timeout;
+            if deadline <= Instant::now() {
+                return true;
+            }
+            self.stall_timer.as_mut().reset(deadline);
+        }
+        false
+    }
+}
+
+impl Stream for GuardedBody {
+    type Item = Result<Bytes, BodyError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(error) = this.pending.take() {
+            return this.fail(error);
+        }
+        if this.takeover.as_mut().poll(context).is_ready() {
+            return this.fail(BodyError::TakenOver);
+        }
+        match this.inner.as_mut().poll_next(context) {
+            Poll::Ready(Some(Ok(chunk))) => this.accept(chunk),
+            Poll::Ready(Some(Err(error))) => this.fail(error),
+            Poll::Ready(None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending if this.poll_stalled(context) => this.fail(BodyError::Stalled),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use tokio_util::sync::CancellationToken;
+
+    fn chunks(parts: &[&'static [u8]]) -> BodyStream {
+        let items: Vec<Result<Bytes, BodyError>> =
+            parts.iter().map(|part| Ok(Bytes::from_static(part))).collect();
+        futures_util::stream::iter(items).boxed()
+    }
+
+    fn guard(inner: BodyStream, remaining: u64, token: &CancellationToken) -> GuardedBody {
+        let limits = BodyLimits {
+            remaining,
+            idle_timeout: Duration::from_secs(30),
+        };
+        GuardedBody::new(inner, token.clone().cancelled_owned(), limits)
+    }
+
+    async fn collect(body: GuardedBody) -> (Vec<u8>, Option<BodyError>) {
+        let items: Vec<_> = body.collect().await;
+        let mut bytes = Vec::new();
+        let mut error = None;
+        for item in items {
+            match item {
+                Ok(chunk) => bytes.extend_from_slice(&chunk),
+                Err(failure) => error = Some(failure),
+            }
+        }
+        (bytes, error)
+    }
+
+    #[tokio::test]
+    async fn passes_a_body_within_the_limit() {
+        let token = CancellationToken::new();
+        let body = guard(chunks(&[b"abc", b"def"]), 6, &token);
+        assert_eq!(collect(body).await, (b"abcdef".to_vec(), None));
+    }
+
+    #[tokio::test]
+    async fn cuts_a_body_at_the_limit() {
+        let token = CancellationToken::new();
+        let body = guard(chunks(&[b"abc", b"def", b"ghi"]), 4, &token);
+        assert_eq!(collect(body).await, (b"abcd".to_vec(), Some(BodyError::TooLong)));
+        let body = guard(chunks(&[b"abc", b"def"]), 3, &token);
+        assert_eq!(collect(body).await, (b"abc".to_vec(), Some(BodyError::TooLong)));
+    }
+
+    #[tokio::test]
+    async fn stops_on_takeover() {
+        let token = CancellationToken::new();
+        token.cancel();
+        let body = guard(chunks(&[b"abc"]), 10, &token);
+        assert_eq!(collect(body).await, (Vec::new(), Some(BodyError::TakenOver)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stops_a_stalled_body() {
+        let token = CancellationToken::new();
+        let first = futures_util::stream::iter([Ok(Bytes::from_static(b"ab"))]);
+        let inner = first.chain(futures_util::stream::pending()).boxed();
+        let body = guard(inner, 10, &token);
+        assert_eq!(collect(body).await, (b"ab".to_vec(), Some(BodyError::Stalled)));
+    }
+}

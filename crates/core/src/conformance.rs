@@ -1,0 +1,265 @@
+//! The store conformance kit: one check per item of [`Store`]'s `# Behavior` list, run against
+//! every backend with [`store_conformance_tests!`](crate::store_conformance_tests).
+
+use crate::model::{Length, Offset, Owner, UploadId, UploadInfo};
+use crate::store::{BodyError, BodyStream, Store, StoreError};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use resumable_proto::Metadata;
+
+/// Expands to one `#[tokio::test]` per conformance check, each on a fresh store made by
+/// `$make` (an async expression evaluating to a `Store`).
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@tests $make;
+            new_upload_has_offset_zero,
+            unknown_upload_is_not_found,
+            append_stores_chunks_in_order,
+            append_at_wrong_offset_writes_nothing,
+            interrupted_body_keeps_received_bytes,
+            resumed_append_continues_the_bytes,
+            many_small_chunks_stay_in_order,
+            update_replaces_info,
+            terminate_removes_upload,
+            read_returns_the_requested_range,
+            client_keys_are_scoped_per_owner,
+            finish_is_idempotent,
+            empty_append_changes_nothing,
+        );
+    };
+    (@tests $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let store = $make.await;
+                $crate::conformance::$name(&store).await;
+            }
+        )*
+    };
+}
+
+fn info(owner: &str, length: Length) -> UploadInfo {
+    let mut metadata = Metadata::default();
+    metadata
+        .insert("filename", Some("отчёт 2026.pdf".as_bytes().to_vec()))
+        .expect("valid key");
+    UploadInfo {
+        id: UploadId::random(),
+        owner: Owner::new(owner),
+        length,
+        metadata,
+        client_key: None,
+        created_at: 1_700_000_000,
+    }
+}
+
+fn body(chunks: Vec<Vec<u8>>) -> BodyStream {
+    futures_util::stream::iter(chunks.into_iter().map(|chunk| Ok(Bytes::from(chunk)))).boxed()
+}
+
+fn pattern(length: usize, seed: u8) -> Vec<u8> {
+    (0..length).map(|index| (index as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+async fn read_all(store: &dyn Store, id: &UploadId, end: u64) -> Vec<u8> {
+    let mut stream = store.read(id, 0..end).await.expect("read");
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.expect("read chunk"));
+    }
+    bytes
+}
+
+async fn created(store: &dyn Store, length: Length) -> UploadInfo {
+    let info = info("alice", length);
+    store.create(&info).await.expect("create");
+    info
+}
+
+/// `create` persists the info; a new upload's offset is 0.
+pub async fn new_upload_has_offset_zero(store: &dyn Store) {
+    let info = created(store, Length::Known(10)).await;
+    let status = store.status(&info.id).await.expect("status");
+    assert_eq!(status.offset, Offset(0));
+    assert_eq!(status.info, info);
+}
+
+/// `status` of an unknown id is `NotFound`.
+pub async fn unknown_upload_is_not_found(store: &dyn Store) {
+    let result = store.status(&UploadId::random()).await;
+    assert!(matches!(result, Err(StoreError::NotFound)), "{result:?}");
+}
+
+/// `append` stores every chunk in order and returns the new offset.
+pub async fn append_stores_chunks_in_order(store: &dyn Store) {
+    let info = created(store, Length::Known(9)).await;
+    let appended = store
+        .append(&info.id, Offset(0), body(vec![b"abc".to_vec(), b"defghi".to_vec()]))
+        .await
+        .expect("append");
+    assert_eq!(appended.offset, Offset(9));
+    assert_eq!(appended.interruption, None);
+    assert_eq!(store.status(&info.id).await.expect("status").offset, Offset(9));
+    assert_eq!(read_all(store, &info.id, 9).await, b"abcdefghi");
+}
+
+/// `append` at an offset other than the stored count writes nothing.
+pub async fn append_at_wrong_offset_writes_nothing(store: &dyn Store) {
+    let info = created(store, Length::Known(10)).await;
+    store
+        .append(&info.id, Offset(0), body(vec![b"abc".to_vec()]))
+        .await
+        .expect("append");
+    for wrong in [0, 2, 4, u64::MAX] {
+        let result = store
+            .append(&info.id, Offset(wrong), body(vec![b"zzz".to_vec()]))
+            .await;
+        assert!(
+            matches!(result, Err(StoreError::OffsetMismatch { stored: Offset(3) })),
+            "{result:?}"
+        );
+    }
+    assert_eq!(read_all(store, &info.id, 3).await, b"abc");
+}
+
+/// A failing body keeps every byte before the failure and reports the failure.
+pub async fn interrupted_body_keeps_received_bytes(store: &dyn Store) {
+    let info = created(store, Length::Known(100)).await;
+    let failing = futures_util::stream::iter(vec![
+        Ok(Bytes::from_static(b"hello ")),
+        Ok(Bytes::from_static(b"world")),
+        Err(BodyError::Interrupted("connection reset".into())),
+        Ok(Bytes::from_static(b"never")),
+    ])
+    .boxed();
+    let appended = store.append(&info.id, Offset(0), failing).await.expect("append");
+    assert_eq!(appended.offset, Offset(11));
+    assert_eq!(
+        appended.interruption,
+        Some(BodyError::Interrupted("connection reset".into()))
+    );
+    assert_eq!(store.status(&info.id).await.expect("status").offset, Offset(11));
+    assert_eq!(read_all(store, &info.id, 11).await, b"hello world");
+}
+
+/// A second append continues where the first stopped.
+pub async fn resumed_append_continues_the_bytes(store: &dyn Store) {
+    let data = pattern(5000, 7);
+    let info = created(store, Length::Known(5000)).await;
+    store
+        .append(&info.id, Offset(0), body(vec![data[..1234].to_vec()]))
+        .await
+        .expect("first append");
+    let appended = store
+        .append(&info.id, Offset(1234), body(vec![data[1234..].to_vec()]))
+        .await
+        .expect("second append");
+    assert_eq!(appended.offset, Offset(5000));
+    assert_eq!(read_all(store, &info.id, 5000).await, data);
+}
+
+/// Thousands of tiny chunks arrive in order.
+pub async fn many_small_chunks_stay_in_order(store: &dyn Store) {
+    let data = pattern(3 * 4096 + 17, 3);
+    let info = created(store, Length::Known(data.len() as u64)).await;
+    let chunks: Vec<Vec<u8>> = data.chunks(3).map(<[u8]>::to_vec).collect();
+    let appended = store.append(&info.id, Offset(0), body(chunks)).await.expect("append");
+    assert_eq!(appended.offset, Offset(data.len() as u64));
+    assert_eq!(read_all(store, &info.id, data.len() as u64).await, data);
+}
+
+/// `update` replaces the info.
+pub async fn update_replaces_info(store: &dyn Store) {
+    let mut info = created(store, Length::Deferred).await;
+    store
+        .append(&info.id, Offset(0), body(vec![b"abc".to_vec()]))
+        .await
+        .expect("append");
+    info.length = Length::Known(3);
+    store.update(&info).await.expect("update");
+    let status = store.status(&info.id).await.expect("status");
+    assert_eq!(status.info.length, Length::Known(3));
+    assert_eq!(status.offset, Offset(3));
+}
+
+/// `terminate` removes the upload, its bytes and its client key.
+pub async fn terminate_removes_upload(store: &dyn Store) {
+    let mut info = info("alice", Length::Known(3));
+    info.client_key = Some("photo.jpg-3-1".into());
+    store.create(&info).await.expect("create");
+    store
+        .append(&info.id, Offset(0), body(vec![b"abc".to_vec()]))
+        .await
+        .expect("append");
+    store.terminate(&info.id).await.expect("terminate");
+    assert!(matches!(store.status(&info.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.read(&info.id, 0..3).await, Err(StoreError::NotFound)));
+    let key = store
+        .find_by_key(&info.owner, "photo.jpg-3-1")
+        .await
+        .expect("find");
+    assert_eq!(key, None);
+    assert!(matches!(store.terminate(&info.id).await, Err(StoreError::NotFound)));
+}
+
+/// `read` returns exactly the requested range.
+pub async fn read_returns_the_requested_range(store: &dyn Store) {
+    let data = pattern(1000, 9);
+    let info = created(store, Length::Known(1000)).await;
+    store
+        .append(&info.id, Offset(0), body(vec![data.clone()]))
+        .await
+        .expect("append");
+    let mut stream = store.read(&info.id, 100..350).await.expect("read");
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.expect("chunk"));
+    }
+    assert_eq!(bytes, data[100..350]);
+}
+
+/// `find_by_key` finds the owner's upload and nobody else's.
+pub async fn client_keys_are_scoped_per_owner(store: &dyn Store) {
+    let mut alice = info("alice", Length::Deferred);
+    alice.client_key = Some("../../etc/passwd".into());
+    store.create(&alice).await.expect("create");
+    let found = store
+        .find_by_key(&Owner::new("alice"), "../../etc/passwd")
+        .await
+        .expect("find");
+    assert_eq!(found, Some(alice.id.clone()));
+    let stranger = store
+        .find_by_key(&Owner::new("mallory"), "../../etc/passwd")
+        .await
+        .expect("find");
+    assert_eq!(stranger, None);
+    let other_key = store
+        .find_by_key(&Owner::new("alice"), "../../etc/passwd2")
+        .await
+        .expect("find");
+    assert_eq!(other_key, None);
+}
+
+/// `finish` may be called again on a finished upload.
+pub async fn finish_is_idempotent(store: &dyn Store) {
+    let info = created(store, Length::Known(2)).await;
+    store
+        .append(&info.id, Offset(0), body(vec![b"ok".to_vec()]))
+        .await
+        .expect("append");
+    store.finish(&info.id).await.expect("finish");
+    store.finish(&info.id).await.expect("finish again");
+    assert_eq!(read_all(store, &info.id, 2).await, b"ok");
+}
+
+/// An empty body changes nothing.
+pub async fn empty_append_changes_nothing(store: &dyn Store) {
+    let info = created(store, Length::Known(2)).await;
+    let appended = store
+        .append(&info.id, Offset(0), body(Vec::new()))
+        .await
+        .expect("append");
+    assert_eq!(appended.offset, Offset(0));
+    assert_eq!(store.status(&info.id).await.expect("status").offset, Offset(0));
+}

@@ -1,0 +1,38 @@
+//! The upload engine of resumable: the model, the rules, and the contracts storage and locking
+//! backends implement.
+//!
+//! Every protocol front-end (the seed's simple protocol, tus, the IETF draft) turns its requests
+//! into calls on one [`UploadService`], so an upload is one thing whichever protocol touches it.
+//!
+//! # Layout
+//!
+//! - [`model`]: `UploadId`, `Offset`, `Length`, `Owner`, `UploadInfo`.
+//! - [`store`]: the [`Store`] trait (with its `# Behavior` contract) and its error type.
+//! - [`lock`]: the [`Locker`] trait with takeover, and the in-process [`MemoryLocker`].
+//! - [`service`]: [`UploadService`], which enforces ownership, locking, offsets and limits.
+//! - [`memory`]: an in-memory store.
+//! - [`conformance`]: the checks every store must pass, as a test-generating macro.
+//! - `body`: the guard that cuts request bodies on takeover, stall or overflow.
+
+mod body;
+pub mod conformance;
+pub mod lock;
+pub mod memory;
+pub mod model;
+pub mod service;
+pub mod store;
+
+pub use lock::{LockError, LockGuard, Locker, MemoryLocker};
+pub use memory::MemoryStore;
+pub use model::{Length, Offset, Owner, UploadId, UploadInfo, UploadStatus};
+pub use service::{
+    Append, Clock, NewUpload, ServiceConfig, SystemClock, UploadError, UploadService,
+};
+pub use store::{
+    Appended, BodyError, BodyStream, ByteStream, Capabilities, Store, StoreError,
+};
+
+#[cfg(test)]
+mod memory_store_conformance {
+    crate::store_conformance_tests!(async { crate::MemoryStore::default() });
+}

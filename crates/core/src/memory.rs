@@ -1,0 +1,148 @@
+//! An in-memory [`Store`]: for tests and for trying things out; nothing survives a restart.
+
+use crate::model::{Offset, Owner, UploadId, UploadInfo, UploadStatus};
+use crate::store::{
+    Appended, BodyStream, ByteStream, Capabilities, Store, StoreError, client_key_digest,
+};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+struct Upload {
+    info: Option<UploadInfo>,
+    bytes: BytesMut,
+}
+
+/// Uploads held in memory.
+#[derive(Default)]
+pub struct MemoryStore {
+    /// A std mutex: held only for map look-ups and copies, never across an await.
+    uploads: Mutex<HashMap<UploadId, Arc<Mutex<Upload>>>>,
+    keys: Mutex<HashMap<String, UploadId>>,
+}
+
+impl MemoryStore {
+    fn upload(&self, id: &UploadId) -> Result<Arc<Mutex<Upload>>, StoreError> {
+        let uploads = self.uploads.lock().unwrap_or_else(|poison| poison.into_inner());
+        uploads.get(id).cloned().ok_or(StoreError::NotFound)
+    }
+}
+
+fn lock(upload: &Mutex<Upload>) -> std::sync::MutexGuard<'_, Upload> {
+    upload.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            terminate: true,
+            read: true,
+        }
+    }
+
+    async fn create(&self, info: &UploadInfo) -> Result<(), StoreError> {
+        let upload = Upload {
+            info: Some(info.clone()),
+            bytes: BytesMut::new(),
+        };
+        self.uploads
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .insert(info.id.clone(), Arc::new(Mutex::new(upload)));
+        if let Some(key) = &info.client_key {
+            self.keys
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .insert(client_key_digest(&info.owner, key), info.id.clone());
+        }
+        Ok(())
+    }
+
+    async fn status(&self, id: &UploadId) -> Result<UploadStatus, StoreError> {
+        let upload = self.upload(id)?;
+        let upload = lock(&upload);
+        let info = upload.info.clone().ok_or(StoreError::NotFound)?;
+        Ok(UploadStatus {
+            info,
+            offset: Offset(upload.bytes.len() as u64),
+        })
+    }
+
+    async fn append(
+        &self,
+        id: &UploadId,
+        offset: Offset,
+        mut body: BodyStream,
+    ) -> Result<Appended, StoreError> {
+        let upload = self.upload(id)?;
+        let stored = Offset(lock(&upload).bytes.len() as u64);
+        if stored != offset {
+            return Err(StoreError::OffsetMismatch { stored });
+        }
+        let mut interruption = None;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) => lock(&upload).bytes.extend_from_slice(&chunk),
+                Err(error) => {
+                    interruption = Some(error);
+                    break;
+                }
+            }
+        }
+        let offset = Offset(lock(&upload).bytes.len() as u64);
+        Ok(Appended {
+            offset,
+            interruption,
+        })
+    }
+
+    async fn update(&self, info: &UploadInfo) -> Result<(), StoreError> {
+        let upload = self.upload(&info.id)?;
+        lock(&upload).info = Some(info.clone());
+        Ok(())
+    }
+
+    async fn finish(&self, id: &UploadId) -> Result<(), StoreError> {
+        self.upload(id).map(|_| ())
+    }
+
+    async fn terminate(&self, id: &UploadId) -> Result<(), StoreError> {
+        let removed = self
+            .uploads
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .remove(id)
+            .ok_or(StoreError::NotFound)?;
+        if let Some(info) = lock(&removed).info.take()
+            && let Some(key) = &info.client_key
+        {
+            self.keys
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .remove(&client_key_digest(&info.owner, key));
+        }
+        Ok(())
+    }
+
+    async fn read(&self, id: &UploadId, range: Range<u64>) -> Result<ByteStream, StoreError> {
+        let upload = self.upload(id)?;
+        let bytes = lock(&upload).bytes.clone().freeze();
+        let start = usize::try_from(range.start).unwrap_or(usize::MAX).min(bytes.len());
+        let end = usize::try_from(range.end).unwrap_or(usize::MAX).min(bytes.len()).max(start);
+        let slice: Bytes = bytes.slice(start..end);
+        Ok(futures_util::stream::once(async move { Ok(slice) }).boxed())
+    }
+
+    async fn find_by_key(
+        &self,
+        owner: &Owner,
+        client_key: &str,
+    ) -> Result<Option<UploadId>, StoreError> {
+        let keys = self.keys.lock().unwrap_or_else(|poison| poison.into_inner());
+        Ok(keys.get(&client_key_digest(owner, client_key)).cloned())
+    }
+}

@@ -1,0 +1,153 @@
+//! The storage contract every backend implements.
+
+use crate::model::{Offset, Owner, UploadId, UploadInfo, UploadStatus};
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use std::io;
+use std::ops::Range;
+
+/// Why a request body ended before its natural end.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// The connection failed or the client stopped sending.
+    #[error("request body interrupted: {0}")]
+    Interrupted(String),
+    /// No bytes arrived for longer than the idle timeout.
+    #[error("request body stalled")]
+    Stalled,
+    /// Another request asked for this upload's lock.
+    #[error("another request took over this upload")]
+    TakenOver,
+    /// The body goes past the upload's length (or the size limit); nothing past it is stored.
+    #[error("request body goes past the upload's length")]
+    TooLong,
+}
+
+/// A request body as the store sees it: chunks, ending cleanly or with a [`BodyError`].
+pub type BodyStream = BoxStream<'static, Result<Bytes, BodyError>>;
+
+/// Stored bytes read back.
+pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
+
+/// The result of an append: the new durable offset, and why the body stopped early, if it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// Bytes durably stored after the append (synced before this value is returned).
+    pub offset: Offset,
+    /// `Some` when the body ended with an error; every byte received before it is stored.
+    pub interruption: Option<BodyError>,
+}
+
+/// What a backend supports beyond the core operations; protocol front-ends advertise extensions
+/// from these flags, never from a fixed list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// [`Store::terminate`] removes uploads.
+    pub terminate: bool,
+    /// [`Store::read`] serves stored bytes back.
+    pub read: bool,
+}
+
+/// Errors of a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No upload with that id (or it was terminated).
+    #[error("upload not found")]
+    NotFound,
+    /// The append started at the wrong offset; nothing was written.
+    #[error("offset mismatch: {stored} bytes stored")]
+    OffsetMismatch {
+        /// Bytes actually stored.
+        stored: Offset,
+    },
+    /// Another process holds the upload's lock.
+    #[error("upload is locked by another process")]
+    Locked,
+    /// The backend has no room left; what was written before is kept and synced.
+    #[error("storage is full")]
+    Full,
+    /// The backend lacks this operation (see [`Capabilities`]).
+    #[error("operation not supported by this store")]
+    Unsupported,
+    /// Anything else: logged, never shown to clients.
+    #[error("storage I/O: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl StoreError {
+    /// Classifies an I/O error, recognising a full disk.
+    pub fn from_io(error: io::Error) -> Self {
+        match error.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StoreError::Full,
+            io::ErrorKind::NotFound => StoreError::NotFound,
+            _ => StoreError::Io(error),
+        }
+    }
+}
+
+/// Persistent storage of uploads.
+///
+/// # Behavior
+///
+/// The conformance kit ([`crate::conformance`]) checks every item below on every backend.
+///
+/// - `create` persists the info durably; the offset of a new upload is 0.
+/// - `status` returns the persisted info and the count of bytes durably stored; unknown ids
+///   (and terminated ones) are [`StoreError::NotFound`].
+/// - `append` writes the body at `offset` only if exactly `offset` bytes are stored (else
+///   [`StoreError::OffsetMismatch`] and nothing is written). It stores every chunk the body
+///   yields, in order, until the body ends or fails; then it makes the bytes durable and returns
+///   the new offset. A failing body is not an error of the append: it is reported in
+///   [`Appended::interruption`] and the bytes before it are kept. The store never checks the
+///   upload's length: the service limits the body before it reaches the store.
+/// - `update` replaces the info (e.g. a deferred length becoming known), durably and atomically.
+/// - `finish` is called once every byte is stored; it may assemble the upload (S3). Idempotent.
+/// - `terminate` removes the upload and its bytes; afterwards `status` is `NotFound`.
+/// - `read` returns the stored bytes in `range` (within the offset).
+/// - `find_by_key` returns the upload created with `client_key` by `owner`, if it still exists.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// What this backend supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Persists a new, empty upload.
+    async fn create(&self, info: &UploadInfo) -> Result<(), StoreError>;
+
+    /// The upload's info and durable offset.
+    async fn status(&self, id: &UploadId) -> Result<UploadStatus, StoreError>;
+
+    /// Appends a body at `offset`; see the trait's behaviour list.
+    async fn append(
+        &self,
+        id: &UploadId,
+        offset: Offset,
+        body: BodyStream,
+    ) -> Result<Appended, StoreError>;
+
+    /// Replaces the upload's info.
+    async fn update(&self, info: &UploadInfo) -> Result<(), StoreError>;
+
+    /// Completes an upload whose bytes are all stored.
+    async fn finish(&self, id: &UploadId) -> Result<(), StoreError>;
+
+    /// Removes the upload and its bytes.
+    async fn terminate(&self, id: &UploadId) -> Result<(), StoreError>;
+
+    /// Reads stored bytes.
+    async fn read(&self, id: &UploadId, range: Range<u64>) -> Result<ByteStream, StoreError>;
+
+    /// The upload `owner` created under the simple protocol's `client_key`.
+    async fn find_by_key(&self, owner: &Owner, client_key: &str)
+    -> Result<Option<UploadId>, StoreError>;
+}
+
+/// A stable, path-safe name for an (owner, client key) pair: hex SHA-256 of both, length-prefixed
+/// so that no two pairs share a name.
+pub fn client_key_digest(owner: &Owner, client_key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update((owner.as_str().len() as u64).to_be_bytes());
+    hasher.update(owner.as_str());
+    hasher.update(client_key);
+    hex::encode(hasher.finalize())
+}

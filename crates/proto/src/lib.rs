@@ -1,0 +1,19 @@
+//! Pure parsers and encoders for the wire formats resumable speaks.
+//!
+//! No I/O happens here: every function turns header bytes into typed values or typed values back
+//! into header bytes, so the server and clients share one definition of each format.
+//!
+//! # Layout
+//!
+//! - [`number`]: the strict decimal integers every protocol uses for offsets and lengths.
+//! - [`metadata`]: upload metadata and its tus `Upload-Metadata` encoding.
+//! - [`tus`]: tus 1.0.0 header names and values.
+//! - [`simple`]: the seed's simple protocol (`X-File-Id`, `X-Start-Byte`, `X-File-Size`).
+
+pub mod metadata;
+pub mod number;
+pub mod simple;
+pub mod tus;
+
+pub use metadata::{Metadata, MetadataError};
+pub use number::{NumberError, parse_u64};
