@@ -1,1 +1,305 @@
-//! placeholder
+//! The local-disk store of resumable, its embedded default.
+//!
+//! # Layout on disk
+//!
+//! ```text
+//! ROOT/uploads/ID.bin   the upload's bytes, append-only; its length IS the offset
+//! ROOT/uploads/ID.info  the upload's info as JSON, replaced atomically (temp + fsync + rename)
+//! ROOT/keys/DIGEST      the id of a simple-protocol upload, DIGEST = sha256(owner, X-File-Id)
+//! ```
+//!
+//! Names are built only from [`UploadId`]s (32 hex digits) and hex digests, never from client
+//! input. The data file is the single source of truth for the offset: bytes are written in order
+//! and `fdatasync`ed before an append returns, so after a crash the file holds a prefix of what
+//! was sent. An append holds an exclusive `flock` on the data file, so two server processes
+//! sharing a data dir cannot interleave writes to one upload.
+//!
+//! Appends stream through a bounded channel into one blocking task that owns the file and
+//! coalesces chunks into vectored writes: one thread hop per batch, not per frame, and memory
+//! bounded by the channel whatever the upload's size.
+
+mod write;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use resumable_core::store::client_key_digest;
+use resumable_core::{
+    Appended, BodyStream, ByteStream, Capabilities, Offset, Owner, Store, StoreError, UploadId,
+    UploadInfo, UploadStatus,
+};
+use std::fs::{File, OpenOptions};
+use std::io::{self, SeekFrom};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::mpsc;
+
+/// Settings of a [`FileStore`].
+#[derive(Debug, Clone)]
+pub struct FileStoreConfig {
+    /// The directory holding everything.
+    pub root: PathBuf,
+    /// How long an append waits for another process's lock on the same upload.
+    pub lock_timeout: Duration,
+}
+
+/// Uploads stored on local disk.
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    uploads: PathBuf,
+    keys: PathBuf,
+    lock_timeout: Duration,
+}
+
+/// Chunks in flight between the request and the writer: bounds memory per upload.
+const CHANNEL_CHUNKS: usize = 16;
+/// Size of the reads that serve downloads.
+const READ_BUFFER: usize = 256 * 1024;
+
+impl FileStore {
+    /// Opens (creating if needed) a store under `config.root`.
+    pub async fn open(config: FileStoreConfig) -> io::Result<Self> {
+        let store = FileStore {
+            uploads: config.root.join("uploads"),
+            keys: config.root.join("keys"),
+            lock_timeout: config.lock_timeout,
+        };
+        tokio::fs::create_dir_all(&store.uploads).await?;
+        tokio::fs::create_dir_all(&store.keys).await?;
+        Ok(store)
+    }
+
+    fn data_path(&self, id: &UploadId) -> PathBuf {
+        self.uploads.join(format!("{id}.bin"))
+    }
+
+    fn info_path(&self, id: &UploadId) -> PathBuf {
+        self.uploads.join(format!("{id}.info"))
+    }
+
+    fn key_path(&self, owner: &Owner, client_key: &str) -> PathBuf {
+        self.keys.join(client_key_digest(owner, client_key))
+    }
+
+    async fn read_info(&self, id: &UploadId) -> Result<UploadInfo, StoreError> {
+        let bytes = tokio::fs::read(self.info_path(id))
+            .await
+            .map_err(StoreError::from_io)?;
+        serde_json::from_slice(&bytes).map_err(|error| StoreError::Io(io::Error::other(error)))
+    }
+
+    /// Opens the data file for appending and takes its cross-process lock.
+    async fn open_locked(&self, id: &UploadId) -> Result<File, StoreError> {
+        let path = self.data_path(id);
+        let file = blocking(move || OpenOptions::new().append(true).open(path)).await?;
+        let deadline = tokio::time::Instant::now() + self.lock_timeout;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked);
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(std::fs::TryLockError::Error(error)) => return Err(StoreError::from_io(error)),
+            }
+        }
+    }
+}
+
+/// Runs blocking file-system work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| StoreError::Io(io::Error::other(error)))?
+        .map_err(StoreError::from_io)
+}
+
+/// Replaces `path` with `bytes` so that readers see the old or the new content, never a mix,
+/// and the new content survives a crash once this returns.
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let directory = path.parent().ok_or_else(|| io::Error::other("path has no parent"))?;
+    let name = path.file_name().and_then(|name| name.to_str()).unwrap_or("file");
+    let temporary = directory.join(format!(".{name}.{}.tmp", UploadId::random()));
+    let mut file = File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    sync_directory(directory)
+}
+
+fn sync_directory(directory: &Path) -> io::Result<()> {
+    File::open(directory)?.sync_all()
+}
+
+#[async_trait]
+impl Store for FileStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            terminate: true,
+            read: true,
+        }
+    }
+
+    async fn create(&self, info: &UploadInfo) -> Result<(), StoreError> {
+        let data = self.data_path(&info.id);
+        let info_path = self.info_path(&info.id);
+        let key = info
+            .client_key
+            .as_ref()
+            .map(|client_key| self.key_path(&info.owner, client_key));
+        let encoded = serde_json::to_vec(info).map_err(io::Error::other)?;
+        let id = info.id.to_string();
+        blocking(move || {
+            // Data first: an info file always has its data file beside it.
+            OpenOptions::new().write(true).create_new(true).open(&data)?;
+            write_atomically(&info_path, &encoded)?;
+            if let Some(key) = key {
+                write_atomically(&key, id.as_bytes())?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn status(&self, id: &UploadId) -> Result<UploadStatus, StoreError> {
+        let info = self.read_info(id).await?;
+        let length = tokio::fs::metadata(self.data_path(id))
+            .await
+            .map_err(StoreError::from_io)?
+            .len();
+        Ok(UploadStatus {
+            info,
+            offset: Offset(length),
+        })
+    }
+
+    async fn append(
+        &self,
+        id: &UploadId,
+        offset: Offset,
+        mut body: BodyStream,
+    ) -> Result<Appended, StoreError> {
+        let file = self.open_locked(id).await?;
+        let stored = file.metadata().map_err(StoreError::from_io)?.len();
+        if stored != offset.0 {
+            return Err(StoreError::OffsetMismatch {
+                stored: Offset(stored),
+            });
+        }
+        let (sender, receiver) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
+        let writer = tokio::task::spawn_blocking(move || write::write_chunks(file, receiver));
+        let mut interruption = None;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) if chunk.is_empty() => {}
+                Ok(chunk) => {
+                    if sender.send(chunk).await.is_err() {
+                        break; // the writer failed; its error is reported below
+                    }
+                }
+                Err(error) => {
+                    interruption = Some(error);
+                    break;
+                }
+            }
+        }
+        drop(sender);
+        let written = writer
+            .await
+            .map_err(|error| StoreError::Io(io::Error::other(error)))?;
+        let offset = Offset(written.durable_length);
+        match written.error {
+            Some(error) => {
+                tracing::warn!(upload = %id, %offset, %error, "append stopped by a write error");
+                Err(StoreError::from_io(error))
+            }
+            None => Ok(Appended {
+                offset,
+                interruption,
+            }),
+        }
+    }
+
+    async fn update(&self, info: &UploadInfo) -> Result<(), StoreError> {
+        self.read_info(&info.id).await?;
+        let path = self.info_path(&info.id);
+        let encoded = serde_json::to_vec(info).map_err(io::Error::other)?;
+        blocking(move || write_atomically(&path, &encoded)).await
+    }
+
+    async fn finish(&self, id: &UploadId) -> Result<(), StoreError> {
+        // The data file already is the finished upload.
+        self.read_info(id).await.map(|_| ())
+    }
+
+    async fn terminate(&self, id: &UploadId) -> Result<(), StoreError> {
+        let info = self.read_info(id).await?;
+        let info_path = self.info_path(id);
+        let data = self.data_path(id);
+        let key = info
+            .client_key
+            .as_ref()
+            .map(|client_key| self.key_path(&info.owner, client_key));
+        let directory = self.uploads.clone();
+        let id = id.to_string();
+        blocking(move || {
+            // Info first: without it the upload no longer exists, whatever happens next.
+            std::fs::remove_file(&info_path)?;
+            sync_directory(&directory)?;
+            remove_if_present(&data)?;
+            if let Some(key) = key
+                && std::fs::read(&key).is_ok_and(|stored| stored == id.as_bytes())
+            {
+                remove_if_present(&key)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read(&self, id: &UploadId, range: Range<u64>) -> Result<ByteStream, StoreError> {
+        self.read_info(id).await?;
+        let mut file = tokio::fs::File::open(self.data_path(id))
+            .await
+            .map_err(StoreError::from_io)?;
+        file.seek(SeekFrom::Start(range.start))
+            .await
+            .map_err(StoreError::from_io)?;
+        let limited = file.take(range.end.saturating_sub(range.start));
+        Ok(tokio_util::io::ReaderStream::with_capacity(limited, READ_BUFFER).boxed())
+    }
+
+    async fn find_by_key(
+        &self,
+        owner: &Owner,
+        client_key: &str,
+    ) -> Result<Option<UploadId>, StoreError> {
+        let stored = match tokio::fs::read_to_string(self.key_path(owner, client_key)).await {
+            Ok(stored) => stored,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(StoreError::from_io(error)),
+        };
+        let Ok(id) = stored.parse::<UploadId>() else {
+            return Ok(None);
+        };
+        match self.read_info(&id).await {
+            Ok(info) if &info.owner == owner => Ok(Some(id)),
+            Ok(_) | Err(StoreError::NotFound) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}

@@ -91,7 +91,12 @@ test('seed algorithm: interrupted POST /upload keeps received bytes, resume from
     signal: ac.signal,
   }).then((res) => ({ res }), (err) => ({ err }));
 
-  const consumed = await Promise.race([allConsumed.then(() => true), sleep(20000).then(() => false)]);
+  let timer;
+  const consumed = await Promise.race([
+    allConsumed.then(() => true),
+    new Promise((r) => { timer = setTimeout(() => r(false), 20000); }),
+  ]);
+  clearTimeout(timer);
   assert.ok(consumed, 'fetch did not consume the first part of the body within 20 s');
   // Let the bytes reach the server: wait (bounded) until /status shows them
   // or stops moving, then cut the connection.

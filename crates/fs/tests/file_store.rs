@@ -1,0 +1,113 @@
+//! The file store against the conformance kit, plus what only a disk store can promise.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use resumable_core::{
+    BodyError, BodyStream, Length, Offset, Owner, Store, StoreError, UploadId, UploadInfo,
+};
+use resumable_fs::{FileStore, FileStoreConfig};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn fresh_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("file-store")
+        .join(UploadId::random().as_str())
+}
+
+async fn open(root: PathBuf, lock_timeout: Duration) -> FileStore {
+    FileStore::open(FileStoreConfig { root, lock_timeout })
+        .await
+        .expect("open store")
+}
+
+async fn fresh() -> FileStore {
+    open(fresh_root(), Duration::from_secs(5)).await
+}
+
+mod conformance {
+    resumable_core::store_conformance_tests!(super::fresh());
+}
+
+fn info(length: Length) -> UploadInfo {
+    UploadInfo {
+        id: UploadId::random(),
+        owner: Owner::anonymous(),
+        length,
+        metadata: Default::default(),
+        client_key: Some("фото.jpg-5-1".into()),
+        created_at: 1,
+    }
+}
+
+fn body(chunks: &[&'static [u8]]) -> BodyStream {
+    let items: Vec<Result<Bytes, BodyError>> =
+        chunks.iter().map(|chunk| Ok(Bytes::from_static(chunk))).collect();
+    futures_util::stream::iter(items).boxed()
+}
+
+#[tokio::test]
+async fn uploads_survive_reopening_the_store() {
+    let root = fresh_root();
+    let info = info(Length::Known(10));
+    {
+        let store = open(root.clone(), Duration::from_secs(5)).await;
+        store.create(&info).await.unwrap();
+        store.append(&info.id, Offset(0), body(&[b"hello"])).await.unwrap();
+    }
+    let store = open(root, Duration::from_secs(5)).await;
+    let status = store.status(&info.id).await.unwrap();
+    assert_eq!(status.offset, Offset(5));
+    assert_eq!(status.info, info);
+    let found = store.find_by_key(&Owner::anonymous(), "фото.jpg-5-1").await.unwrap();
+    assert_eq!(found, Some(info.id.clone()));
+}
+
+#[tokio::test]
+async fn no_temporary_files_are_left_behind() {
+    let root = fresh_root();
+    let store = open(root.clone(), Duration::from_secs(5)).await;
+    let mut info = info(Length::Deferred);
+    store.create(&info).await.unwrap();
+    info.length = Length::Known(3);
+    store.update(&info).await.unwrap();
+    for directory in ["uploads", "keys"] {
+        for entry in std::fs::read_dir(root.join(directory)).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            assert!(!name.ends_with(".tmp"), "leftover {name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_append_while_one_is_appending() {
+    let root = fresh_root();
+    let first = open(root.clone(), Duration::from_secs(5)).await;
+    // A second store on the same directory stands for a second server process.
+    let second = open(root, Duration::from_millis(50)).await;
+    let info = info(Length::Known(100));
+    first.create(&info).await.unwrap();
+
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, BodyError>>(1);
+    let slow_body = tokio_stream_from(receiver);
+    let id = info.id.clone();
+    let in_flight = tokio::spawn(async move { first.append(&id, Offset(0), slow_body).await });
+    sender.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
+    // Wait until the first append holds the lock (its byte reached the file).
+    while second.status(&info.id).await.unwrap().offset < Offset(3) {
+        tokio::task::yield_now().await;
+    }
+    let blocked = second.append(&info.id, Offset(3), body(&[b"zzz"])).await;
+    assert!(matches!(blocked, Err(StoreError::Locked)), "{blocked:?}");
+
+    drop(sender);
+    assert_eq!(in_flight.await.unwrap().unwrap().offset, Offset(3));
+    let appended = second.append(&info.id, Offset(3), body(&[b"def"])).await.unwrap();
+    assert_eq!(appended.offset, Offset(6));
+}
+
+fn tokio_stream_from(
+    mut receiver: tokio::sync::mpsc::Receiver<Result<Bytes, BodyError>>,
+) -> BodyStream {
+    futures_util::stream::poll_fn(move |context| receiver.poll_recv(context)).boxed()
+}
