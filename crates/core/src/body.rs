@@ -21,9 +21,18 @@ pub(crate) struct BodyLimits {
     pub(crate) idle_timeout: Duration,
 }
 
+/// What ends a guarded body early, besides its own limits.
+pub(crate) struct BodyStops {
+    /// Another request asked for the upload's lock.
+    pub(crate) takeover: WaitForCancellationFutureOwned,
+    /// The server is shutting down.
+    pub(crate) shutdown: WaitForCancellationFutureOwned,
+}
+
 pub(crate) struct GuardedBody {
     inner: BodyStream,
     takeover: Pin<Box<WaitForCancellationFutureOwned>>,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     remaining: u64,
     idle_timeout: Duration,
     /// Fires at the idle deadline; moved forward lazily from `last_chunk` when it fires, so the
@@ -36,15 +45,12 @@ pub(crate) struct GuardedBody {
 }
 
 impl GuardedBody {
-    pub(crate) fn new(
-        inner: BodyStream,
-        takeover: WaitForCancellationFutureOwned,
-        limits: BodyLimits,
-    ) -> Self {
+    pub(crate) fn new(inner: BodyStream, stops: BodyStops, limits: BodyLimits) -> Self {
         let now = Instant::now();
         GuardedBody {
             inner,
-            takeover: Box::pin(takeover),
+            takeover: Box::pin(stops.takeover),
+            shutdown: Box::pin(stops.shutdown),
             remaining: limits.remaining,
             idle_timeout: limits.idle_timeout,
             stall_timer: Box::pin(tokio::time::sleep_until(now + limits.idle_timeout)),
@@ -102,6 +108,9 @@ impl Stream for GuardedBody {
         if this.takeover.as_mut().poll(context).is_ready() {
             return this.fail(BodyError::TakenOver);
         }
+        if this.shutdown.as_mut().poll(context).is_ready() {
+            return this.fail(BodyError::ShuttingDown);
+        }
         match this.inner.as_mut().poll_next(context) {
             Poll::Ready(Some(Ok(chunk))) => this.accept(chunk),
             Poll::Ready(Some(Err(error))) => this.fail(error),
@@ -122,17 +131,43 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     fn chunks(parts: &[&'static [u8]]) -> BodyStream {
-        let items: Vec<Result<Bytes, BodyError>> =
-            parts.iter().map(|part| Ok(Bytes::from_static(part))).collect();
+        let items: Vec<Result<Bytes, BodyError>> = parts
+            .iter()
+            .map(|part| Ok(Bytes::from_static(part)))
+            .collect();
         futures_util::stream::iter(items).boxed()
     }
 
-    fn guard(inner: BodyStream, remaining: u64, token: &CancellationToken) -> GuardedBody {
+    fn guard(inner: BodyStream, remaining: u64, takeover: &CancellationToken) -> GuardedBody {
+        guard_with_shutdown(inner, remaining, takeover, &CancellationToken::new())
+    }
+
+    fn guard_with_shutdown(
+        inner: BodyStream,
+        remaining: u64,
+        takeover: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> GuardedBody {
         let limits = BodyLimits {
             remaining,
             idle_timeout: Duration::from_secs(30),
         };
-        GuardedBody::new(inner, token.clone().cancelled_owned(), limits)
+        let stops = BodyStops {
+            takeover: takeover.clone().cancelled_owned(),
+            shutdown: shutdown.clone().cancelled_owned(),
+        };
+        GuardedBody::new(inner, stops, limits)
+    }
+
+    #[tokio::test]
+    async fn stops_on_shutdown() {
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        let body = guard_with_shutdown(chunks(&[b"abc"]), 10, &CancellationToken::new(), &shutdown);
+        assert_eq!(
+            collect(body).await,
+            (Vec::new(), Some(BodyError::ShuttingDown))
+        );
     }
 
     async fn collect(body: GuardedBody) -> (Vec<u8>, Option<BodyError>) {
@@ -159,9 +194,15 @@ mod tests {
     async fn cuts_a_body_at_the_limit() {
         let token = CancellationToken::new();
         let body = guard(chunks(&[b"abc", b"def", b"ghi"]), 4, &token);
-        assert_eq!(collect(body).await, (b"abcd".to_vec(), Some(BodyError::TooLong)));
+        assert_eq!(
+            collect(body).await,
+            (b"abcd".to_vec(), Some(BodyError::TooLong))
+        );
         let body = guard(chunks(&[b"abc", b"def"]), 3, &token);
-        assert_eq!(collect(body).await, (b"abc".to_vec(), Some(BodyError::TooLong)));
+        assert_eq!(
+            collect(body).await,
+            (b"abc".to_vec(), Some(BodyError::TooLong))
+        );
     }
 
     #[tokio::test]
@@ -169,7 +210,10 @@ mod tests {
         let token = CancellationToken::new();
         token.cancel();
         let body = guard(chunks(&[b"abc"]), 10, &token);
-        assert_eq!(collect(body).await, (Vec::new(), Some(BodyError::TakenOver)));
+        assert_eq!(
+            collect(body).await,
+            (Vec::new(), Some(BodyError::TakenOver))
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -178,6 +222,9 @@ mod tests {
         let first = futures_util::stream::iter([Ok(Bytes::from_static(b"ab"))]);
         let inner = first.chain(futures_util::stream::pending()).boxed();
         let body = guard(inner, 10, &token);
-        assert_eq!(collect(body).await, (b"ab".to_vec(), Some(BodyError::Stalled)));
+        assert_eq!(
+            collect(body).await,
+            (b"ab".to_vec(), Some(BodyError::Stalled))
+        );
     }
 }

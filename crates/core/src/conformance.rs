@@ -59,7 +59,9 @@ fn body(chunks: Vec<Vec<u8>>) -> BodyStream {
 }
 
 fn pattern(length: usize, seed: u8) -> Vec<u8> {
-    (0..length).map(|index| (index as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..length)
+        .map(|index| (index as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 async fn read_all(store: &dyn Store, id: &UploadId, end: u64) -> Vec<u8> {
@@ -95,12 +97,19 @@ pub async fn unknown_upload_is_not_found(store: &dyn Store) {
 pub async fn append_stores_chunks_in_order(store: &dyn Store) {
     let info = created(store, Length::Known(9)).await;
     let appended = store
-        .append(&info.id, Offset(0), body(vec![b"abc".to_vec(), b"defghi".to_vec()]))
+        .append(
+            &info.id,
+            Offset(0),
+            body(vec![b"abc".to_vec(), b"defghi".to_vec()]),
+        )
         .await
         .expect("append");
     assert_eq!(appended.offset, Offset(9));
     assert_eq!(appended.interruption, None);
-    assert_eq!(store.status(&info.id).await.expect("status").offset, Offset(9));
+    assert_eq!(
+        store.status(&info.id).await.expect("status").offset,
+        Offset(9)
+    );
     assert_eq!(read_all(store, &info.id, 9).await, b"abcdefghi");
 }
 
@@ -116,7 +125,10 @@ pub async fn append_at_wrong_offset_writes_nothing(store: &dyn Store) {
             .append(&info.id, Offset(wrong), body(vec![b"zzz".to_vec()]))
             .await;
         assert!(
-            matches!(result, Err(StoreError::OffsetMismatch { stored: Offset(3) })),
+            matches!(
+                result,
+                Err(StoreError::OffsetMismatch { stored: Offset(3) })
+            ),
             "{result:?}"
         );
     }
@@ -133,13 +145,19 @@ pub async fn interrupted_body_keeps_received_bytes(store: &dyn Store) {
         Ok(Bytes::from_static(b"never")),
     ])
     .boxed();
-    let appended = store.append(&info.id, Offset(0), failing).await.expect("append");
+    let appended = store
+        .append(&info.id, Offset(0), failing)
+        .await
+        .expect("append");
     assert_eq!(appended.offset, Offset(11));
     assert_eq!(
         appended.interruption,
         Some(BodyError::Interrupted("connection reset".into()))
     );
-    assert_eq!(store.status(&info.id).await.expect("status").offset, Offset(11));
+    assert_eq!(
+        store.status(&info.id).await.expect("status").offset,
+        Offset(11)
+    );
     assert_eq!(read_all(store, &info.id, 11).await, b"hello world");
 }
 
@@ -164,7 +182,10 @@ pub async fn many_small_chunks_stay_in_order(store: &dyn Store) {
     let data = pattern(3 * 4096 + 17, 3);
     let info = created(store, Length::Known(data.len() as u64)).await;
     let chunks: Vec<Vec<u8>> = data.chunks(3).map(<[u8]>::to_vec).collect();
-    let appended = store.append(&info.id, Offset(0), body(chunks)).await.expect("append");
+    let appended = store
+        .append(&info.id, Offset(0), body(chunks))
+        .await
+        .expect("append");
     assert_eq!(appended.offset, Offset(data.len() as u64));
     assert_eq!(read_all(store, &info.id, data.len() as u64).await, data);
 }
@@ -193,14 +214,23 @@ pub async fn terminate_removes_upload(store: &dyn Store) {
         .await
         .expect("append");
     store.terminate(&info.id).await.expect("terminate");
-    assert!(matches!(store.status(&info.id).await, Err(StoreError::NotFound)));
-    assert!(matches!(store.read(&info.id, 0..3).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.status(&info.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.read(&info.id, 0..3).await,
+        Err(StoreError::NotFound)
+    ));
     let key = store
         .find_by_key(&info.owner, "photo.jpg-3-1")
         .await
         .expect("find");
     assert_eq!(key, None);
-    assert!(matches!(store.terminate(&info.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.terminate(&info.id).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 /// `read` returns exactly the requested range.
@@ -261,5 +291,8 @@ pub async fn empty_append_changes_nothing(store: &dyn Store) {
         .await
         .expect("append");
     assert_eq!(appended.offset, Offset(0));
-    assert_eq!(store.status(&info.id).await.expect("status").offset, Offset(0));
+    assert_eq!(
+        store.status(&info.id).await.expect("status").offset,
+        Offset(0)
+    );
 }

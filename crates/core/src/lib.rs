@@ -28,9 +28,7 @@ pub use model::{Length, Offset, Owner, UploadId, UploadInfo, UploadStatus};
 pub use service::{
     Append, Clock, NewUpload, ServiceConfig, SystemClock, UploadError, UploadService,
 };
-pub use store::{
-    Appended, BodyError, BodyStream, ByteStream, Capabilities, Store, StoreError,
-};
+pub use store::{Appended, BodyError, BodyStream, ByteStream, Capabilities, Store, StoreError};
 
 #[cfg(test)]
 mod memory_store_conformance {

@@ -81,7 +81,10 @@ struct SlotHandle {
 
 impl Drop for SlotHandle {
     fn drop(&mut self) {
-        let mut slots = self.slots.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         // The map holds one reference and this handle another: nobody else uses the slot, and no
         // one can take a new reference while we hold the map's mutex.
         if Arc::strong_count(&self.slot) == 2 {
@@ -106,7 +109,10 @@ impl MemoryLocker {
     }
 
     fn handle(&self, key: &str) -> SlotHandle {
-        let mut slots = self.slots.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let slot = slots.entry(key.to_owned()).or_default().clone();
         SlotHandle {
             key: key.to_owned(),
@@ -117,12 +123,17 @@ impl MemoryLocker {
 
     /// How many keys have a slot (held or awaited); for tests of cleanup.
     pub fn keys_in_use(&self) -> usize {
-        self.slots.lock().unwrap_or_else(|poison| poison.into_inner()).len()
+        self.slots
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .len()
     }
 }
 
 fn lock_holder(slot: &Slot) -> std::sync::MutexGuard<'_, Option<CancellationToken>> {
-    slot.holder.lock().unwrap_or_else(|poison| poison.into_inner())
+    slot.holder
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
 }
 
 #[async_trait::async_trait]
@@ -213,15 +224,26 @@ mod tests {
         };
         let second = spawn_lock(locker.clone());
         // Both waiters must be queued before the holder lets go.
-        while locker.slots.lock().unwrap()["a"].waiting.load(Ordering::SeqCst) < 1 {
+        while locker.slots.lock().unwrap()["a"]
+            .waiting
+            .load(Ordering::SeqCst)
+            < 1
+        {
             tokio::task::yield_now().await;
         }
         let third = spawn_lock(locker.clone());
-        while locker.slots.lock().unwrap()["a"].waiting.load(Ordering::SeqCst) < 2 {
+        while locker.slots.lock().unwrap()["a"]
+            .waiting
+            .load(Ordering::SeqCst)
+            < 2
+        {
             tokio::task::yield_now().await;
         }
         drop(first);
-        assert!(second.await.unwrap(), "the middle request must be told to let go");
+        assert!(
+            second.await.unwrap(),
+            "the middle request must be told to let go"
+        );
         assert!(!third.await.unwrap(), "the newest request keeps the lock");
     }
 }

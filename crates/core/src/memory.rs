@@ -26,7 +26,10 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     fn upload(&self, id: &UploadId) -> Result<Arc<Mutex<Upload>>, StoreError> {
-        let uploads = self.uploads.lock().unwrap_or_else(|poison| poison.into_inner());
+        let uploads = self
+            .uploads
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         uploads.get(id).cloned().ok_or(StoreError::NotFound)
     }
 }
@@ -131,8 +134,13 @@ impl Store for MemoryStore {
     async fn read(&self, id: &UploadId, range: Range<u64>) -> Result<ByteStream, StoreError> {
         let upload = self.upload(id)?;
         let bytes = lock(&upload).bytes.clone().freeze();
-        let start = usize::try_from(range.start).unwrap_or(usize::MAX).min(bytes.len());
-        let end = usize::try_from(range.end).unwrap_or(usize::MAX).min(bytes.len()).max(start);
+        let start = usize::try_from(range.start)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let end = usize::try_from(range.end)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len())
+            .max(start);
         let slice: Bytes = bytes.slice(start..end);
         Ok(futures_util::stream::once(async move { Ok(slice) }).boxed())
     }
@@ -142,7 +150,10 @@ impl Store for MemoryStore {
         owner: &Owner,
         client_key: &str,
     ) -> Result<Option<UploadId>, StoreError> {
-        let keys = self.keys.lock().unwrap_or_else(|poison| poison.into_inner());
+        let keys = self
+            .keys
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         Ok(keys.get(&client_key_digest(owner, client_key)).cloned())
     }
 }

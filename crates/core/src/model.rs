@@ -165,7 +165,14 @@ mod tests {
 
     #[test]
     fn ids_never_hold_path_characters() {
-        for bad in ["", "../../../../etc/passwd", "0123456789abcdef0123456789abcde/", "0123456789ABCDEF0123456789ABCDEF", "0123456789abcdef0123456789abcdef0", "0123456789abcdef\00123456789abcde"] {
+        for bad in [
+            "",
+            "../../../../etc/passwd",
+            "0123456789abcdef0123456789abcde/",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "0123456789abcdef0123456789abcdef0",
+            "0123456789abcdef\00123456789abcde",
+        ] {
             assert!(bad.parse::<UploadId>().is_err(), "{bad:?}");
         }
     }

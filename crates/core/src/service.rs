@@ -1,7 +1,7 @@
 //! The upload service: the rules every protocol front-end shares, over any [`Store`] and
 //! [`Locker`].
 
-use crate::body::{BodyLimits, GuardedBody};
+use crate::body::{BodyLimits, BodyStops, GuardedBody};
 use crate::lock::{LockError, LockGuard, Locker};
 use crate::model::{Length, Offset, Owner, UploadId, UploadInfo, UploadStatus};
 use crate::store::{
@@ -12,6 +12,7 @@ use resumable_proto::Metadata;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
 
 /// The current time; injectable so tests can move it.
 pub trait Clock: Send + Sync + 'static {
@@ -167,6 +168,8 @@ pub struct UploadService {
     locker: Arc<dyn Locker>,
     clock: Arc<dyn Clock>,
     config: ServiceConfig,
+    /// Cancelled at shutdown: bodies in flight stop, persist and answer.
+    shutdown: CancellationToken,
 }
 
 impl UploadService {
@@ -182,7 +185,14 @@ impl UploadService {
             locker,
             clock,
             config,
+            shutdown: CancellationToken::new(),
         }
+    }
+
+    /// Makes every append in flight stop reading, persist what it has and answer; new appends
+    /// stop at once.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
     }
 
     /// What the store supports.
@@ -299,7 +309,10 @@ impl UploadService {
             self.declare_length(&mut status, length).await?;
         }
         let remaining = self.remaining(&status);
-        if append.content_length.is_some_and(|length| length > remaining) {
+        if append
+            .content_length
+            .is_some_and(|length| length > remaining)
+        {
             return Err(UploadError::BodyTooLong {
                 stored: status.offset,
             });
@@ -309,19 +322,23 @@ impl UploadService {
             remaining,
             idle_timeout: self.config.body_idle_timeout,
         };
-        let body = GuardedBody::new(append.body, guard.takeover_requested(), limits).boxed();
-        let appended = self
-            .store
-            .append(id, status.offset, body)
-            .await
-            .map_err(|error| match error {
-                // Another process appended between our status and our append.
-                StoreError::OffsetMismatch { stored } => UploadError::OffsetMismatch {
-                    stored,
-                    provided: append.offset,
-                },
-                other => other.into(),
-            })?;
+        let stops = BodyStops {
+            takeover: guard.takeover_requested(),
+            shutdown: self.shutdown.clone().cancelled_owned(),
+        };
+        let body = GuardedBody::new(append.body, stops, limits).boxed();
+        let appended =
+            self.store
+                .append(id, status.offset, body)
+                .await
+                .map_err(|error| match error {
+                    // Another process appended between our status and our append.
+                    StoreError::OffsetMismatch { stored } => UploadError::OffsetMismatch {
+                        stored,
+                        provided: append.offset,
+                    },
+                    other => other.into(),
+                })?;
         status.offset = appended.offset;
         if status.is_complete() && !was_complete {
             self.store.finish(id).await?;
@@ -379,7 +396,11 @@ impl UploadService {
         Ok((guard, status))
     }
 
-    async fn declare_length(&self, status: &mut UploadStatus, length: u64) -> Result<(), UploadError> {
+    async fn declare_length(
+        &self,
+        status: &mut UploadStatus,
+        length: u64,
+    ) -> Result<(), UploadError> {
         match status.info.length {
             Length::Known(declared) if declared == length => Ok(()),
             Length::Known(declared) => Err(UploadError::LengthConflict { declared }),

@@ -18,6 +18,9 @@ pub enum BodyError {
     /// Another request asked for this upload's lock.
     #[error("another request took over this upload")]
     TakenOver,
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
     /// The body goes past the upload's length (or the size limit); nothing past it is stored.
     #[error("request body goes past the upload's length")]
     TooLong,
@@ -137,8 +140,11 @@ pub trait Store: Send + Sync + 'static {
     async fn read(&self, id: &UploadId, range: Range<u64>) -> Result<ByteStream, StoreError>;
 
     /// The upload `owner` created under the simple protocol's `client_key`.
-    async fn find_by_key(&self, owner: &Owner, client_key: &str)
-    -> Result<Option<UploadId>, StoreError>;
+    async fn find_by_key(
+        &self,
+        owner: &Owner,
+        client_key: &str,
+    ) -> Result<Option<UploadId>, StoreError>;
 }
 
 /// A stable, path-safe name for an (owner, client key) pair: hex SHA-256 of both, length-prefixed

@@ -124,8 +124,13 @@ async fn blocking<T: Send + 'static>(
 /// and the new content survives a crash once this returns.
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
-    let directory = path.parent().ok_or_else(|| io::Error::other("path has no parent"))?;
-    let name = path.file_name().and_then(|name| name.to_str()).unwrap_or("file");
+    let directory = path
+        .parent()
+        .ok_or_else(|| io::Error::other("path has no parent"))?;
+    let name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("file");
     let temporary = directory.join(format!(".{name}.{}.tmp", UploadId::random()));
     let mut file = File::create(&temporary)?;
     file.write_all(bytes)?;
@@ -158,7 +163,10 @@ impl Store for FileStore {
         let id = info.id.to_string();
         blocking(move || {
             // Data first: an info file always has its data file beside it.
-            OpenOptions::new().write(true).create_new(true).open(&data)?;
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&data)?;
             write_atomically(&info_path, &encoded)?;
             if let Some(key) = key {
                 write_atomically(&key, id.as_bytes())?;

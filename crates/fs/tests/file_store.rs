@@ -41,8 +41,10 @@ fn info(length: Length) -> UploadInfo {
 }
 
 fn body(chunks: &[&'static [u8]]) -> BodyStream {
-    let items: Vec<Result<Bytes, BodyError>> =
-        chunks.iter().map(|chunk| Ok(Bytes::from_static(chunk))).collect();
+    let items: Vec<Result<Bytes, BodyError>> = chunks
+        .iter()
+        .map(|chunk| Ok(Bytes::from_static(chunk)))
+        .collect();
     futures_util::stream::iter(items).boxed()
 }
 
@@ -53,13 +55,19 @@ async fn uploads_survive_reopening_the_store() {
     {
         let store = open(root.clone(), Duration::from_secs(5)).await;
         store.create(&info).await.unwrap();
-        store.append(&info.id, Offset(0), body(&[b"hello"])).await.unwrap();
+        store
+            .append(&info.id, Offset(0), body(&[b"hello"]))
+            .await
+            .unwrap();
     }
     let store = open(root, Duration::from_secs(5)).await;
     let status = store.status(&info.id).await.unwrap();
     assert_eq!(status.offset, Offset(5));
     assert_eq!(status.info, info);
-    let found = store.find_by_key(&Owner::anonymous(), "фото.jpg-5-1").await.unwrap();
+    let found = store
+        .find_by_key(&Owner::anonymous(), "фото.jpg-5-1")
+        .await
+        .unwrap();
     assert_eq!(found, Some(info.id.clone()));
 }
 
@@ -102,7 +110,10 @@ async fn a_second_process_cannot_append_while_one_is_appending() {
 
     drop(sender);
     assert_eq!(in_flight.await.unwrap().unwrap().offset, Offset(3));
-    let appended = second.append(&info.id, Offset(3), body(&[b"def"])).await.unwrap();
+    let appended = second
+        .append(&info.id, Offset(3), body(&[b"def"]))
+        .await
+        .unwrap();
     assert_eq!(appended.offset, Offset(6));
 }
 

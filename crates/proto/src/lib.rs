@@ -8,10 +8,14 @@
 //! - [`number`]: the strict decimal integers every protocol uses for offsets and lengths.
 //! - [`metadata`]: upload metadata and its tus `Upload-Metadata` encoding.
 //! - [`tus`]: tus 1.0.0 header names and values.
+//! - [`disposition`]: `Content-Disposition` for downloads.
+//! - [`range`]: `Range` / `Content-Range` for downloads.
 //! - [`simple`]: the seed's simple protocol (`X-File-Id`, `X-Start-Byte`, `X-File-Size`).
 
+pub mod disposition;
 pub mod metadata;
 pub mod number;
+pub mod range;
 pub mod simple;
 pub mod tus;
 

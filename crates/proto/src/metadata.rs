@@ -104,7 +104,10 @@ impl Metadata {
         if key.is_empty() {
             return Err(MetadataError::EmptyKey);
         }
-        if !key.bytes().all(|byte| byte.is_ascii_graphic() && byte != b',') {
+        if !key
+            .bytes()
+            .all(|byte| byte.is_ascii_graphic() && byte != b',')
+        {
             return Err(MetadataError::InvalidKey(key.into()));
         }
         if self.0.iter().any(|entry| entry.key == key) {
@@ -163,7 +166,9 @@ mod tests {
 
     #[test]
     fn parses_keys_with_and_without_values() {
-        let metadata = Metadata::parse_tus(b"filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential").unwrap();
+        let metadata =
+            Metadata::parse_tus(b"filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential")
+                .unwrap();
         assert_eq!(metadata.filename(), Some("world_domination_plan.pdf"));
         assert_eq!(metadata.entries()[1].key, "is_confidential");
         assert_eq!(metadata.entries()[1].value, None);
@@ -186,10 +191,22 @@ mod tests {
 
     #[test]
     fn rejects_malformed_pairs() {
-        assert_eq!(Metadata::parse_tus(b"a YQ==,a YQ=="), Err(MetadataError::DuplicateKey("a".into())));
-        assert_eq!(Metadata::parse_tus(b"a !!!"), Err(MetadataError::InvalidValue("a".into())));
-        assert_eq!(Metadata::parse_tus(b"a YQ== YQ=="), Err(MetadataError::ExtraField("a YQ== YQ==".into())));
-        assert_eq!(Metadata::parse_tus(b"a YQ==,,b"), Err(MetadataError::EmptyKey));
+        assert_eq!(
+            Metadata::parse_tus(b"a YQ==,a YQ=="),
+            Err(MetadataError::DuplicateKey("a".into()))
+        );
+        assert_eq!(
+            Metadata::parse_tus(b"a !!!"),
+            Err(MetadataError::InvalidValue("a".into()))
+        );
+        assert_eq!(
+            Metadata::parse_tus(b"a YQ== YQ=="),
+            Err(MetadataError::ExtraField("a YQ== YQ==".into()))
+        );
+        assert_eq!(
+            Metadata::parse_tus(b"a YQ==,,b"),
+            Err(MetadataError::EmptyKey)
+        );
         assert!(Metadata::parse_tus(&vec![b'a'; MAX_ENCODED_LEN + 1]).is_err());
     }
 

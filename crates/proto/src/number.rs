@@ -43,7 +43,11 @@ mod tests {
     #[test]
     fn rejects_everything_but_digits() {
         for bad in ["1e3", "0x10", "-1", "+1", " 1", "1 ", "1.0", "١"] {
-            assert_eq!(parse_u64(bad.as_bytes()), Err(NumberError::NotDecimal), "{bad}");
+            assert_eq!(
+                parse_u64(bad.as_bytes()),
+                Err(NumberError::NotDecimal),
+                "{bad}"
+            );
         }
         assert_eq!(parse_u64(b""), Err(NumberError::Empty));
     }
@@ -51,8 +55,14 @@ mod tests {
     #[test]
     fn rejects_overflow() {
         assert_eq!(parse_u64(b"18446744073709551615"), Ok(u64::MAX));
-        assert_eq!(parse_u64(b"18446744073709551616"), Err(NumberError::Overflow));
-        assert_eq!(parse_u64(b"99999999999999999999999"), Err(NumberError::Overflow));
+        assert_eq!(
+            parse_u64(b"18446744073709551616"),
+            Err(NumberError::Overflow)
+        );
+        assert_eq!(
+            parse_u64(b"99999999999999999999999"),
+            Err(NumberError::Overflow)
+        );
     }
 
     proptest! {

@@ -37,7 +37,10 @@ pub fn parse_file_id(value: &[u8]) -> Result<String, FileIdError> {
     if value.len() > MAX_FILE_ID_LEN {
         return Err(FileIdError::TooLong);
     }
-    if value.iter().any(|&byte| byte < 0x20 && byte != b'\t' || byte == 0x7f) {
+    if value
+        .iter()
+        .any(|&byte| byte < 0x20 && byte != b'\t' || byte == 0x7f)
+    {
         return Err(FileIdError::ControlCharacter);
     }
     if value.trim_ascii().is_empty() {
@@ -61,8 +64,14 @@ mod tests {
 
     #[test]
     fn file_ids_are_opaque_text() {
-        assert_eq!(parse_file_id(b"my file.txt-12-1700000000").unwrap(), "my file.txt-12-1700000000");
-        assert_eq!(parse_file_id(b"../../etc/passwd").unwrap(), "../../etc/passwd");
+        assert_eq!(
+            parse_file_id(b"my file.txt-12-1700000000").unwrap(),
+            "my file.txt-12-1700000000"
+        );
+        assert_eq!(
+            parse_file_id(b"../../etc/passwd").unwrap(),
+            "../../etc/passwd"
+        );
         assert_eq!(parse_file_id("фото.jpg".as_bytes()).unwrap(), "фото.jpg");
         assert_eq!(parse_file_id(b"caf\xe9").unwrap(), "café");
     }
@@ -72,7 +81,10 @@ mod tests {
         assert_eq!(parse_file_id(b""), Err(FileIdError::Empty));
         assert_eq!(parse_file_id(b"   "), Err(FileIdError::Empty));
         assert_eq!(parse_file_id(b"a\0b"), Err(FileIdError::ControlCharacter));
-        assert_eq!(parse_file_id(&[b'a'; MAX_FILE_ID_LEN + 1]), Err(FileIdError::TooLong));
+        assert_eq!(
+            parse_file_id(&[b'a'; MAX_FILE_ID_LEN + 1]),
+            Err(FileIdError::TooLong)
+        );
     }
 
     proptest! {

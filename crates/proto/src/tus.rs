@@ -107,7 +107,9 @@ mod tests {
     #[test]
     fn content_type_ignores_case_and_parameters() {
         assert!(is_offset_octet_stream(b"application/offset+octet-stream"));
-        assert!(is_offset_octet_stream(b"Application/Offset+Octet-Stream; charset=x"));
+        assert!(is_offset_octet_stream(
+            b"Application/Offset+Octet-Stream; charset=x"
+        ));
         assert!(!is_offset_octet_stream(b"application/octet-stream"));
         assert!(!is_offset_octet_stream(b""));
     }

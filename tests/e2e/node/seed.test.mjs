@@ -98,16 +98,10 @@ test('seed algorithm: interrupted POST /upload keeps received bytes, resume from
   ]);
   clearTimeout(timer);
   assert.ok(consumed, 'fetch did not consume the first part of the body within 20 s');
-  // Let the bytes reach the server: wait (bounded) until /status shows them
-  // or stops moving, then cut the connection.
-  let inFlight = 0;
-  const deadline = Date.now() + 3000;
-  while (Date.now() < deadline) {
-    inFlight = await getStatus(base, fileId);
-    if (inFlight === PARTIAL) break;
-    await sleep(50);
-  }
-  t.diagnostic(`status while the request was still open: ${inFlight} of ${PARTIAL} sent`);
+  // Give the last bytes a moment to cross loopback, then cut the connection.
+  // (No GET /status while the POST is open: the server treats a new request
+  // for the same upload as a takeover and ends the open one.)
+  await sleep(200);
   ac.abort();
   const outcome = await pending;
   if (outcome.res) {

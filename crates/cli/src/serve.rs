@@ -1,0 +1,139 @@
+//! `resumable serve`.
+
+use anyhow::Context;
+use clap::Args;
+use resumable_core::{MemoryLocker, ServiceConfig, SystemClock, UploadService};
+use resumable_fs::{FileStore, FileStoreConfig};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Flags of `resumable serve`; each can also be set by its `RESUMABLE_*` environment variable.
+#[derive(Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the address is printed on stdout).
+    #[arg(long, env = "RESUMABLE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+
+    /// Directory holding uploads (created if missing).
+    #[arg(long, env = "RESUMABLE_DATA_DIR", default_value = "./uploads")]
+    data_dir: PathBuf,
+
+    /// Largest upload accepted: bytes, or with a unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB),
+    /// or `unlimited`.
+    #[arg(long, env = "RESUMABLE_MAX_SIZE", default_value = "1TiB", value_parser = parse_size)]
+    max_size: MaxSize,
+
+    /// How long a request waits for another request (or process) to let go of an upload.
+    #[arg(long, env = "RESUMABLE_LOCK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    lock_timeout: Duration,
+
+    /// How long an upload body may go without a byte before it is cut (its bytes are kept).
+    #[arg(long, env = "RESUMABLE_BODY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    body_timeout: Duration,
+}
+
+/// A size limit, or none.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MaxSize(Option<u64>);
+
+fn parse_size(text: &str) -> Result<MaxSize, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("unlimited") {
+        return Ok(MaxSize(None));
+    }
+    let split = text
+        .find(|character: char| !character.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 5000000, 512MiB or 2GB"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "tib" | "t" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        other => return Err(format!("unknown size unit {other:?}")),
+    };
+    number
+        .checked_mul(multiplier)
+        .map(|bytes| MaxSize(Some(bytes)))
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = FileStore::open(FileStoreConfig {
+        root: args.data_dir.clone(),
+        lock_timeout: args.lock_timeout,
+    })
+    .await
+    .with_context(|| format!("cannot use data directory {}", args.data_dir.display()))?;
+    let config = ServiceConfig {
+        max_size: args.max_size.0,
+        body_idle_timeout: args.body_timeout,
+    };
+    let service = UploadService::new(
+        Arc::new(store),
+        Arc::new(MemoryLocker::new(args.lock_timeout)),
+        Arc::new(SystemClock),
+        config,
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    // One line on stdout, for people and for scripts that start us on port 0.
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "resumable listening on http://{address}")?;
+    stdout.flush()?;
+    tracing::info!(%address, data_dir = %args.data_dir.display(), "serving uploads");
+    resumable_server::run(listener, Arc::new(service), shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_units() {
+        assert_eq!(parse_size("5000").unwrap().0, Some(5000));
+        assert_eq!(parse_size("512MiB").unwrap().0, Some(512 << 20));
+        assert_eq!(parse_size("2GB").unwrap().0, Some(2_000_000_000));
+        assert_eq!(parse_size("1TiB").unwrap().0, Some(1 << 40));
+        assert_eq!(parse_size("unlimited").unwrap().0, None);
+        assert!(parse_size("1e3").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+    }
+}

@@ -1,0 +1,163 @@
+//! The seed's simple protocol (PROTOCOLS.md §1): `GET /status` and `POST /upload`.
+//!
+//! `X-File-Id` names an upload within the caller's principal; it is hashed before it reaches
+//! storage and never becomes a path. A simple upload is a normal upload: `POST /upload` answers
+//! with `Location: /files/{id}` so it can be downloaded, and tus can continue it.
+
+use crate::AppState;
+use crate::wire::{
+    Principal, Rejection, body_stream, content_length, header_bytes, internal, interrupted, reject,
+};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use resumable_core::{Append, Length, Offset, UploadError};
+use resumable_proto::simple::{self, FILE_ID, FILE_SIZE, START_BYTE};
+use resumable_proto::tus::UPLOAD_OFFSET;
+
+/// `POST /upload`, parsed.
+struct UploadRequest {
+    file_id: String,
+    start: u64,
+    size: Option<u64>,
+    content_length: Option<u64>,
+}
+
+fn parse_file_id(headers: &HeaderMap) -> Result<String, Rejection> {
+    let value = header_bytes(headers, FILE_ID)
+        .ok_or_else(|| reject(StatusCode::BAD_REQUEST, "X-File-Id header is required"))?;
+    simple::parse_file_id(value).map_err(|error| reject(StatusCode::BAD_REQUEST, error.to_string()))
+}
+
+fn parse_upload(headers: &HeaderMap) -> Result<UploadRequest, Rejection> {
+    let file_id = parse_file_id(headers)?;
+    let start = header_bytes(headers, START_BYTE)
+        .ok_or_else(|| reject(StatusCode::BAD_REQUEST, "X-Start-Byte header is required"))?;
+    let start = simple::parse_byte_count(start)
+        .map_err(|error| reject(StatusCode::BAD_REQUEST, format!("X-Start-Byte: {error}")))?;
+    let size = header_bytes(headers, FILE_SIZE)
+        .map(simple::parse_byte_count)
+        .transpose()
+        .map_err(|error| reject(StatusCode::BAD_REQUEST, format!("X-File-Size: {error}")))?;
+    Ok(UploadRequest {
+        file_id,
+        start,
+        size,
+        content_length: content_length(headers),
+    })
+}
+
+fn offset_header(offset: Offset) -> (HeaderName, HeaderValue) {
+    (
+        HeaderName::from_static(UPLOAD_OFFSET),
+        HeaderValue::from(offset.0),
+    )
+}
+
+/// The plain-text count the seed's client reads with `+await response.text()`.
+fn count(offset: Offset) -> Response {
+    let (name, value) = offset_header(offset);
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (name, value),
+        ],
+        offset.to_string(),
+    )
+        .into_response()
+}
+
+/// The 409 of a start byte that is not the stored count: the body is the stored count.
+fn mismatch(stored: Offset) -> Rejection {
+    let (name, value) = offset_header(stored);
+    reject(StatusCode::CONFLICT, stored.to_string()).with_header(name, value)
+}
+
+/// `GET /status`: how many bytes of this file id are durably stored (`0` if none).
+pub(crate) async fn status(
+    State(state): State<AppState>,
+    Principal(owner): Principal,
+    headers: HeaderMap,
+) -> Result<Response, Rejection> {
+    let file_id = parse_file_id(&headers)?;
+    let Some(id) = state
+        .service
+        .find_by_key(&owner, &file_id)
+        .await
+        .map_err(upload_error)?
+    else {
+        return Ok(count(Offset(0)));
+    };
+    match state.service.status(&owner, &id).await {
+        Ok(status) => Ok(count(status.offset)),
+        Err(UploadError::NotFound) => Ok(count(Offset(0))),
+        Err(error) => Err(upload_error(error)),
+    }
+}
+
+/// `POST /upload`: append the body at `X-Start-Byte` if exactly that many bytes are stored.
+pub(crate) async fn upload(
+    State(state): State<AppState>,
+    Principal(owner): Principal,
+    request: Request,
+) -> Result<Response, Rejection> {
+    let (parts, body) = request.into_parts();
+    let upload = parse_upload(&parts.headers)?;
+    let service = &state.service;
+    let id = match service
+        .find_by_key(&owner, &upload.file_id)
+        .await
+        .map_err(upload_error)?
+    {
+        Some(id) => id,
+        // Nothing stored: only a request starting at 0 may create the upload.
+        None if upload.start != 0 => return Err(mismatch(Offset(0))),
+        None => {
+            let length = upload.size.map_or(Length::Deferred, Length::Known);
+            service
+                .open_by_key(&owner, &upload.file_id, length)
+                .await
+                .map_err(upload_error)?
+        }
+    };
+    let append = Append {
+        offset: Offset(upload.start),
+        declared_length: upload.size,
+        content_length: upload.content_length,
+        body: body_stream(body),
+    };
+    let status = service
+        .append(&owner, &id, append)
+        .await
+        .map_err(upload_error)?;
+    let mut response = count(status.offset);
+    let location = HeaderValue::from_str(&format!("/files/{id}")).expect("ids are header-safe");
+    response.headers_mut().insert(header::LOCATION, location);
+    Ok(response)
+}
+
+/// The simple protocol's status for each upload error.
+fn upload_error(error: UploadError) -> Rejection {
+    match error {
+        UploadError::OffsetMismatch { stored, .. } => mismatch(stored),
+        UploadError::NotFound => reject(StatusCode::NOT_FOUND, "upload not found"),
+        UploadError::TooLarge { .. } | UploadError::BodyTooLong { .. } => {
+            reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
+        }
+        UploadError::LengthConflict { declared } => reject(
+            StatusCode::BAD_REQUEST,
+            format!("X-File-Size differs from the size given before ({declared})"),
+        ),
+        UploadError::LengthBelowOffset { .. } => reject(StatusCode::BAD_REQUEST, error.to_string()),
+        UploadError::Incomplete => reject(StatusCode::CONFLICT, error.to_string()),
+        UploadError::Interrupted { reason, .. } => interrupted(reason),
+        UploadError::Busy => reject(StatusCode::LOCKED, error.to_string()),
+        UploadError::StorageFull => reject(StatusCode::INSUFFICIENT_STORAGE, error.to_string()),
+        UploadError::Unsupported => reject(StatusCode::NOT_IMPLEMENTED, error.to_string()),
+        UploadError::Internal(message) => internal(message),
+    }
+}

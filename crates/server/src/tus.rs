@@ -1,0 +1,359 @@
+//! tus 1.0.0 (PROTOCOLS.md §2) on `/files/`: core, creation, creation-with-upload,
+//! creation-defer-length and termination. Extensions are advertised from the store's
+//! capabilities.
+
+use crate::AppState;
+use crate::wire::{
+    Principal, Rejection, body_stream, content_length, header_bytes, internal, interrupted, reject,
+};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, head, options};
+use resumable_core::{
+    Append, Length, NewUpload, Offset, UploadError, UploadId, UploadService, UploadStatus,
+};
+use resumable_proto::Metadata;
+use resumable_proto::tus::{
+    self, METHOD_OVERRIDE, TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE, TUS_VERSION,
+    UPLOAD_DEFER_LENGTH, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
+};
+
+/// `Upload-Concat`: concatenation, not supported yet, so rejected rather than ignored.
+const UPLOAD_CONCAT: &str = "upload-concat";
+
+/// Routes of `/files/`.
+pub(crate) fn collection_routes() -> MethodRouter<AppState> {
+    options(capabilities)
+        .post(create)
+        .layer(axum::middleware::map_response(add_tus_resumable))
+}
+
+/// Routes of `/files/{id}`, without `GET` (downloads are not tus).
+pub(crate) fn upload_routes() -> MethodRouter<AppState> {
+    head(offset)
+        .patch(append)
+        .delete(terminate)
+        .options(capabilities)
+        .layer(axum::middleware::map_response(add_tus_resumable))
+}
+
+async fn add_tus_resumable(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(name(TUS_RESUMABLE), HeaderValue::from_static(tus::VERSION));
+    response
+}
+
+/// Honours `X-HTTP-Method-Override` on `POST`, for clients behind proxies that allow only
+/// `GET` and `POST`.
+pub(crate) fn apply_method_override(mut request: Request) -> Request {
+    if request.method() == Method::POST
+        && let Some(method) = header_bytes(request.headers(), METHOD_OVERRIDE)
+        && let Ok(method) = Method::from_bytes(method)
+    {
+        *request.method_mut() = method;
+    }
+    request
+}
+
+fn name(lowercase: &'static str) -> HeaderName {
+    HeaderName::from_static(lowercase)
+}
+
+fn number(value: u64) -> HeaderValue {
+    HeaderValue::from(value)
+}
+
+fn respond(status: StatusCode, headers: Vec<(HeaderName, HeaderValue)>) -> Response {
+    let mut response = status.into_response();
+    response.headers_mut().extend(headers);
+    response
+}
+
+/// The extensions this server offers, from what the store can do.
+fn extensions(service: &UploadService) -> Vec<&'static str> {
+    let mut extensions = vec!["creation", "creation-with-upload", "creation-defer-length"];
+    if service.capabilities().terminate {
+        extensions.push("termination");
+    }
+    extensions
+}
+
+/// `OPTIONS`: what this server speaks.
+async fn capabilities(State(state): State<AppState>) -> Response {
+    let mut headers = vec![
+        (name(TUS_VERSION), HeaderValue::from_static(tus::VERSION)),
+        (
+            name(TUS_EXTENSION),
+            HeaderValue::from_str(&tus::encode_extensions(&extensions(&state.service)))
+                .expect("extension names are header-safe"),
+        ),
+    ];
+    if let Some(max) = state.service.max_size() {
+        headers.push((name(TUS_MAX_SIZE), number(max)));
+    }
+    respond(StatusCode::NO_CONTENT, headers)
+}
+
+fn check_version(headers: &HeaderMap) -> Result<(), Rejection> {
+    let version = header_bytes(headers, TUS_RESUMABLE).unwrap_or_default();
+    tus::check_version(version).map_err(|error| {
+        reject(StatusCode::PRECONDITION_FAILED, error.to_string())
+            .with_header(name(TUS_VERSION), HeaderValue::from_static(tus::VERSION))
+    })
+}
+
+/// Ids that are not ours are unknown uploads, not bad requests: never reveal or parse more.
+fn parse_id(id: &str) -> Result<UploadId, Rejection> {
+    id.parse()
+        .map_err(|_| reject(StatusCode::NOT_FOUND, "upload not found"))
+}
+
+fn parse_number(headers: &HeaderMap, header: &'static str) -> Result<Option<u64>, Rejection> {
+    header_bytes(headers, header)
+        .map(|value| tus::parse_number(header, value))
+        .transpose()
+        .map_err(|error| reject(StatusCode::BAD_REQUEST, error.to_string()))
+}
+
+/// `POST /files/`, parsed.
+struct CreateRequest {
+    length: Length,
+    metadata: Metadata,
+    /// The body is the first chunk (creation-with-upload).
+    with_body: bool,
+    content_length: Option<u64>,
+}
+
+fn parse_create(headers: &HeaderMap) -> Result<CreateRequest, Rejection> {
+    check_version(headers)?;
+    if headers.contains_key(UPLOAD_CONCAT) {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "concatenation is not supported",
+        ));
+    }
+    let length = parse_number(headers, UPLOAD_LENGTH)?;
+    let deferred = header_bytes(headers, UPLOAD_DEFER_LENGTH);
+    let length = match (length, deferred) {
+        (Some(_), Some(_)) => {
+            let message = "Upload-Length and Upload-Defer-Length are mutually exclusive";
+            return Err(reject(StatusCode::BAD_REQUEST, message));
+        }
+        (None, None) => {
+            let message = "Upload-Length or Upload-Defer-Length: 1 is required";
+            return Err(reject(StatusCode::BAD_REQUEST, message));
+        }
+        (Some(length), None) => Length::Known(length),
+        (None, Some(deferred)) => {
+            tus::check_defer_length(deferred)
+                .map_err(|error| reject(StatusCode::BAD_REQUEST, error.to_string()))?;
+            Length::Deferred
+        }
+    };
+    let metadata = header_bytes(headers, UPLOAD_METADATA)
+        .map(Metadata::parse_tus)
+        .transpose()
+        .map_err(|error| reject(StatusCode::BAD_REQUEST, format!("Upload-Metadata: {error}")))?
+        .unwrap_or_default();
+    let with_body = header_bytes(headers, header::CONTENT_TYPE.as_str())
+        .is_some_and(tus::is_offset_octet_stream);
+    Ok(CreateRequest {
+        length,
+        metadata,
+        with_body,
+        content_length: content_length(headers),
+    })
+}
+
+/// The absolute URL of an upload, from the request's `Host` (relative when there is none).
+fn location(headers: &HeaderMap, id: &UploadId) -> HeaderValue {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .filter(|host| {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || b".-:[]".contains(&byte))
+        });
+    let url = match host {
+        Some(host) => format!("http://{host}/files/{id}"),
+        None => format!("/files/{id}"),
+    };
+    HeaderValue::from_str(&url).expect("validated host and hex id are header-safe")
+}
+
+/// `POST /files/`: creation, with the first chunk when the body is
+/// `application/offset+octet-stream`.
+async fn create(
+    State(state): State<AppState>,
+    Principal(owner): Principal,
+    request: Request,
+) -> Result<Response, Rejection> {
+    let (parts, body) = request.into_parts();
+    let create = parse_create(&parts.headers)?;
+    if let (true, Length::Known(length), Some(body_length)) =
+        (create.with_body, create.length, create.content_length)
+        && body_length > length
+    {
+        let message = "the body is longer than Upload-Length";
+        return Err(reject(StatusCode::PAYLOAD_TOO_LARGE, message));
+    }
+    let new = NewUpload {
+        owner: owner.clone(),
+        length: create.length,
+        metadata: create.metadata,
+    };
+    let mut status = state.service.create(new).await.map_err(upload_error)?;
+    if create.with_body {
+        let append = Append {
+            offset: Offset(0),
+            declared_length: None,
+            content_length: create.content_length,
+            body: body_stream(body),
+        };
+        let id = &status.info.id;
+        status = state
+            .service
+            .append(&owner, id, append)
+            .await
+            .map_err(upload_error)?;
+    }
+    let headers = vec![
+        (header::LOCATION, location(&parts.headers, &status.info.id)),
+        (name(UPLOAD_OFFSET), number(status.offset.0)),
+    ];
+    Ok(respond(StatusCode::CREATED, headers))
+}
+
+/// `HEAD /files/{id}`: the offset to resume from (any request in flight persists first).
+async fn offset(
+    State(state): State<AppState>,
+    Principal(owner): Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Rejection> {
+    check_version(&headers)?;
+    let id = parse_id(&id)?;
+    let status = state
+        .service
+        .status(&owner, &id)
+        .await
+        .map_err(upload_error)?;
+    Ok(respond(StatusCode::OK, describe(&status)))
+}
+
+fn describe(status: &UploadStatus) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = vec![
+        (name(UPLOAD_OFFSET), number(status.offset.0)),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ];
+    match status.info.length {
+        Length::Known(length) => headers.push((name(UPLOAD_LENGTH), number(length))),
+        Length::Deferred => {
+            headers.push((name(UPLOAD_DEFER_LENGTH), HeaderValue::from_static("1")))
+        }
+    }
+    if !status.info.metadata.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&status.info.metadata.encode_tus())
+    {
+        headers.push((name(UPLOAD_METADATA), value));
+    }
+    headers
+}
+
+/// `PATCH /files/{id}`, parsed.
+struct AppendRequest {
+    id: UploadId,
+    offset: Offset,
+    declared_length: Option<u64>,
+    content_length: Option<u64>,
+}
+
+fn parse_append(id: &str, headers: &HeaderMap) -> Result<AppendRequest, Rejection> {
+    check_version(headers)?;
+    let id = parse_id(id)?;
+    let content_type = header_bytes(headers, header::CONTENT_TYPE.as_str()).unwrap_or_default();
+    if !tus::is_offset_octet_stream(content_type) {
+        return Err(reject(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/offset+octet-stream",
+        ));
+    }
+    let offset = parse_number(headers, UPLOAD_OFFSET)?
+        .ok_or_else(|| reject(StatusCode::BAD_REQUEST, "Upload-Offset header is required"))?;
+    Ok(AppendRequest {
+        id,
+        offset: Offset(offset),
+        declared_length: parse_number(headers, UPLOAD_LENGTH)?,
+        content_length: content_length(headers),
+    })
+}
+
+/// `PATCH /files/{id}`: append the body at `Upload-Offset`.
+async fn append(
+    State(state): State<AppState>,
+    Principal(owner): Principal,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, Rejection> {
+    let (parts, body) = request.into_parts();
+    let request = parse_append(&id, &parts.headers)?;
+    let append = Append {
+        offset: request.offset,
+        declared_length: request.declared_length,
+        content_length: request.content_length,
+        body: body_stream(body),
+    };
+    let service = &state.service;
+    let status = service
+        .append(&owner, &request.id, append)
+        .await
+        .map_err(upload_error)?;
+    let headers = vec![(name(UPLOAD_OFFSET), number(status.offset.0))];
+    Ok(respond(StatusCode::NO_CONTENT, headers))
+}
+
+/// `DELETE /files/{id}`: termination.
+async fn terminate(
+    State(state): State<AppState>,
+    Principal(owner): Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Rejection> {
+    check_version(&headers)?;
+    let id = parse_id(&id)?;
+    state
+        .service
+        .terminate(&owner, &id)
+        .await
+        .map_err(upload_error)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// tus's status for each upload error.
+pub(crate) fn upload_error(error: UploadError) -> Rejection {
+    match error {
+        UploadError::NotFound => reject(StatusCode::NOT_FOUND, "upload not found"),
+        UploadError::OffsetMismatch { stored, .. } => {
+            reject(StatusCode::CONFLICT, error.to_string())
+                .with_header(name(UPLOAD_OFFSET), number(stored.0))
+        }
+        UploadError::TooLarge { .. } | UploadError::BodyTooLong { .. } => {
+            reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
+        }
+        UploadError::LengthConflict { .. } => reject(
+            StatusCode::BAD_REQUEST,
+            "Upload-Length cannot change once set",
+        ),
+        UploadError::LengthBelowOffset { .. } => reject(StatusCode::BAD_REQUEST, error.to_string()),
+        UploadError::Incomplete => reject(StatusCode::CONFLICT, error.to_string()),
+        UploadError::Interrupted { reason, .. } => interrupted(reason),
+        UploadError::Busy => reject(StatusCode::LOCKED, error.to_string()),
+        UploadError::StorageFull => reject(StatusCode::INSUFFICIENT_STORAGE, error.to_string()),
+        UploadError::Unsupported => reject(StatusCode::NOT_IMPLEMENTED, error.to_string()),
+        UploadError::Internal(message) => internal(message),
+    }
+}

@@ -1,0 +1,99 @@
+//! What every front-end shares.
+
+use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use resumable_core::{BodyError, BodyStream, Owner};
+use std::convert::Infallible;
+
+/// The principal a request acts for. Every request is anonymous until authentication exists;
+/// handlers already take the principal so uploads are scoped per principal from day one.
+pub(crate) struct Principal(pub(crate) Owner);
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Principal(Owner::anonymous()))
+    }
+}
+
+/// A request body as an upload stream; a failed connection ends it with
+/// [`BodyError::Interrupted`].
+pub(crate) fn body_stream(body: Body) -> BodyStream {
+    body.into_data_stream()
+        .map(|chunk| chunk.map_err(|error| BodyError::Interrupted(error.to_string())))
+        .boxed()
+}
+
+/// A refused request: a status, a short human-readable message, and any headers the protocol
+/// requires on that status (e.g. `Upload-Offset` on a 409).
+#[derive(Debug)]
+pub(crate) struct Rejection {
+    status: StatusCode,
+    message: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Rejection {
+    pub(crate) fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            self.message,
+        )
+            .into_response();
+        response.headers_mut().extend(self.headers);
+        response
+    }
+}
+
+/// A rejection with a plain-text message.
+pub(crate) fn reject(status: StatusCode, message: impl Into<String>) -> Rejection {
+    Rejection {
+        status,
+        message: message.into(),
+        headers: Vec::new(),
+    }
+}
+
+/// The answer to an internal failure: logged in full, answered with a generic 500.
+pub(crate) fn internal(error: impl std::fmt::Display) -> Rejection {
+    tracing::error!(%error, "internal error");
+    reject(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
+}
+
+/// The announced body size, when the request has a valid `Content-Length`.
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| resumable_proto::parse_u64(value.as_bytes()).ok())
+}
+
+/// A header's raw bytes, if present.
+pub(crate) fn header_bytes<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers.get(name).map(|value| value.as_bytes())
+}
+
+/// The answer to a request whose body ended early (every byte before the end is stored; the
+/// client, if still there, re-reads the offset and continues).
+pub(crate) fn interrupted(reason: BodyError) -> Rejection {
+    let status = match reason {
+        BodyError::Interrupted(_) => StatusCode::BAD_REQUEST,
+        BodyError::Stalled => StatusCode::REQUEST_TIMEOUT,
+        BodyError::TakenOver => StatusCode::LOCKED,
+        BodyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        BodyError::TooLong => StatusCode::PAYLOAD_TOO_LARGE,
+    };
+    reject(status, reason.to_string())
+}
