@@ -1,0 +1,152 @@
+//! A real server on 127.0.0.1:0 over a fresh disk store, and the clients tests need.
+
+#![allow(dead_code, unreachable_pub)]
+
+use resumable_core::{MemoryLocker, ServiceConfig, SystemClock, UploadId, UploadService};
+use resumable_fs::{FileStore, FileStoreConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+pub const MAX_SIZE: u64 = 1 << 20;
+
+pub struct TestServer {
+    pub address: SocketAddr,
+    pub data_dir: PathBuf,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(ServiceConfig {
+            max_size: Some(MAX_SIZE),
+            body_idle_timeout: Duration::from_secs(10),
+        })
+        .await
+    }
+
+    pub async fn start_with(config: ServiceConfig) -> Self {
+        let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("server")
+            .join(UploadId::random().as_str());
+        let store = FileStore::open(FileStoreConfig {
+            root: data_dir.clone(),
+            lock_timeout: Duration::from_secs(5),
+        })
+        .await
+        .expect("open store");
+        let service = UploadService::new(
+            Arc::new(store),
+            Arc::new(MemoryLocker::new(Duration::from_secs(5))),
+            Arc::new(SystemClock),
+            config,
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(resumable_server::run(listener, Arc::new(service), async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            address,
+            data_dir,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    /// Stops the server and waits until it has returned.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server result");
+        }
+    }
+
+    /// Sends a request head and the first part of its body, and leaves the connection open.
+    pub async fn send_partial(&self, head: &str, body: &[u8]) -> TcpStream {
+        let mut stream = TcpStream::connect(self.address).await.expect("connect");
+        stream.write_all(head.as_bytes()).await.expect("write head");
+        stream.write_all(body).await.expect("write body");
+        stream.flush().await.expect("flush");
+        stream
+    }
+
+    /// Sends a whole raw request and returns the raw response head (status line and headers).
+    pub async fn raw(&self, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(self.address).await.expect("connect");
+        stream.write_all(request).await.expect("write");
+        let mut response = Vec::new();
+        let read_head = async {
+            let mut buffer = [0u8; 4096];
+            while !response.windows(4).any(|window| window == b"\r\n\r\n") {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => response.extend_from_slice(&buffer[..read]),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), read_head).await;
+        String::from_utf8_lossy(&response).into_owned()
+    }
+
+    /// Polls `probe` until it returns `Some`, for at most five seconds.
+    pub async fn eventually<T, F, Fut>(&self, mut probe: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(value) = probe().await {
+                return value;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "condition not met in 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Bytes in the data dir's upload files, to prove rejections wrote nothing.
+    pub fn stored_bytes(&self) -> u64 {
+        let uploads = self.data_dir.join("uploads");
+        std::fs::read_dir(uploads)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "bin"))
+                    .map(|entry| entry.metadata().map(|meta| meta.len()).unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// Deterministic test bytes.
+pub fn pattern(length: usize, seed: u8) -> Vec<u8> {
+    (0..length)
+        .map(|index| (index as u8).wrapping_mul(97).wrapping_add(seed) ^ (index >> 8) as u8)
+        .collect()
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

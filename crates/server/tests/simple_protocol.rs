@@ -1,0 +1,305 @@
+//! The seed's simple protocol against a real server (PROTOCOLS.md §1), one test per rule.
+
+mod common;
+
+use common::{MAX_SIZE, TestServer, pattern, sha256};
+use reqwest::StatusCode;
+
+async fn status(server: &TestServer, file_id: &str) -> (StatusCode, String) {
+    let response = server
+        .client
+        .get(server.url("/status"))
+        .header("X-File-Id", file_id)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+async fn post(
+    server: &TestServer,
+    file_id: &str,
+    start: &str,
+    size: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let mut request = server
+        .client
+        .post(server.url("/upload"))
+        .header("X-File-Id", file_id)
+        .header("X-Start-Byte", start)
+        .body(body);
+    if let Some(size) = size {
+        request = request.header("X-File-Size", size);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn status_of_an_unknown_id_is_zero() {
+    let server = TestServer::start().await;
+    assert_eq!(
+        status(&server, "never-seen-1-1").await,
+        (StatusCode::OK, "0".into())
+    );
+}
+
+#[tokio::test]
+async fn status_without_a_file_id_is_400() {
+    let server = TestServer::start().await;
+    let response = server
+        .client
+        .get(server.url("/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.text().await.unwrap().contains("X-File-Id"));
+    assert_eq!(status(&server, "").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(status(&server, "   ").await.0, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn upload_appends_and_status_reports_the_stored_count() {
+    let server = TestServer::start().await;
+    let data = pattern(10_000, 1);
+    let first = post(
+        &server,
+        "a.bin-10000-1",
+        "0",
+        Some("10000"),
+        data[..4000].to_vec(),
+    )
+    .await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.text().await.unwrap(), "4000");
+    assert_eq!(status(&server, "a.bin-10000-1").await.1, "4000");
+    let second = post(
+        &server,
+        "a.bin-10000-1",
+        "4000",
+        Some("10000"),
+        data[4000..].to_vec(),
+    )
+    .await;
+    assert_eq!(second.status(), StatusCode::OK);
+    let location = second.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("/files/"), "{location}");
+    assert_eq!(second.text().await.unwrap(), "10000");
+    let download = server
+        .client
+        .get(server.url(&location))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), StatusCode::OK);
+    assert_eq!(sha256(&download.bytes().await.unwrap()), sha256(&data));
+}
+
+#[tokio::test]
+async fn start_byte_must_be_a_strict_decimal() {
+    let server = TestServer::start().await;
+    // (Leading and trailing spaces are optional whitespace in HTTP: the parser drops them.)
+    for bad in [
+        "1e3",
+        "0x10",
+        "-1",
+        "",
+        "+1",
+        "1.0",
+        "1 000",
+        "99999999999999999999999",
+    ] {
+        let response = post(&server, "strict-1-1", bad, None, b"abc".to_vec()).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::BAD_REQUEST,
+            "X-Start-Byte {bad:?}"
+        );
+    }
+    let response = post(&server, "strict-1-1", "0", Some("1e3"), b"abc".to_vec()).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let missing = server
+        .client
+        .post(server.url("/upload"))
+        .header("X-File-Id", "strict-1-1")
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(server.stored_bytes(), 0);
+    assert_eq!(status(&server, "strict-1-1").await.1, "0");
+}
+
+#[tokio::test]
+async fn a_start_byte_other_than_the_stored_count_is_409_and_writes_nothing() {
+    let server = TestServer::start().await;
+    post(&server, "m-10-1", "0", Some("10"), b"abcd".to_vec()).await;
+    for wrong in ["0", "2", "5", "10"] {
+        let response = post(&server, "m-10-1", wrong, Some("10"), b"zz".to_vec()).await;
+        assert_eq!(response.status(), StatusCode::CONFLICT, "start {wrong}");
+        assert_eq!(response.headers()["upload-offset"], "4");
+        assert_eq!(response.text().await.unwrap(), "4");
+    }
+    assert_eq!(server.stored_bytes(), 4);
+}
+
+#[tokio::test]
+async fn resuming_an_unknown_id_past_zero_is_409_with_zero() {
+    let server = TestServer::start().await;
+    let response = post(&server, "ghost-5-1", "3", None, b"de".to_vec()).await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert_eq!(response.text().await.unwrap(), "0");
+    assert_eq!(server.stored_bytes(), 0);
+}
+
+#[tokio::test]
+async fn file_size_over_the_maximum_is_413() {
+    let server = TestServer::start().await;
+    let too_big = (MAX_SIZE + 1).to_string();
+    let response = post(&server, "big-1-1", "0", Some(&too_big), b"a".to_vec()).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(status(&server, "big-1-1").await.1, "0");
+}
+
+#[tokio::test]
+async fn a_body_past_the_file_size_is_413_and_nothing_past_it_is_stored() {
+    let server = TestServer::start().await;
+    let response = post(&server, "over-4-1", "0", Some("4"), b"abcdef".to_vec()).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(server.stored_bytes() <= 4);
+    // A chunked body (no Content-Length) is cut at the size: the part that fits is kept.
+    let stream = futures_util::stream::iter(vec![
+        Ok::<_, std::io::Error>(b"wxyz".to_vec()),
+        Ok(b"overflow".to_vec()),
+    ]);
+    let response = server
+        .client
+        .post(server.url("/upload"))
+        .header("X-File-Id", "chunked-4-1")
+        .header("X-Start-Byte", "0")
+        .header("X-File-Size", "4")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(status(&server, "chunked-4-1").await.1, "4");
+}
+
+#[tokio::test]
+async fn a_file_size_that_changes_is_400() {
+    let server = TestServer::start().await;
+    post(&server, "size-10-1", "0", Some("10"), b"abc".to_vec()).await;
+    let response = post(&server, "size-10-1", "3", Some("11"), b"def".to_vec()).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(status(&server, "size-10-1").await.1, "3");
+}
+
+#[tokio::test]
+async fn ids_are_opaque_never_paths() {
+    let server = TestServer::start().await;
+    for id in ["../../../../etc/passwd", "..", "/", "a/b\\c", "%2e%2e%2f"] {
+        let response = post(&server, id, "0", None, id.as_bytes().to_vec()).await;
+        assert_eq!(response.status(), StatusCode::OK, "{id}");
+        assert_eq!(status(&server, id).await.1, id.len().to_string());
+    }
+    // Every id became its own upload inside the data dir, and nothing was written elsewhere.
+    assert_eq!(
+        std::fs::read_dir(server.data_dir.join("keys"))
+            .unwrap()
+            .count(),
+        5
+    );
+    let nul = server
+        .raw(b"GET /status HTTP/1.1\r\nHost: x\r\nX-File-Id: a\0b\r\nConnection: close\r\n\r\n")
+        .await;
+    assert!(nul.starts_with("HTTP/1.1 400"), "{nul}");
+    assert_eq!(status(&server, "a").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn non_latin1_names_work_encoded_or_raw() {
+    let server = TestServer::start().await;
+    let encoded = "%D1%84%D0%BE%D1%82%D0%BE.jpg-3-1";
+    post(&server, encoded, "0", None, b"abc".to_vec()).await;
+    assert_eq!(status(&server, encoded).await.1, "3");
+    let raw = "фото.jpg-2-1";
+    let response = server
+        .client
+        .post(server.url("/upload"))
+        .header(
+            "X-File-Id",
+            reqwest::header::HeaderValue::from_bytes(raw.as_bytes()).unwrap(),
+        )
+        .header("X-Start-Byte", "0")
+        .body("ab")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let stored = server
+        .client
+        .get(server.url("/status"))
+        .header(
+            "X-File-Id",
+            reqwest::header::HeaderValue::from_bytes(raw.as_bytes()).unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.text().await.unwrap(), "2");
+}
+
+#[tokio::test]
+async fn an_interrupted_post_keeps_every_byte_that_arrived() {
+    let server = TestServer::start().await;
+    let data = pattern(200_000, 5);
+    let head = "POST /upload HTTP/1.1\r\nHost: x\r\nX-File-Id: cut-200000-1\r\n\
+                X-Start-Byte: 0\r\nX-File-Size: 200000\r\nContent-Length: 200000\r\n\r\n";
+    let connection = server.send_partial(head, &data[..75_000]).await;
+    // Wait until the bytes reached the server, then drop the connection mid-body.
+    server
+        .eventually(|| async {
+            let (_, body) = status(&server, "cut-200000-1").await;
+            (body == "75000").then_some(())
+        })
+        .await;
+    drop(connection);
+    let resumed = post(
+        &server,
+        "cut-200000-1",
+        "75000",
+        Some("200000"),
+        data[75_000..].to_vec(),
+    )
+    .await;
+    assert_eq!(resumed.status(), StatusCode::OK);
+    let location = resumed.headers()["location"].to_str().unwrap().to_owned();
+    let download = server
+        .client
+        .get(server.url(&location))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sha256(&download.bytes().await.unwrap()), sha256(&data));
+}
+
+#[tokio::test]
+async fn the_server_keeps_serving_after_hostile_requests() {
+    let server = TestServer::start().await;
+    let garbage: [&[u8]; 4] = [
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nX-File-Id: \xff\xfe\r\nX-Start-Byte: 0\r\nContent-Length: 1\r\n\r\na",
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nX-File-Id: q\r\nX-Start-Byte: 18446744073709551616\r\nContent-Length: 0\r\n\r\n",
+        b"GET /status HTTP/1.1\r\nHost: x\r\nX-File-Id: q\r\nX-File-Id: r\r\n\r\n",
+        b"\x00\x01\x02 garbage\r\n\r\n",
+    ];
+    for request in garbage {
+        let _ = server.raw(request).await;
+    }
+    assert_eq!(
+        status(&server, "still-alive").await,
+        (StatusCode::OK, "0".into())
+    );
+}
