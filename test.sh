@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every test of resumable, installing what the end-to-end tests need when it is missing.
+#   ./test.sh
+# 1. formatting and lints, 2. unit, property, conformance and real-server tests (cargo test),
+# 3. end-to-end tests with real third-party clients (tus-js-client, tuspy) against the release
+#    binary (tests/e2e/run.sh installs npm and PyPI packages into tests/e2e when missing).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+need() {
+  # need COMMAND DEBIAN-PACKAGE: install the package when the command is missing.
+  command -v "$1" >/dev/null 2>&1 && return 0
+  step "installing $2 (for $1)"
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq "$2"
+  else
+    echo "test.sh: $1 is missing; install $2" >&2
+    exit 2
+  fi
+}
+need node nodejs
+need npm npm
+need python3 python3
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --workspace
+
+step "release build for the end-to-end tests"
+cargo build --release --bin resumable
+
+step "end-to-end tests"
+RESUMABLE_BIN="$PWD/target/release/resumable" tests/e2e/run.sh
