@@ -233,6 +233,7 @@ impl UploadService {
             created_at,
         };
         self.store.create(&info).await?;
+        tracing::info!(upload = %info.id, length = ?info.length, "upload created");
         if info.length == Length::Known(0) {
             self.store.finish(&info.id).await?;
         }
@@ -342,6 +343,10 @@ impl UploadService {
         status.offset = appended.offset;
         if status.is_complete() && !was_complete {
             self.store.finish(id).await?;
+            tracing::info!(upload = %id, length = status.offset.0, "upload complete");
+        }
+        if let Some(reason) = &appended.interruption {
+            tracing::debug!(upload = %id, offset = status.offset.0, %reason, "append ended early");
         }
         drop(guard);
         match appended.interruption {
@@ -362,7 +367,9 @@ impl UploadService {
             return Err(UploadError::Unsupported);
         }
         let (_guard, _status) = self.lock_owned(owner, id).await?;
-        Ok(self.store.terminate(id).await?)
+        self.store.terminate(id).await?;
+        tracing::info!(upload = %id, "upload terminated");
+        Ok(())
     }
 
     /// Reads bytes of a completed upload.

@@ -1,0 +1,293 @@
+//! The upload service's rules, over the in-memory store and locker.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use resumable_core::{
+    Append, BodyError, BodyStream, Length, MemoryLocker, MemoryStore, NewUpload, Offset, Owner,
+    ServiceConfig, SystemClock, UploadError, UploadService,
+};
+use resumable_proto::Metadata;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn service(max_size: Option<u64>) -> Arc<UploadService> {
+    Arc::new(UploadService::new(
+        Arc::new(MemoryStore::default()),
+        Arc::new(MemoryLocker::new(Duration::from_secs(5))),
+        Arc::new(SystemClock),
+        ServiceConfig {
+            max_size,
+            body_idle_timeout: Duration::from_secs(5),
+        },
+    ))
+}
+
+fn new_upload(owner: &str, length: Length) -> NewUpload {
+    NewUpload {
+        owner: Owner::new(owner),
+        length,
+        metadata: Metadata::default(),
+    }
+}
+
+fn body(bytes: &'static [u8]) -> BodyStream {
+    futures_util::stream::iter([Ok(Bytes::from_static(bytes))]).boxed()
+}
+
+fn append(offset: u64, bytes: &'static [u8]) -> Append {
+    Append {
+        offset: Offset(offset),
+        declared_length: None,
+        content_length: Some(bytes.len() as u64),
+        body: body(bytes),
+    }
+}
+
+#[tokio::test]
+async fn uploads_are_invisible_to_other_owners() {
+    let service = service(None);
+    let alice = Owner::new("alice");
+    let mallory = Owner::new("mallory");
+    let id = service
+        .create(new_upload("alice", Length::Known(3)))
+        .await
+        .unwrap()
+        .info
+        .id;
+    assert!(matches!(
+        service.status(&mallory, &id).await,
+        Err(UploadError::NotFound)
+    ));
+    let theft = service.append(&mallory, &id, append(0, b"bad")).await;
+    assert!(matches!(theft, Err(UploadError::NotFound)));
+    assert!(matches!(
+        service.terminate(&mallory, &id).await,
+        Err(UploadError::NotFound)
+    ));
+    assert!(matches!(
+        service.read(&mallory, &id, 0..3).await,
+        Err(UploadError::NotFound)
+    ));
+    assert_eq!(service.status(&alice, &id).await.unwrap().offset, Offset(0));
+}
+
+#[tokio::test]
+async fn client_keys_are_scoped_per_owner() {
+    let service = service(None);
+    let alice = Owner::new("alice");
+    let bob = Owner::new("bob");
+    let for_alice = service
+        .open_by_key(&alice, "a.txt-3-1", Length::Deferred)
+        .await
+        .unwrap();
+    let for_bob = service
+        .open_by_key(&bob, "a.txt-3-1", Length::Deferred)
+        .await
+        .unwrap();
+    assert_ne!(for_alice, for_bob);
+    let again = service
+        .open_by_key(&alice, "a.txt-3-1", Length::Deferred)
+        .await
+        .unwrap();
+    assert_eq!(again, for_alice);
+}
+
+#[tokio::test]
+async fn simultaneous_first_requests_for_a_key_make_one_upload() {
+    let service = service(None);
+    let openers: Vec<_> = (0..8)
+        .map(|_| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                service
+                    .open_by_key(&Owner::anonymous(), "same-1-1", Length::Known(1))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for opener in openers {
+        ids.push(opener.await.unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+}
+
+#[tokio::test]
+async fn lengths_over_the_maximum_are_refused() {
+    let service = service(Some(10));
+    let result = service.create(new_upload("a", Length::Known(11))).await;
+    assert!(matches!(
+        result,
+        Err(UploadError::TooLarge {
+            length: 11,
+            max: 10
+        })
+    ));
+    let deferred = service
+        .create(new_upload("a", Length::Deferred))
+        .await
+        .unwrap();
+    let declare = Append {
+        declared_length: Some(11),
+        ..append(0, b"")
+    };
+    let result = service
+        .append(&Owner::new("a"), &deferred.info.id, declare)
+        .await;
+    assert!(matches!(result, Err(UploadError::TooLarge { .. })));
+}
+
+#[tokio::test]
+async fn a_deferred_upload_cannot_grow_past_the_maximum() {
+    let service = service(Some(4));
+    let owner = Owner::new("a");
+    let id = service
+        .create(new_upload("a", Length::Deferred))
+        .await
+        .unwrap()
+        .info
+        .id;
+    let unannounced = Append {
+        content_length: None,
+        ..append(0, b"abcdef")
+    };
+    let result = service.append(&owner, &id, unannounced).await;
+    assert!(
+        matches!(result, Err(UploadError::BodyTooLong { stored: Offset(4) })),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_declared_length_below_the_offset_is_refused() {
+    let service = service(None);
+    let owner = Owner::new("a");
+    let id = service
+        .create(new_upload("a", Length::Deferred))
+        .await
+        .unwrap()
+        .info
+        .id;
+    service
+        .append(&owner, &id, append(0, b"abcdef"))
+        .await
+        .unwrap();
+    let shrink = Append {
+        declared_length: Some(3),
+        ..append(6, b"")
+    };
+    let result = service.append(&owner, &id, shrink).await;
+    assert!(matches!(
+        result,
+        Err(UploadError::LengthBelowOffset { length: 3, .. })
+    ));
+    let status = service.status(&owner, &id).await.unwrap();
+    assert_eq!(status.info.length, Length::Deferred);
+}
+
+#[tokio::test]
+async fn a_status_request_takes_over_an_append_in_flight() {
+    let service = service(None);
+    let owner = Owner::anonymous();
+    let id = service
+        .create(new_upload("anonymous", Length::Known(100)))
+        .await
+        .unwrap()
+        .info
+        .id;
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Bytes, BodyError>>(4);
+    let never_ending: BodyStream =
+        futures_util::stream::poll_fn(move |context| receiver.poll_recv(context)).boxed();
+    sender.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
+    let in_flight = tokio::spawn({
+        let service = service.clone();
+        let owner = owner.clone();
+        let id = id.clone();
+        async move {
+            let append = Append {
+                offset: Offset(0),
+                declared_length: None,
+                content_length: Some(100),
+                body: never_ending,
+            };
+            service.append(&owner, &id, append).await
+        }
+    });
+    // The client never sends more nor closes; a status request must not wait for it.
+    let status = loop {
+        let status = service.status(&owner, &id).await.unwrap();
+        if status.offset == Offset(3) {
+            break status;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(status.offset, Offset(3));
+    let taken_over = in_flight.await.unwrap();
+    assert!(
+        matches!(
+            taken_over,
+            Err(UploadError::Interrupted {
+                stored: Offset(3),
+                reason: BodyError::TakenOver
+            })
+        ),
+        "{taken_over:?}"
+    );
+    drop(sender);
+}
+
+#[tokio::test]
+async fn after_shutdown_appends_stop_at_once() {
+    let service = service(None);
+    let owner = Owner::anonymous();
+    let id = service
+        .create(new_upload("anonymous", Length::Known(10)))
+        .await
+        .unwrap()
+        .info
+        .id;
+    service.shutdown();
+    let result = service.append(&owner, &id, append(0, b"abc")).await;
+    assert!(
+        matches!(
+            result,
+            Err(UploadError::Interrupted {
+                reason: BodyError::ShuttingDown,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn reading_an_incomplete_upload_is_refused() {
+    let service = service(None);
+    let owner = Owner::new("a");
+    let id = service
+        .create(new_upload("a", Length::Known(6)))
+        .await
+        .unwrap()
+        .info
+        .id;
+    service
+        .append(&owner, &id, append(0, b"abc"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        service.read(&owner, &id, 0..3).await,
+        Err(UploadError::Incomplete)
+    ));
+    service
+        .append(&owner, &id, append(3, b"def"))
+        .await
+        .unwrap();
+    let mut stream = service.read(&owner, &id, 0..6).await.unwrap();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(bytes, b"abcdef");
+}
