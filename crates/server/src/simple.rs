@@ -154,7 +154,7 @@ fn upload_error(error: UploadError) -> Rejection {
         ),
         UploadError::LengthBelowOffset { .. } => reject(StatusCode::BAD_REQUEST, error.to_string()),
         UploadError::Incomplete => reject(StatusCode::CONFLICT, error.to_string()),
-        UploadError::Interrupted { reason, .. } => interrupted(reason),
+        UploadError::Interrupted { reason, stored } => interrupted(reason, stored),
         UploadError::Busy => reject(StatusCode::LOCKED, error.to_string()),
         UploadError::StorageFull => reject(StatusCode::INSUFFICIENT_STORAGE, error.to_string()),
         UploadError::Unsupported => reject(StatusCode::NOT_IMPLEMENTED, error.to_string()),

@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use resumable_core::{BodyError, BodyStream, Owner};
+use resumable_core::{BodyError, BodyStream, Offset, Owner};
 use std::convert::Infallible;
 
 /// The principal a request acts for. Every request is anonymous until authentication exists;
@@ -85,9 +85,9 @@ pub(crate) fn header_bytes<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a
     headers.get(name).map(|value| value.as_bytes())
 }
 
-/// The answer to a request whose body ended early (every byte before the end is stored; the
-/// client, if still there, re-reads the offset and continues).
-pub(crate) fn interrupted(reason: BodyError) -> Rejection {
+/// The answer to a request whose body ended early: every byte before the end is stored, and
+/// `Upload-Offset` says how many, so a client still listening can continue at once.
+pub(crate) fn interrupted(reason: BodyError, stored: Offset) -> Rejection {
     let status = match reason {
         BodyError::Interrupted(_) => StatusCode::BAD_REQUEST,
         BodyError::Stalled => StatusCode::REQUEST_TIMEOUT,
@@ -95,5 +95,8 @@ pub(crate) fn interrupted(reason: BodyError) -> Rejection {
         BodyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         BodyError::TooLong => StatusCode::PAYLOAD_TOO_LARGE,
     };
-    reject(status, reason.to_string())
+    reject(status, reason.to_string()).with_header(
+        HeaderName::from_static(resumable_proto::tus::UPLOAD_OFFSET),
+        HeaderValue::from(stored.0),
+    )
 }

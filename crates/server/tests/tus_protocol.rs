@@ -647,6 +647,7 @@ async fn shutdown_lets_an_upload_in_flight_persist_and_answer() {
         .unwrap();
     let response = String::from_utf8_lossy(&response);
     assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    assert!(response.contains("upload-offset: 50000\r\n"), "{response}");
     let total: u64 = std::fs::read_dir(data_dir.join("uploads"))
         .unwrap()
         .filter_map(Result::ok)

@@ -1,0 +1,227 @@
+//! The crash contract, against the real binary: whatever point a PATCH is at when the server is
+//! killed (SIGKILL) or stopped (SIGTERM), a restart on the same data dir reports an offset no
+//! larger than what was sent, every byte below it is the source's, and the upload resumes to a
+//! file with the source's SHA-256.
+//!
+//! The in-flight PATCH goes over a raw socket so the test controls exactly how much of the body
+//! arrives. Progress is observed on disk (the data file's length), never with HEAD: a HEAD asks
+//! the server to cut the PATCH that holds the upload, which would change what is being tested.
+
+mod common;
+
+use common::{
+    Server, Tus, assert_prefix_of, data_file, file_length, open_patch, pseudo_random, raw_header,
+    read_response, scratch, send, wait_until,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Big enough that the body spans many socket buffers and writer batches.
+const SOURCE_LENGTH: usize = 24 << 20;
+const MIB: usize = 1 << 20;
+/// Bound on waiting for bytes to reach the disk.
+const DISK_DEADLINE: Duration = Duration::from_secs(10);
+/// "Promptly", for a server asked to stop.
+const STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// When the server gets SIGKILL, relative to the body bytes sent.
+#[derive(Clone, Copy, Debug)]
+enum KillAt {
+    /// Right after the socket accepted `sent` bytes: some may still be in flight.
+    Sent(usize),
+    /// Once the data file holds all `sent` bytes.
+    OnDisk(usize),
+    /// With no body byte sent, once the server has opened the data file for the append.
+    AppendStarted,
+}
+
+async fn kill_mid_patch(kill_at: KillAt) {
+    let scratch = scratch();
+    let data_dir = scratch.path().join("data");
+    let source = pseudo_random(SOURCE_LENGTH, 0x5EED_0001);
+    let mut server = Server::serve(&data_dir, &[]);
+    let tus = Tus::new(&server);
+    let id = tus.create(source.len() as u64).await;
+    let data = data_file(&data_dir, &id);
+
+    let mut patch = open_patch(server.address, &id, 0, source.len() as u64).await;
+    let sent = match kill_at {
+        KillAt::Sent(sent) | KillAt::OnDisk(sent) => sent,
+        KillAt::AppendStarted => 0,
+    };
+    send(&mut patch, &source[..sent]).await;
+    match kill_at {
+        KillAt::Sent(_) => {}
+        KillAt::OnDisk(sent) => {
+            wait_until("the data file holds every byte sent", DISK_DEADLINE, || {
+                file_length(&data) >= sent as u64
+            })
+            .await;
+        }
+        KillAt::AppendStarted => {
+            wait_until("the server opened the data file", DISK_DEADLINE, || {
+                server.has_open(&data)
+            })
+            .await;
+        }
+    }
+    server.kill();
+    let on_disk = file_length(&data);
+    assert!(
+        on_disk <= sent as u64,
+        "{kill_at:?}: the data file holds {on_disk} bytes, only {sent} were sent"
+    );
+    drop(patch);
+    drop(server);
+
+    let server = Server::serve(&data_dir, &[]);
+    let tus = Tus::new(&server);
+    let offset = tus.offset(&id).await;
+    eprintln!("{kill_at:?}: {on_disk} bytes on disk at SIGKILL, offset {offset} after restart");
+    assert!(
+        offset <= sent as u64,
+        "{kill_at:?}: restart reports offset {offset}, only {sent} bytes were sent"
+    );
+    if let KillAt::OnDisk(sent) = kill_at {
+        assert_eq!(
+            offset, sent as u64,
+            "bytes that were in the data file before SIGKILL"
+        );
+    }
+    let stored = std::fs::read(&data).expect("read the data file");
+    assert_eq!(
+        stored.len() as u64,
+        offset,
+        "the data file's length is the offset"
+    );
+    assert_prefix_of(&stored, &source);
+    tus.finish_and_verify(&id, &source).await;
+}
+
+#[tokio::test]
+async fn sigkill_before_any_body_byte_keeps_an_empty_resumable_upload() {
+    kill_mid_patch(KillAt::AppendStarted).await;
+}
+
+#[tokio::test]
+async fn sigkill_right_after_one_mib_was_sent() {
+    kill_mid_patch(KillAt::Sent(MIB + 4321)).await;
+}
+
+#[tokio::test]
+async fn sigkill_right_after_ten_mib_were_sent() {
+    kill_mid_patch(KillAt::Sent(10 * MIB + 17)).await;
+}
+
+#[tokio::test]
+async fn sigkill_keeps_every_byte_that_reached_the_data_file() {
+    kill_mid_patch(KillAt::OnDisk(5 * MIB + 12_345)).await;
+}
+
+/// SIGTERM while a PATCH waits for more body: the server stops reading, persists what arrived,
+/// answers, and exits, without waiting for the body (or its idle timeout).
+#[tokio::test]
+async fn sigterm_during_an_idle_patch_exits_promptly_and_keeps_the_bytes() {
+    let scratch = scratch();
+    let data_dir = scratch.path().join("data");
+    let source = pseudo_random(SOURCE_LENGTH, 0x5EED_0002);
+    let mut server = Server::serve(&data_dir, &[]);
+    let tus = Tus::new(&server);
+    let id = tus.create(source.len() as u64).await;
+    let data = data_file(&data_dir, &id);
+
+    let sent = 3 * MIB + 7;
+    let mut patch = open_patch(server.address, &id, 0, source.len() as u64).await;
+    send(&mut patch, &source[..sent]).await;
+    wait_until("the data file holds every byte sent", DISK_DEADLINE, || {
+        file_length(&data) >= sent as u64
+    })
+    .await;
+
+    let (status, took) = server.terminate(STOP_DEADLINE);
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    let response = read_response(&mut patch, Duration::from_secs(1)).await;
+    drop(server);
+
+    let server = Server::serve(&data_dir, &[]);
+    let tus = Tus::new(&server);
+    let offset = tus.offset(&id).await;
+    eprintln!("exited {took:?} after SIGTERM; PATCH response:\n{response}");
+    assert_eq!(
+        offset, sent as u64,
+        "offset after restart (the server exited {took:?} after SIGTERM)"
+    );
+    if let Some(reported) = raw_header(&response, "Upload-Offset") {
+        assert_eq!(
+            reported,
+            offset.to_string(),
+            "offset the interrupted PATCH reported vs. the stored one; response:\n{response}"
+        );
+    }
+    let stored = std::fs::read(&data).expect("read the data file");
+    assert_prefix_of(&stored, &source);
+    tus.finish_and_verify(&id, &source).await;
+}
+
+/// SIGTERM while the client is still sending, slowly: the server must not wait for the rest of
+/// the body before exiting. Multi-threaded so the sender keeps going while the test blocks on
+/// the server's exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_the_client_keeps_sending_exits_promptly() {
+    let scratch = scratch();
+    let data_dir = scratch.path().join("data");
+    let source = Arc::new(pseudo_random(SOURCE_LENGTH, 0x5EED_0003));
+    let mut server = Server::serve(&data_dir, &[]);
+    let tus = Tus::new(&server);
+    let id = tus.create(source.len() as u64).await;
+    let data = data_file(&data_dir, &id);
+
+    let mut patch = open_patch(server.address, &id, 0, source.len() as u64).await;
+    let sent = Arc::new(AtomicU64::new(0));
+    // 64 KiB every 10 ms (~6 MiB/s): the 24 MiB body would take ~4 s to finish.
+    let sender = tokio::spawn({
+        let (source, sent) = (source.clone(), sent.clone());
+        async move {
+            use tokio::io::AsyncWriteExt;
+            for chunk in source.chunks(64 << 10) {
+                // Counted before writing: an upper bound of what the server can have received.
+                sent.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                if patch.write_all(chunk).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    wait_until("the data file holds a first MiB", DISK_DEADLINE, || {
+        file_length(&data) >= MIB as u64
+    })
+    .await;
+
+    let (status, took) = server.terminate(STOP_DEADLINE);
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    assert!(
+        took < Duration::from_secs(3),
+        "the server took {took:?} to exit after SIGTERM"
+    );
+    let sent_before_exit = sent.load(Ordering::SeqCst);
+    sender.abort();
+    drop(server);
+
+    let server = Server::serve(&data_dir, &[]);
+    let tus = Tus::new(&server);
+    let offset = tus.offset(&id).await;
+    eprintln!("exited {took:?} after SIGTERM; {sent_before_exit} bytes sent, offset {offset}");
+    assert!(
+        offset >= MIB as u64,
+        "offset {offset} after restart, but a MiB was in the data file before SIGTERM"
+    );
+    assert!(
+        offset <= sent_before_exit,
+        "offset {offset} after restart, but only {sent_before_exit} bytes were sent"
+    );
+    let stored = std::fs::read(&data).expect("read the data file");
+    assert_prefix_of(&stored, &source);
+    tus.finish_and_verify(&id, &source).await;
+}
