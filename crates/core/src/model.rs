@@ -171,7 +171,7 @@ mod tests {
             "0123456789abcdef0123456789abcde/",
             "0123456789ABCDEF0123456789ABCDEF",
             "0123456789abcdef0123456789abcdef0",
-            "0123456789abcdef\00123456789abcde",
+            "0123456789abcdef\x000123456789abcde",
         ] {
             assert!(bad.parse::<UploadId>().is_err(), "{bad:?}");
         }

@@ -40,6 +40,7 @@ pub struct AppState {
 pub fn app(service: Arc<UploadService>) -> Router {
     let state = AppState { service };
     let routes = Router::new()
+        .route("/healthz", get(healthz))
         .route("/status", get(simple::status))
         .route("/upload", post(simple::upload))
         .route("/files", tus::collection_routes())
@@ -49,6 +50,11 @@ pub fn app(service: Arc<UploadService>) -> Router {
         .layer(axum::middleware::map_response(no_sniff));
     // Method override must act before routing, so it wraps the router instead of being a layer.
     Router::new().fallback_service(routes.map_request(tus::apply_method_override))
+}
+
+/// Liveness for load balancers and orchestrators.
+async fn healthz() -> &'static str {
+    "ok"
 }
 
 async fn no_sniff(mut response: Response) -> Response {

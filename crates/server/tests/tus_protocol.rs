@@ -57,6 +57,19 @@ async fn download(server: &TestServer, path: &str) -> Vec<u8> {
 }
 
 #[tokio::test]
+async fn healthz_answers_ok() {
+    let server = TestServer::start().await;
+    let response = server
+        .client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "ok");
+}
+
+#[tokio::test]
 async fn options_advertises_version_extensions_and_max_size() {
     let server = TestServer::start().await;
     let response = server
