@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Args;
 use resumable_core::{MemoryLocker, ServiceConfig, SystemClock, UploadService};
 use resumable_fs::{FileStore, FileStoreConfig};
+use resumable_server::{CorsOrigins, ServerConfig};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +34,34 @@ pub(crate) struct ServeArgs {
     /// How long an upload body may go without a byte before it is cut (its bytes are kept).
     #[arg(long, env = "RESUMABLE_BODY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     body_timeout: Duration,
+
+    /// Origins whose pages may upload from a browser: `*` for any, or a comma-separated list such
+    /// as `https://a.example,https://b.example`; empty to refuse every cross-origin page.
+    #[arg(long, env = "RESUMABLE_CORS_ORIGINS", default_value = "*", value_parser = parse_origins)]
+    cors_origins: CorsOrigins,
+
+    /// Build upload URLs from `Forwarded` / `X-Forwarded-Host` / `X-Forwarded-Proto`. Only for a
+    /// server reachable solely through a proxy that sets those headers.
+    #[arg(long, env = "RESUMABLE_BEHIND_PROXY")]
+    behind_proxy: bool,
+}
+
+fn parse_origins(text: &str) -> Result<CorsOrigins, String> {
+    if text.trim() == "*" {
+        return Ok(CorsOrigins::Any);
+    }
+    let origins: Vec<String> = text
+        .split(',')
+        .map(|origin| origin.trim().trim_end_matches('/').to_owned())
+        .filter(|origin| !origin.is_empty())
+        .collect();
+    if let Some(bad) = origins
+        .iter()
+        .find(|origin| !(origin.starts_with("http://") || origin.starts_with("https://")))
+    {
+        return Err(format!("{bad:?} is not an origin like https://example.com"));
+    }
+    Ok(CorsOrigins::List(origins))
 }
 
 /// A size limit, or none.
@@ -95,7 +124,17 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     writeln!(stdout, "resumable listening on http://{address}")?;
     stdout.flush()?;
     tracing::info!(%address, data_dir = %args.data_dir.display(), "serving uploads");
-    resumable_server::run(listener, Arc::new(service), shutdown_signal()).await?;
+    let server_config = ServerConfig {
+        cors_origins: args.cors_origins,
+        behind_proxy: args.behind_proxy,
+    };
+    resumable_server::run(
+        listener,
+        Arc::new(service),
+        server_config,
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -135,5 +174,19 @@ mod tests {
         assert!(parse_size("-1").is_err());
         assert!(parse_size("99999999999TiB").is_err());
         assert!(parse_size("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn origins_are_any_or_a_list() {
+        assert_eq!(parse_origins("*").unwrap(), CorsOrigins::Any);
+        assert_eq!(
+            parse_origins("https://a.example/, http://b.example:8080").unwrap(),
+            CorsOrigins::List(vec![
+                "https://a.example".into(),
+                "http://b.example:8080".into()
+            ])
+        );
+        assert_eq!(parse_origins("").unwrap(), CorsOrigins::List(Vec::new()));
+        assert!(parse_origins("example.com").is_err());
     }
 }

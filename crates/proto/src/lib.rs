@@ -6,6 +6,7 @@
 //! # Layout
 //!
 //! - [`number`]: the strict decimal integers every protocol uses for offsets and lengths.
+//! - [`forwarded`]: `Forwarded` / `X-Forwarded-*` from a trusted proxy.
 //! - [`metadata`]: upload metadata and its tus `Upload-Metadata` encoding.
 //! - [`tus`]: tus 1.0.0 header names and values.
 //! - [`disposition`]: `Content-Disposition` for downloads.
@@ -13,6 +14,7 @@
 //! - [`simple`]: the seed's simple protocol (`X-File-Id`, `X-Start-Byte`, `X-File-Size`).
 
 pub mod disposition;
+pub mod forwarded;
 pub mod metadata;
 pub mod number;
 pub mod range;

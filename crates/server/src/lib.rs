@@ -7,16 +7,22 @@
 //! - `simple`: the seed's protocol, `GET /status` and `POST /upload`.
 //! - `tus`: tus 1.0.0 on `/files/`.
 //! - `download`: `GET /files/{id}` of completed uploads, with `Range`.
+//! - `cors`: cross-origin access for pages on other origins.
+//! - `web`: the upload page and the browser client, embedded in the binary.
 //! - `wire`: what every front-end shares: request bodies as upload streams, the principal of a
 //!   request, plain-text rejections.
 //!
 //! Each front-end parses a request into a typed value before any I/O, calls the service, and
 //! maps [`resumable_core::UploadError`] to its own status codes in one exhaustive `match`.
 
+mod cors;
 mod download;
 mod simple;
 mod tus;
+mod web;
 mod wire;
+
+pub use cors::CorsOrigins;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -29,16 +35,41 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+/// Settings of the HTTP layer (the upload rules live in [`resumable_core::ServiceConfig`]).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Origins whose pages may upload from a browser.
+    pub cors_origins: CorsOrigins,
+    /// Trust `Forwarded` / `X-Forwarded-Host` / `X-Forwarded-Proto` when building upload URLs.
+    /// Only for a server reachable solely through a proxy that sets them.
+    pub behind_proxy: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            cors_origins: CorsOrigins::Any,
+            behind_proxy: false,
+        }
+    }
+}
+
 /// Shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
     /// The upload engine.
     pub service: Arc<UploadService>,
+    /// The HTTP settings.
+    pub config: Arc<ServerConfig>,
 }
 
 /// The whole HTTP application.
-pub fn app(service: Arc<UploadService>) -> Router {
-    let state = AppState { service };
+pub fn app(service: Arc<UploadService>, config: ServerConfig) -> Router {
+    let cors_origins = Arc::new(config.cors_origins.clone());
+    let state = AppState {
+        service,
+        config: Arc::new(config),
+    };
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/status", get(simple::status))
@@ -46,7 +77,12 @@ pub fn app(service: Arc<UploadService>) -> Router {
         .route("/files", tus::collection_routes())
         .route("/files/", tus::collection_routes())
         .route("/files/{id}", tus::upload_routes().get(download::download))
+        .merge(web::routes())
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            cors_origins,
+            cors::cors,
+        ))
         .layer(axum::middleware::map_response(no_sniff));
     // Method override must act before routing, so it wraps the router instead of being a layer.
     Router::new().fallback_service(routes.map_request(tus::apply_method_override))
@@ -65,11 +101,12 @@ async fn no_sniff(mut response: Response) -> Response {
     response
 }
 
-/// Serves `app(service)` on `listener` until `shutdown` resolves; then uploads in flight stop
+/// Serves `app(service, config)` on `listener` until `shutdown` resolves; then uploads in flight stop
 /// reading, persist what they have and answer before the server returns.
 pub async fn run(
     listener: TcpListener,
     service: Arc<UploadService>,
+    config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     use axum::serve::ListenerExt;
@@ -80,7 +117,7 @@ pub async fn run(
         }
     });
     let stopper = service.clone();
-    let make_service = app(service).into_make_service();
+    let make_service = app(service, config).into_make_service();
     axum::serve(listener, make_service)
         .with_graceful_shutdown(async move {
             shutdown.await;

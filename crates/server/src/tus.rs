@@ -14,6 +14,7 @@ use resumable_core::{
     Append, Length, NewUpload, Offset, UploadError, UploadId, UploadService, UploadStatus,
 };
 use resumable_proto::Metadata;
+use resumable_proto::forwarded::{self, ForwardedOrigin};
 use resumable_proto::tus::{
     self, METHOD_OVERRIDE, TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE, TUS_VERSION,
     UPLOAD_DEFER_LENGTH, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
@@ -167,19 +168,25 @@ fn parse_create(headers: &HeaderMap) -> Result<CreateRequest, Rejection> {
     })
 }
 
-/// The absolute URL of an upload, from the request's `Host` (relative when there is none).
-fn location(headers: &HeaderMap, id: &UploadId) -> HeaderValue {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|host| host.to_str().ok())
-        .filter(|host| {
-            !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|byte| byte.is_ascii_alphanumeric() || b".-:[]".contains(&byte))
-        });
+/// The absolute URL of an upload: from `Host` over plain HTTP, or, behind a trusted proxy, from
+/// the scheme and host the proxy reports. Relative when nothing names a host.
+fn location(headers: &HeaderMap, id: &UploadId, behind_proxy: bool) -> HeaderValue {
+    let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let mut origin = ForwardedOrigin::default();
+    if behind_proxy {
+        origin = match text("forwarded") {
+            Some(forwarded) => forwarded::parse_forwarded(forwarded),
+            None => {
+                forwarded::parse_x_forwarded(text("x-forwarded-proto"), text("x-forwarded-host"))
+            }
+        };
+    }
+    let host = origin
+        .host
+        .or_else(|| text(header::HOST.as_str()).and_then(forwarded::valid_host));
+    let proto = origin.proto.unwrap_or_else(|| "http".to_owned());
     let url = match host {
-        Some(host) => format!("http://{host}/files/{id}"),
+        Some(host) => format!("{proto}://{host}/files/{id}"),
         None => format!("/files/{id}"),
     };
     HeaderValue::from_str(&url).expect("validated host and hex id are header-safe")
@@ -222,7 +229,10 @@ async fn create(
             .map_err(upload_error)?;
     }
     let headers = vec![
-        (header::LOCATION, location(&parts.headers, &status.info.id)),
+        (
+            header::LOCATION,
+            location(&parts.headers, &status.info.id, state.config.behind_proxy),
+        ),
         (name(UPLOAD_OFFSET), number(status.offset.0)),
     ];
     Ok(respond(StatusCode::CREATED, headers))

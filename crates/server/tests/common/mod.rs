@@ -4,6 +4,7 @@
 
 use resumable_core::{MemoryLocker, ServiceConfig, SystemClock, UploadId, UploadService};
 use resumable_fs::{FileStore, FileStoreConfig};
+use resumable_server::ServerConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,6 +33,10 @@ impl TestServer {
     }
 
     pub async fn start_with(config: ServiceConfig) -> Self {
+        Self::start_full(config, ServerConfig::default()).await
+    }
+
+    pub async fn start_full(config: ServiceConfig, server_config: ServerConfig) -> Self {
         let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join("server")
             .join(UploadId::random().as_str());
@@ -52,9 +57,15 @@ impl TestServer {
             .expect("bind");
         let address = listener.local_addr().expect("address");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(resumable_server::run(listener, Arc::new(service), async {
-            let _ = stopped.await;
-        }));
+        let service = Arc::new(service);
+        let task = tokio::spawn(resumable_server::run(
+            listener,
+            service,
+            server_config,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         TestServer {
             address,
             data_dir,

@@ -1,0 +1,217 @@
+//! What sits around the protocols: CORS, proxy-aware upload URLs, the page.
+
+mod common;
+
+use common::TestServer;
+use reqwest::{Method, StatusCode};
+use resumable_core::ServiceConfig;
+use resumable_server::{CorsOrigins, ServerConfig};
+use std::time::Duration;
+
+async fn start(server_config: ServerConfig) -> TestServer {
+    let config = ServiceConfig {
+        max_size: Some(common::MAX_SIZE),
+        body_idle_timeout: Duration::from_secs(10),
+    };
+    TestServer::start_full(config, server_config).await
+}
+
+fn listing(origins: &[&str]) -> ServerConfig {
+    ServerConfig {
+        cors_origins: CorsOrigins::List(origins.iter().map(|origin| origin.to_string()).collect()),
+        ..ServerConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_preflight_from_any_origin_allows_every_protocol() {
+    let server = TestServer::start().await;
+    let response = server
+        .client
+        .request(Method::OPTIONS, server.url("/files/"))
+        .header("Origin", "https://app.example")
+        .header("Access-Control-Request-Method", "PATCH")
+        .header(
+            "Access-Control-Request-Headers",
+            "tus-resumable,upload-offset,content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let headers = response.headers();
+    assert_eq!(headers["access-control-allow-origin"], "*");
+    assert!(
+        headers["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("PATCH")
+    );
+    assert_eq!(
+        headers["access-control-allow-headers"],
+        "tus-resumable,upload-offset,content-type"
+    );
+    // Without Access-Control-Request-Headers, every protocol's headers are allowed.
+    let simple = server
+        .client
+        .request(Method::OPTIONS, server.url("/upload"))
+        .header("Origin", "https://app.example")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    let allowed = simple.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap();
+    for name in [
+        "X-File-Id",
+        "X-Start-Byte",
+        "X-File-Size",
+        "Upload-Metadata",
+        "Authorization",
+    ] {
+        assert!(allowed.contains(name), "{allowed}");
+    }
+}
+
+#[tokio::test]
+async fn a_plain_options_still_reaches_tus() {
+    let server = TestServer::start().await;
+    let response = server
+        .client
+        .request(Method::OPTIONS, server.url("/files/"))
+        .header("Origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["tus-version"], "1.0.0");
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+}
+
+#[tokio::test]
+async fn responses_expose_the_headers_clients_must_read() {
+    let server = TestServer::start().await;
+    let response = server
+        .client
+        .post(server.url("/upload"))
+        .header("Origin", "https://app.example")
+        .header("X-File-Id", "cors-1-1")
+        .header("X-Start-Byte", "0")
+        .body("a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    let exposed = response.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap();
+    for name in [
+        "Location",
+        "Upload-Offset",
+        "Upload-Length",
+        "Upload-Metadata",
+        "Tus-Resumable",
+    ] {
+        assert!(exposed.contains(name), "{exposed}");
+    }
+}
+
+#[tokio::test]
+async fn only_listed_origins_are_allowed() {
+    let server = start(listing(&["https://good.example"])).await;
+    let good = server
+        .client
+        .request(Method::OPTIONS, server.url("/files/"))
+        .header("Origin", "https://good.example")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        good.headers()["access-control-allow-origin"],
+        "https://good.example"
+    );
+    assert!(good.headers()["vary"].to_str().unwrap().contains("Origin"));
+    let evil = server
+        .client
+        .get(server.url("/status"))
+        .header("Origin", "https://evil.example")
+        .header("X-File-Id", "x")
+        .send()
+        .await
+        .unwrap();
+    assert!(evil.headers().get("access-control-allow-origin").is_none());
+}
+
+async fn location_with(server: &TestServer, headers: &[(&str, &str)]) -> String {
+    let mut request = server
+        .client
+        .post(server.url("/files/"))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", "1");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    response.headers()["location"].to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn forwarded_headers_are_ignored_unless_behind_a_proxy() {
+    let server = TestServer::start().await;
+    let location = location_with(&server, &[("Forwarded", "proto=https;host=up.example")]).await;
+    assert!(
+        location.starts_with(&format!("http://{}/files/", server.address)),
+        "{location}"
+    );
+}
+
+#[tokio::test]
+async fn behind_a_proxy_upload_urls_use_the_forwarded_origin() {
+    let server = start(ServerConfig {
+        behind_proxy: true,
+        ..ServerConfig::default()
+    })
+    .await;
+    let forwarded = location_with(
+        &server,
+        &[("Forwarded", "for=1.2.3.4;proto=https;host=up.example")],
+    )
+    .await;
+    assert!(
+        forwarded.starts_with("https://up.example/files/"),
+        "{forwarded}"
+    );
+    let legacy = location_with(
+        &server,
+        &[
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "files.example:8443"),
+        ],
+    )
+    .await;
+    assert!(
+        legacy.starts_with("https://files.example:8443/files/"),
+        "{legacy}"
+    );
+    let hostile = location_with(&server, &[("X-Forwarded-Host", "evil.example/phish?")]).await;
+    assert!(
+        hostile.starts_with(&format!("http://{}/files/", server.address)),
+        "{hostile}"
+    );
+}
+
+#[tokio::test]
+async fn the_page_is_served_at_the_root() {
+    let server = TestServer::start().await;
+    let response = server.client.get(server.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(response.text().await.unwrap().contains("resumable"));
+}
