@@ -35,6 +35,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RESUMABLE_BODY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     body_timeout: Duration,
 
+    /// How long after its last write an unfinished upload expires and is removed (`never` to
+    /// keep unfinished uploads forever). Finished uploads never expire.
+    #[arg(long, env = "RESUMABLE_EXPIRE_AFTER", default_value = "24h", value_parser = parse_expiry)]
+    expire_after: Expiry,
+
     /// Origins whose pages may upload from a browser: `*` for any, or a comma-separated list such
     /// as `https://a.example,https://b.example`; empty to refuse every cross-origin page.
     #[arg(long, env = "RESUMABLE_CORS_ORIGINS", default_value = "*", value_parser = parse_origins)]
@@ -44,6 +49,21 @@ pub(crate) struct ServeArgs {
     /// server reachable solely through a proxy that sets those headers.
     #[arg(long, env = "RESUMABLE_BEHIND_PROXY")]
     behind_proxy: bool,
+}
+
+/// An expiry period, or none.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Expiry(Option<Duration>);
+
+fn parse_expiry(text: &str) -> Result<Expiry, String> {
+    if text.trim().eq_ignore_ascii_case("never") {
+        return Ok(Expiry(None));
+    }
+    let period = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if period.is_zero() {
+        return Err("use `never` to disable expiry".into());
+    }
+    Ok(Expiry(Some(period)))
 }
 
 fn parse_origins(text: &str) -> Result<CorsOrigins, String> {
@@ -108,6 +128,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServiceConfig {
         max_size: args.max_size.0,
         body_idle_timeout: args.body_timeout,
+        expire_after: args.expire_after.0,
     };
     let service = UploadService::new(
         Arc::new(store),
@@ -174,6 +195,17 @@ mod tests {
         assert!(parse_size("-1").is_err());
         assert!(parse_size("99999999999TiB").is_err());
         assert!(parse_size("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn expiry_is_a_duration_or_never() {
+        assert_eq!(
+            parse_expiry("24h").unwrap().0,
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(parse_expiry("never").unwrap().0, None);
+        assert!(parse_expiry("0s").is_err());
+        assert!(parse_expiry("soon").is_err());
     }
 
     #[test]

@@ -26,6 +26,10 @@ macro_rules! store_conformance_tests {
             client_keys_are_scoped_per_owner,
             finish_is_idempotent,
             empty_append_changes_nothing,
+            truncate_discards_bytes_past_the_offset,
+            concatenate_joins_parts_in_order,
+            list_returns_every_upload,
+            writes_move_modified_at,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -51,6 +55,7 @@ fn info(owner: &str, length: Length) -> UploadInfo {
         metadata,
         client_key: None,
         created_at: 1_700_000_000,
+        concat: None,
     }
 }
 
@@ -294,5 +299,83 @@ pub async fn empty_append_changes_nothing(store: &dyn Store) {
     assert_eq!(
         store.status(&info.id).await.expect("status").offset,
         Offset(0)
+    );
+}
+
+/// `truncate` discards the bytes past the offset; appends continue from there.
+pub async fn truncate_discards_bytes_past_the_offset(store: &dyn Store) {
+    let info = created(store, Length::Known(10)).await;
+    store
+        .append(&info.id, Offset(0), body(vec![b"abcdef".to_vec()]))
+        .await
+        .expect("append");
+    store.truncate(&info.id, Offset(2)).await.expect("truncate");
+    assert_eq!(
+        store.status(&info.id).await.expect("status").offset,
+        Offset(2)
+    );
+    store
+        .append(&info.id, Offset(2), body(vec![b"XY".to_vec()]))
+        .await
+        .expect("append after truncate");
+    assert_eq!(read_all(store, &info.id, 4).await, b"abXY");
+}
+
+/// `concatenate` makes the target the parts' bytes in order, and may be repeated.
+pub async fn concatenate_joins_parts_in_order(store: &dyn Store) {
+    let first = created(store, Length::Known(5)).await;
+    let second = created(store, Length::Known(6)).await;
+    store
+        .append(&first.id, Offset(0), body(vec![b"hello".to_vec()]))
+        .await
+        .expect("append");
+    store
+        .append(&second.id, Offset(0), body(vec![b" world".to_vec()]))
+        .await
+        .expect("append");
+    let target = created(store, Length::Known(11)).await;
+    let parts = [first.id.clone(), second.id.clone()];
+    store
+        .concatenate(&target.id, &parts)
+        .await
+        .expect("concatenate");
+    store
+        .concatenate(&target.id, &parts)
+        .await
+        .expect("concatenate again");
+    assert_eq!(
+        store.status(&target.id).await.expect("status").offset,
+        Offset(11)
+    );
+    assert_eq!(read_all(store, &target.id, 11).await, b"hello world");
+    assert_eq!(read_all(store, &first.id, 5).await, b"hello");
+}
+
+/// `list` returns every upload, and no terminated one.
+pub async fn list_returns_every_upload(store: &dyn Store) {
+    let kept = created(store, Length::Known(1)).await;
+    let removed = created(store, Length::Known(1)).await;
+    store.terminate(&removed.id).await.expect("terminate");
+    let ids = store.list().await.expect("list");
+    assert!(ids.contains(&kept.id));
+    assert!(!ids.contains(&removed.id));
+}
+
+/// `status` reports a write time that does not go backwards when bytes arrive.
+pub async fn writes_move_modified_at(store: &dyn Store) {
+    let info = created(store, Length::Known(3)).await;
+    let before = store.status(&info.id).await.expect("status").modified_at;
+    store
+        .append(&info.id, Offset(0), body(vec![b"abc".to_vec()]))
+        .await
+        .expect("append");
+    let after = store.status(&info.id).await.expect("status").modified_at;
+    assert!(after >= before);
+    let age = std::time::SystemTime::now()
+        .duration_since(after)
+        .unwrap_or_default();
+    assert!(
+        age < std::time::Duration::from_secs(60),
+        "modified_at is not recent: {age:?}"
     );
 }

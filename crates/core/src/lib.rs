@@ -9,24 +9,29 @@
 //! - [`model`]: `UploadId`, `Offset`, `Length`, `Owner`, `UploadInfo`.
 //! - [`store`]: the [`Store`] trait (with its `# Behavior` contract) and its error type.
 //! - [`lock`]: the [`Locker`] trait with takeover, and the in-process [`MemoryLocker`].
+//! - [`clock`]: the injectable clock expiry runs on.
 //! - [`service`]: [`UploadService`], which enforces ownership, locking, offsets and limits.
 //! - [`memory`]: an in-memory store.
 //! - [`conformance`]: the checks every store must pass, as a test-generating macro.
 //! - `body`: the guard that cuts request bodies on takeover, stall or overflow.
 
 mod body;
+pub mod clock;
 pub mod conformance;
+mod digest;
 pub mod lock;
 pub mod memory;
 pub mod model;
 pub mod service;
 pub mod store;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use lock::{LockError, LockGuard, Locker, MemoryLocker};
 pub use memory::MemoryStore;
-pub use model::{Length, Offset, Owner, UploadId, UploadInfo, UploadStatus};
+pub use model::{Concat, ConcatPart, Length, Offset, Owner, UploadId, UploadInfo, UploadStatus};
 pub use service::{
-    Append, Clock, NewUpload, ServiceConfig, SystemClock, UploadError, UploadService,
+    Append, ExpectedChecksum, NewConcat, NewUpload, ServiceConfig, TrailerChecksum, UploadError,
+    UploadService,
 };
 pub use store::{Appended, BodyError, BodyStream, ByteStream, Capabilities, Store, StoreError};
 

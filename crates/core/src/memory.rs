@@ -9,11 +9,12 @@ use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
-#[derive(Default)]
 struct Upload {
     info: Option<UploadInfo>,
     bytes: BytesMut,
+    modified_at: SystemTime,
 }
 
 /// Uploads held in memory.
@@ -44,6 +45,9 @@ impl Store for MemoryStore {
         Capabilities {
             terminate: true,
             read: true,
+            truncate: true,
+            concatenate: true,
+            list: true,
         }
     }
 
@@ -51,6 +55,7 @@ impl Store for MemoryStore {
         let upload = Upload {
             info: Some(info.clone()),
             bytes: BytesMut::new(),
+            modified_at: SystemTime::now(),
         };
         self.uploads
             .lock()
@@ -72,6 +77,7 @@ impl Store for MemoryStore {
         Ok(UploadStatus {
             info,
             offset: Offset(upload.bytes.len() as u64),
+            modified_at: upload.modified_at,
         })
     }
 
@@ -89,7 +95,11 @@ impl Store for MemoryStore {
         let mut interruption = None;
         while let Some(chunk) = body.next().await {
             match chunk {
-                Ok(chunk) => lock(&upload).bytes.extend_from_slice(&chunk),
+                Ok(chunk) => {
+                    let mut upload = lock(&upload);
+                    upload.bytes.extend_from_slice(&chunk);
+                    upload.modified_at = SystemTime::now();
+                }
                 Err(error) => {
                     interruption = Some(error);
                     break;
@@ -155,5 +165,34 @@ impl Store for MemoryStore {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         Ok(keys.get(&client_key_digest(owner, client_key)).cloned())
+    }
+
+    async fn truncate(&self, id: &UploadId, offset: Offset) -> Result<(), StoreError> {
+        let upload = self.upload(id)?;
+        let mut upload = lock(&upload);
+        let length = usize::try_from(offset.0).unwrap_or(usize::MAX);
+        upload.bytes.truncate(length);
+        Ok(())
+    }
+
+    async fn concatenate(&self, target: &UploadId, parts: &[UploadId]) -> Result<(), StoreError> {
+        let mut bytes = BytesMut::new();
+        for part in parts {
+            let part = self.upload(part)?;
+            bytes.extend_from_slice(&lock(&part).bytes);
+        }
+        let target = self.upload(target)?;
+        let mut target = lock(&target);
+        target.bytes = bytes;
+        target.modified_at = SystemTime::now();
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<UploadId>, StoreError> {
+        let uploads = self
+            .uploads
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        Ok(uploads.keys().cloned().collect())
     }
 }

@@ -4,6 +4,7 @@ use resumable_proto::Metadata;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+use std::time::SystemTime;
 
 /// An upload's id: 128 random bits as 32 lowercase hex digits.
 ///
@@ -117,6 +118,28 @@ impl Owner {
     }
 }
 
+/// One part of a final upload, as the client named it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConcatPart {
+    /// The partial upload.
+    pub id: UploadId,
+    /// The URL the client used for it (echoed back in `Upload-Concat`).
+    pub url: String,
+}
+
+/// An upload's role in concatenation (tus `Upload-Concat`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Concat {
+    /// A part of some future final upload.
+    Partial,
+    /// The concatenation of these partial uploads, in order; it takes no appends.
+    Final {
+        /// The parts.
+        parts: Vec<ConcatPart>,
+    },
+}
+
 /// Everything persisted about an upload except its bytes (whose count is the offset).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadInfo {
@@ -134,6 +157,16 @@ pub struct UploadInfo {
     pub client_key: Option<String>,
     /// Creation time, seconds since the Unix epoch.
     pub created_at: u64,
+    /// Its role in concatenation, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concat: Option<Concat>,
+}
+
+impl UploadInfo {
+    /// Whether this upload is the concatenation of others.
+    pub fn is_final(&self) -> bool {
+        matches!(self.concat, Some(Concat::Final { .. }))
+    }
 }
 
 /// An upload as it stands: its info and how many bytes are durably stored.
@@ -143,6 +176,8 @@ pub struct UploadStatus {
     pub info: UploadInfo,
     /// Bytes durably stored.
     pub offset: Offset,
+    /// When bytes were last written (creation time for a new upload).
+    pub modified_at: SystemTime,
 }
 
 impl UploadStatus {

@@ -2,32 +2,20 @@
 //! [`Locker`].
 
 use crate::body::{BodyLimits, BodyStops, GuardedBody};
+use crate::clock::Clock;
+use crate::digest::Digests;
 use crate::lock::{LockError, LockGuard, Locker};
-use crate::model::{Length, Offset, Owner, UploadId, UploadInfo, UploadStatus};
+use crate::model::{Concat, ConcatPart, Length, Offset, Owner, UploadId, UploadInfo, UploadStatus};
 use crate::store::{
     BodyError, BodyStream, ByteStream, Capabilities, Store, StoreError, client_key_digest,
 };
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use resumable_proto::Metadata;
+use resumable_proto::checksum::Checksum;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
-
-/// The current time; injectable so tests can move it.
-pub trait Clock: Send + Sync + 'static {
-    /// Now.
-    fn now(&self) -> SystemTime;
-}
-
-/// The real clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> SystemTime {
-        SystemTime::now()
-    }
-}
 
 /// Settings of an [`UploadService`].
 #[derive(Debug, Clone)]
@@ -36,6 +24,8 @@ pub struct ServiceConfig {
     pub max_size: Option<u64>,
     /// How long a request body may go without a byte before it is cut (its bytes are kept).
     pub body_idle_timeout: Duration,
+    /// How long after its last write an unfinished upload expires; `None` for never.
+    pub expire_after: Option<Duration>,
 }
 
 impl Default for ServiceConfig {
@@ -43,6 +33,7 @@ impl Default for ServiceConfig {
         ServiceConfig {
             max_size: None,
             body_idle_timeout: Duration::from_secs(60),
+            expire_after: Some(Duration::from_secs(24 * 60 * 60)),
         }
     }
 }
@@ -53,6 +44,9 @@ pub enum UploadError {
     /// No such upload for this owner.
     #[error("upload not found")]
     NotFound,
+    /// The upload expired before it was finished.
+    #[error("the upload expired before it was finished")]
+    Expired,
     /// The request starts at the wrong offset; nothing was written.
     #[error("offset mismatch: {provided} given, {stored} stored")]
     OffsetMismatch {
@@ -100,6 +94,21 @@ pub enum UploadError {
         /// Why the body ended.
         reason: BodyError,
     },
+    /// The body's digest differs from the expected checksum; the chunk was discarded.
+    #[error("checksum mismatch: the chunk was discarded")]
+    ChecksumMismatch {
+        /// Bytes stored (as before the request).
+        stored: Offset,
+    },
+    /// The checksum promised as a trailer is missing or malformed; the chunk was discarded.
+    #[error("checksum trailer: {0}")]
+    InvalidChecksum(String),
+    /// A final upload takes no appends (its bytes are its parts').
+    #[error("a final upload takes no appends; append to its partial uploads")]
+    FinalUpload,
+    /// The parts of a final upload are not usable.
+    #[error("{0}")]
+    InvalidConcat(String),
     /// Another request or process holds the upload and did not let go in time.
     #[error("the upload is busy")]
     Busy,
@@ -139,15 +148,38 @@ impl From<LockError> for UploadError {
     }
 }
 
+/// The role a new upload asks for in concatenation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewConcat {
+    /// A partial upload.
+    Partial,
+    /// A final upload of these parts: (id, the URL the client used), in order.
+    Final(Vec<ConcatPart>),
+}
+
 /// A new upload as a front-end describes it.
 #[derive(Debug, Clone)]
 pub struct NewUpload {
     /// Who creates it.
     pub owner: Owner,
-    /// Its declared size.
+    /// Its declared size (ignored for a final upload: the sum of its parts).
     pub length: Length,
     /// The client's metadata.
     pub metadata: Metadata,
+    /// Its role in concatenation, if any.
+    pub concat: Option<NewConcat>,
+}
+
+/// A checksum that only arrives after the body: reads the trailer once the body has ended.
+/// `Ok(None)` when the trailer is absent.
+pub type TrailerChecksum = Box<dyn FnOnce() -> Result<Option<Checksum>, String> + Send>;
+
+/// The checksum a body must match (tus checksum extension).
+pub enum ExpectedChecksum {
+    /// Given before the body (`Upload-Checksum` header).
+    Header(Checksum),
+    /// Given after the body (`Upload-Checksum` trailer).
+    Trailer(TrailerChecksum),
 }
 
 /// An append as a front-end describes it.
@@ -158,11 +190,14 @@ pub struct Append {
     pub declared_length: Option<u64>,
     /// The body's size, when the request announced it.
     pub content_length: Option<u64>,
+    /// The digest the body must have; the body is discarded if it differs or is cut short.
+    pub checksum: Option<ExpectedChecksum>,
     /// The body.
     pub body: BodyStream,
 }
 
-/// Create, append, inspect and remove uploads, enforcing ownership, locking, offsets and limits.
+/// Create, append, inspect and remove uploads, enforcing ownership, locking, offsets, limits,
+/// checksums and expiry.
 pub struct UploadService {
     store: Arc<dyn Store>,
     locker: Arc<dyn Locker>,
@@ -205,32 +240,47 @@ impl UploadService {
         self.config.max_size
     }
 
-    /// Creates an empty upload.
+    /// The expiry period of unfinished uploads, if any.
+    pub fn expire_after(&self) -> Option<Duration> {
+        self.config.expire_after
+    }
+
+    /// When this upload expires: unfinished uploads (finals excepted, they take no writes)
+    /// expire `expire_after` after their last write.
+    pub fn expires_at(&self, status: &UploadStatus) -> Option<SystemTime> {
+        if status.is_complete() || status.info.is_final() {
+            return None;
+        }
+        Some(status.modified_at + self.config.expire_after?)
+    }
+
+    /// Creates an upload: empty, or for a final upload, the concatenation of its parts.
     pub async fn create(&self, new: NewUpload) -> Result<UploadStatus, UploadError> {
-        self.create_keyed(new, None).await
+        match new.concat.clone() {
+            Some(NewConcat::Final(parts)) => self.create_final(new, parts).await,
+            Some(NewConcat::Partial) => self.create_keyed(new, Some(Concat::Partial), None).await,
+            None => self.create_keyed(new, None, None).await,
+        }
     }
 
     async fn create_keyed(
         &self,
         new: NewUpload,
+        concat: Option<Concat>,
         client_key: Option<String>,
     ) -> Result<UploadStatus, UploadError> {
         if let Length::Known(length) = new.length {
             self.check_size(length)?;
         }
-        let created_at = self
-            .clock
-            .now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = self.clock.now();
         let info = UploadInfo {
             id: UploadId::random(),
             owner: new.owner,
             length: new.length,
             metadata: new.metadata,
             client_key,
-            created_at,
+            created_at: now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
+            concat,
         };
         self.store.create(&info).await?;
         tracing::info!(upload = %info.id, length = ?info.length, "upload created");
@@ -240,7 +290,78 @@ impl UploadService {
         Ok(UploadStatus {
             info,
             offset: Offset(0),
+            modified_at: now,
         })
+    }
+
+    /// A final upload: its parts must be the owner's partial uploads of known length; it is
+    /// assembled now if they are complete, else as soon as they are (concatenation-unfinished).
+    async fn create_final(
+        &self,
+        new: NewUpload,
+        parts: Vec<ConcatPart>,
+    ) -> Result<UploadStatus, UploadError> {
+        if !self.capabilities().concatenate {
+            return Err(UploadError::Unsupported);
+        }
+        let mut length = 0u64;
+        for part in &parts {
+            let status = match self.inspect(&new.owner, &part.id).await {
+                Ok(status) => status,
+                Err(UploadError::NotFound | UploadError::Expired) => {
+                    let message = format!("partial upload {} does not exist", part.url);
+                    return Err(UploadError::InvalidConcat(message));
+                }
+                Err(error) => return Err(error),
+            };
+            if status.info.concat != Some(Concat::Partial) {
+                let message = format!("{} is not a partial upload", part.url);
+                return Err(UploadError::InvalidConcat(message));
+            }
+            let Length::Known(part_length) = status.info.length else {
+                let message = format!("partial upload {} has no length yet", part.url);
+                return Err(UploadError::InvalidConcat(message));
+            };
+            length = length.saturating_add(part_length);
+        }
+        let new = NewUpload {
+            length: Length::Known(length),
+            ..new
+        };
+        let status = self
+            .create_keyed(new, Some(Concat::Final { parts }), None)
+            .await?;
+        self.assemble_if_ready(status).await
+    }
+
+    /// Assembles a final upload whose parts are all complete; returns its current status.
+    async fn assemble_if_ready(&self, status: UploadStatus) -> Result<UploadStatus, UploadError> {
+        let Some(Concat::Final { parts }) = &status.info.concat else {
+            return Ok(status);
+        };
+        if status.is_complete() {
+            return Ok(status);
+        }
+        let mut ids = Vec::with_capacity(parts.len());
+        for part in parts {
+            let part_status = match self.store.status(&part.id).await {
+                Ok(part_status) => part_status,
+                Err(StoreError::NotFound) => {
+                    let message = format!("partial upload {} was removed", part.url);
+                    return Err(UploadError::InvalidConcat(message));
+                }
+                Err(error) => return Err(error.into()),
+            };
+            if !part_status.is_complete() {
+                return Ok(status);
+            }
+            ids.push(part.id.clone());
+        }
+        let _guard = self.locker.lock(status.info.id.as_str()).await?;
+        self.store.concatenate(&status.info.id, &ids).await?;
+        self.store.finish(&status.info.id).await?;
+        tracing::info!(upload = %status.info.id, parts = ids.len(), "final upload assembled");
+        Ok(self.store.status(&status.info.id).await?)
     }
 
     /// The upload's status, without interrupting a request in flight (for downloads).
@@ -249,14 +370,17 @@ impl UploadService {
         if &status.info.owner != owner {
             return Err(UploadError::NotFound);
         }
+        self.check_alive(&status)?;
         Ok(status)
     }
 
     /// The upload's status once any request in flight has stopped and persisted what it had:
-    /// the offset a client should resume from.
+    /// the offset a client should resume from. A final upload whose parts are complete is
+    /// assembled first.
     pub async fn status(&self, owner: &Owner, id: &UploadId) -> Result<UploadStatus, UploadError> {
-        let (_guard, status) = self.lock_owned(owner, id).await?;
-        Ok(status)
+        let (guard, status) = self.lock_owned(owner, id).await?;
+        drop(guard);
+        self.assemble_if_ready(status).await
     }
 
     /// The upload `owner` created with the simple protocol's `client_key`, if any.
@@ -268,7 +392,7 @@ impl UploadService {
         Ok(self.store.find_by_key(owner, client_key).await?)
     }
 
-    /// The upload of `client_key`, created (with `length`) if it does not exist yet.
+    /// The upload of `client_key`, created (with `length`) if it does not exist yet or expired.
     pub async fn open_by_key(
         &self,
         owner: &Owner,
@@ -280,15 +404,20 @@ impl UploadService {
             .locker
             .lock(&format!("key:{}", client_key_digest(owner, client_key)))
             .await?;
-        if let Some(id) = self.store.find_by_key(owner, client_key).await? {
+        if let Some(id) = self.store.find_by_key(owner, client_key).await?
+            && !self.remove_if_expired(&id).await?
+        {
             return Ok(id);
         }
         let new = NewUpload {
             owner: owner.clone(),
             length,
             metadata: Metadata::default(),
+            concat: None,
         };
-        let status = self.create_keyed(new, Some(client_key.to_owned())).await?;
+        let status = self
+            .create_keyed(new, None, Some(client_key.to_owned()))
+            .await?;
         Ok(status.info.id)
     }
 
@@ -300,6 +429,9 @@ impl UploadService {
         append: Append,
     ) -> Result<UploadStatus, UploadError> {
         let (guard, mut status) = self.lock_owned(owner, id).await?;
+        if status.info.is_final() {
+            return Err(UploadError::FinalUpload);
+        }
         if append.offset != status.offset {
             return Err(UploadError::OffsetMismatch {
                 stored: status.offset,
@@ -318,6 +450,10 @@ impl UploadService {
                 stored: status.offset,
             });
         }
+        if append.checksum.is_some() && !self.capabilities().truncate {
+            return Err(UploadError::Unsupported);
+        }
+        let start = status.offset;
         let was_complete = status.is_complete();
         let limits = BodyLimits {
             remaining,
@@ -327,26 +463,33 @@ impl UploadService {
             takeover: guard.takeover_requested(),
             shutdown: self.shutdown.clone().cancelled_owned(),
         };
-        let body = GuardedBody::new(append.body, stops, limits).boxed();
-        let appended =
-            self.store
-                .append(id, status.offset, body)
-                .await
-                .map_err(|error| match error {
-                    // Another process appended between our status and our append.
-                    StoreError::OffsetMismatch { stored } => UploadError::OffsetMismatch {
-                        stored,
-                        provided: append.offset,
-                    },
-                    other => other.into(),
-                })?;
+        let guarded = GuardedBody::new(append.body, stops, limits).boxed();
+        let (body, digests) = digesting(guarded, append.checksum.as_ref());
+        let appended = self
+            .store
+            .append(id, start, body)
+            .await
+            .map_err(|error| match error {
+                // Another process appended between our status and our append.
+                StoreError::OffsetMismatch { stored } => UploadError::OffsetMismatch {
+                    stored,
+                    provided: append.offset,
+                },
+                other => other.into(),
+            })?;
         status.offset = appended.offset;
+        status.modified_at = self.clock.now();
+        if let (Some(expected), Some(digests)) = (append.checksum, digests) {
+            let verdict = verify(expected, digests, appended.interruption.as_ref());
+            if let Err(error) = verdict {
+                self.store.truncate(id, start).await?;
+                tracing::info!(upload = %id, %error, "chunk discarded");
+                return Err(error.into_upload_error(start));
+            }
+        }
         if status.is_complete() && !was_complete {
             self.store.finish(id).await?;
             tracing::info!(upload = %id, length = status.offset.0, "upload complete");
-        }
-        if let Some(reason) = &appended.interruption {
-            tracing::debug!(upload = %id, offset = status.offset.0, %reason, "append ended early");
         }
         drop(guard);
         match appended.interruption {
@@ -383,10 +526,54 @@ impl UploadService {
             return Err(UploadError::Unsupported);
         }
         let status = self.inspect(owner, id).await?;
+        let status = self.assemble_if_ready(status).await?;
         if !status.is_complete() {
             return Err(UploadError::Incomplete);
         }
         Ok(self.store.read(id, range).await?)
+    }
+
+    /// Removes every expired unfinished upload; returns how many were removed.
+    pub async fn remove_expired(&self) -> Result<usize, UploadError> {
+        if self.config.expire_after.is_none() || !self.capabilities().list {
+            return Ok(0);
+        }
+        let mut removed = 0;
+        for id in self.store.list().await? {
+            if self.remove_if_expired(&id).await? {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "expired uploads removed");
+        }
+        Ok(removed)
+    }
+
+    fn is_expired(&self, status: &UploadStatus) -> bool {
+        self.expires_at(status)
+            .is_some_and(|expiry| expiry <= self.clock.now())
+    }
+
+    /// Removes the upload if it has expired; whether it did.
+    async fn remove_if_expired(&self, id: &UploadId) -> Result<bool, UploadError> {
+        let is_expired = |status: &UploadStatus| self.is_expired(status);
+        match self.store.status(id).await {
+            Ok(status) if is_expired(&status) => {}
+            Ok(_) | Err(StoreError::NotFound) => return Ok(false),
+            Err(error) => return Err(error.into()),
+        }
+        let _guard = self.locker.lock(id.as_str()).await?;
+        // Look again under the lock: a write may have revived it meanwhile.
+        match self.store.status(id).await {
+            Ok(status) if is_expired(&status) => {}
+            Ok(_) | Err(StoreError::NotFound) => return Ok(false),
+            Err(error) => return Err(error.into()),
+        }
+        match self.store.terminate(id).await {
+            Ok(()) | Err(StoreError::NotFound) => Ok(true),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Takes the upload's lock (asking any request in flight to let go) after checking the owner,
@@ -400,7 +587,15 @@ impl UploadService {
         self.inspect(owner, id).await?;
         let guard = self.locker.lock(id.as_str()).await?;
         let status = self.store.status(id).await?;
+        self.check_alive(&status)?;
         Ok((guard, status))
+    }
+
+    fn check_alive(&self, status: &UploadStatus) -> Result<(), UploadError> {
+        if self.is_expired(status) {
+            return Err(UploadError::Expired);
+        }
+        Ok(())
     }
 
     async fn declare_length(
@@ -444,5 +639,83 @@ impl UploadService {
             Some(max) if length > max => Err(UploadError::TooLarge { length, max }),
             _ => Ok(()),
         }
+    }
+}
+
+/// Feeds every chunk that reaches the store through the digests the checksum needs.
+fn digesting(
+    body: BodyStream,
+    checksum: Option<&ExpectedChecksum>,
+) -> (BodyStream, Option<Arc<Mutex<Digests>>>) {
+    let digests = match checksum {
+        None => return (body, None),
+        Some(ExpectedChecksum::Header(checksum)) => Digests::one(checksum.algorithm),
+        Some(ExpectedChecksum::Trailer(_)) => Digests::all(),
+    };
+    let digests = Arc::new(Mutex::new(digests));
+    let feeding = digests.clone();
+    let body = body
+        .inspect_ok(move |chunk| {
+            feeding
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .update(chunk);
+        })
+        .boxed();
+    (body, Some(digests))
+}
+
+/// Why a checksummed chunk is discarded.
+enum Rejected {
+    /// The body did not arrive whole, so it cannot be verified.
+    Cut(BodyError),
+    /// The digest differs.
+    Mismatch,
+    /// The trailer is missing or malformed.
+    BadTrailer(String),
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejected::Cut(reason) => write!(formatter, "incomplete chunk: {reason}"),
+            Rejected::Mismatch => formatter.write_str("checksum mismatch"),
+            Rejected::BadTrailer(message) => write!(formatter, "checksum trailer: {message}"),
+        }
+    }
+}
+
+impl Rejected {
+    fn into_upload_error(self, stored: Offset) -> UploadError {
+        match self {
+            Rejected::Cut(BodyError::TooLong) => UploadError::BodyTooLong { stored },
+            Rejected::Cut(reason) => UploadError::Interrupted { stored, reason },
+            Rejected::Mismatch => UploadError::ChecksumMismatch { stored },
+            Rejected::BadTrailer(message) => UploadError::InvalidChecksum(message),
+        }
+    }
+}
+
+fn verify(
+    expected: ExpectedChecksum,
+    digests: Arc<Mutex<Digests>>,
+    interruption: Option<&BodyError>,
+) -> Result<(), Rejected> {
+    if let Some(reason) = interruption {
+        return Err(Rejected::Cut(reason.clone()));
+    }
+    let checksum = match expected {
+        ExpectedChecksum::Header(checksum) => checksum,
+        ExpectedChecksum::Trailer(read) => read()
+            .map_err(Rejected::BadTrailer)?
+            .ok_or_else(|| Rejected::BadTrailer("announced but not sent".into()))?,
+    };
+    let digests = Arc::try_unwrap(digests)
+        .map_err(|_| Rejected::BadTrailer("digest still in use".into()))?
+        .into_inner()
+        .unwrap_or_else(|poison| poison.into_inner());
+    match digests.finish(checksum.algorithm) {
+        Some(actual) if actual == checksum.digest => Ok(()),
+        _ => Err(Rejected::Mismatch),
     }
 }

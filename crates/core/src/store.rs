@@ -49,6 +49,12 @@ pub struct Capabilities {
     pub terminate: bool,
     /// [`Store::read`] serves stored bytes back.
     pub read: bool,
+    /// [`Store::truncate`] discards bytes (what checksum verification needs).
+    pub truncate: bool,
+    /// [`Store::concatenate`] assembles final uploads.
+    pub concatenate: bool,
+    /// [`Store::list`] enumerates uploads (what the expiry sweeper needs).
+    pub list: bool,
 }
 
 /// Errors of a store.
@@ -108,6 +114,11 @@ impl StoreError {
 /// - `terminate` removes the upload and its bytes; afterwards `status` is `NotFound`.
 /// - `read` returns the stored bytes in `range` (within the offset).
 /// - `find_by_key` returns the upload created with `client_key` by `owner`, if it still exists.
+/// - `truncate` discards the bytes past `offset`, durably; the offset becomes `offset`.
+/// - `concatenate` makes the bytes of `target` the parts' bytes in order (replacing any it had),
+///   durably; it may be called again after a crash and gives the same result.
+/// - `list` returns the id of every upload that `status` can see.
+/// - `status` reports when bytes were last written (`modified_at`).
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// What this backend supports.
@@ -145,6 +156,15 @@ pub trait Store: Send + Sync + 'static {
         owner: &Owner,
         client_key: &str,
     ) -> Result<Option<UploadId>, StoreError>;
+
+    /// Discards stored bytes past `offset`.
+    async fn truncate(&self, id: &UploadId, offset: Offset) -> Result<(), StoreError>;
+
+    /// Writes the bytes of `parts`, in order, as the bytes of `target`.
+    async fn concatenate(&self, target: &UploadId, parts: &[UploadId]) -> Result<(), StoreError>;
+
+    /// Every upload's id.
+    async fn list(&self) -> Result<Vec<UploadId>, StoreError>;
 }
 
 /// A stable, path-safe name for an (owner, client key) pair: hex SHA-256 of both, length-prefixed

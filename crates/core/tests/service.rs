@@ -18,6 +18,7 @@ fn service(max_size: Option<u64>) -> Arc<UploadService> {
         ServiceConfig {
             max_size,
             body_idle_timeout: Duration::from_secs(5),
+            expire_after: None,
         },
     ))
 }
@@ -27,6 +28,7 @@ fn new_upload(owner: &str, length: Length) -> NewUpload {
         owner: Owner::new(owner),
         length,
         metadata: Metadata::default(),
+        concat: None,
     }
 }
 
@@ -39,6 +41,7 @@ fn append(offset: u64, bytes: &'static [u8]) -> Append {
         offset: Offset(offset),
         declared_length: None,
         content_length: Some(bytes.len() as u64),
+        checksum: None,
         body: body(bytes),
     }
 }
@@ -210,6 +213,7 @@ async fn a_status_request_takes_over_an_append_in_flight() {
                 offset: Offset(0),
                 declared_length: None,
                 content_length: Some(100),
+                checksum: None,
                 body: never_ending,
             };
             service.append(&owner, &id, append).await

@@ -37,6 +37,7 @@ fn info(length: Length) -> UploadInfo {
         metadata: Default::default(),
         client_key: Some("фото.jpg-5-1".into()),
         created_at: 1,
+        concat: None,
     }
 }
 

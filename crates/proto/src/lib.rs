@@ -9,11 +9,17 @@
 //! - [`forwarded`]: `Forwarded` / `X-Forwarded-*` from a trusted proxy.
 //! - [`metadata`]: upload metadata and its tus `Upload-Metadata` encoding.
 //! - [`tus`]: tus 1.0.0 header names and values.
+//! - [`checksum`]: `Upload-Checksum` and the algorithms served.
+//! - [`concat`]: `Upload-Concat` (concatenation).
+//! - [`expires`]: `Upload-Expires` dates.
 //! - [`disposition`]: `Content-Disposition` for downloads.
 //! - [`range`]: `Range` / `Content-Range` for downloads.
 //! - [`simple`]: the seed's simple protocol (`X-File-Id`, `X-Start-Byte`, `X-File-Size`).
 
+pub mod checksum;
+pub mod concat;
 pub mod disposition;
+pub mod expires;
 pub mod forwarded;
 pub mod metadata;
 pub mod number;

@@ -24,6 +24,14 @@ pub const UPLOAD_LENGTH: &str = "upload-length";
 pub const UPLOAD_DEFER_LENGTH: &str = "upload-defer-length";
 /// `Upload-Metadata`: the upload's key/value pairs.
 pub const UPLOAD_METADATA: &str = "upload-metadata";
+/// `Upload-Expires`: when an unfinished upload will be removed.
+pub const UPLOAD_EXPIRES: &str = "upload-expires";
+/// `Upload-Checksum`: the expected digest of a PATCH body.
+pub const UPLOAD_CHECKSUM: &str = "upload-checksum";
+/// `Upload-Concat`: partial or final upload (concatenation).
+pub const UPLOAD_CONCAT: &str = "upload-concat";
+/// `Tus-Checksum-Algorithm`: the checksum algorithms a server supports.
+pub const TUS_CHECKSUM_ALGORITHM: &str = "tus-checksum-algorithm";
 /// `X-HTTP-Method-Override`: the method a client behind a restrictive proxy means.
 pub const METHOD_OVERRIDE: &str = "x-http-method-override";
 

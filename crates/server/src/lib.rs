@@ -32,6 +32,7 @@ use resumable_core::UploadService;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
@@ -117,12 +118,32 @@ pub async fn run(
         }
     });
     let stopper = service.clone();
+    let sweeper = tokio::spawn(sweep_expired(service.clone()));
     let make_service = app(service, config).into_make_service();
-    axum::serve(listener, make_service)
+    let served = axum::serve(listener, make_service)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: uploads in flight persist and answer");
             stopper.shutdown();
         })
-        .await
+        .await;
+    sweeper.abort();
+    served
+}
+
+/// Removes expired unfinished uploads now and then: ten times per expiry period, at least every
+/// second and at most every ten minutes.
+async fn sweep_expired(service: Arc<UploadService>) {
+    let Some(expire_after) = service.expire_after() else {
+        return;
+    };
+    let period = (expire_after / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = service.remove_expired().await {
+            tracing::warn!(%error, "expiry sweep failed");
+        }
+    }
 }

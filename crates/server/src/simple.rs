@@ -94,7 +94,8 @@ pub(crate) async fn status(
     };
     match state.service.status(&owner, &id).await {
         Ok(status) => Ok(count(status.offset)),
-        Err(UploadError::NotFound) => Ok(count(Offset(0))),
+        // An expired upload is as good as gone: the client starts over.
+        Err(UploadError::NotFound | UploadError::Expired) => Ok(count(Offset(0))),
         Err(error) => Err(upload_error(error)),
     }
 }
@@ -128,6 +129,7 @@ pub(crate) async fn upload(
         offset: Offset(upload.start),
         declared_length: upload.size,
         content_length: upload.content_length,
+        checksum: None,
         body: body_stream(body),
     };
     let status = service
@@ -145,6 +147,7 @@ fn upload_error(error: UploadError) -> Rejection {
     match error {
         UploadError::OffsetMismatch { stored, .. } => mismatch(stored),
         UploadError::NotFound => reject(StatusCode::NOT_FOUND, "upload not found"),
+        UploadError::Expired => reject(StatusCode::GONE, error.to_string()),
         UploadError::TooLarge { .. } | UploadError::BodyTooLong { .. } => {
             reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
         }
@@ -152,7 +155,13 @@ fn upload_error(error: UploadError) -> Rejection {
             StatusCode::BAD_REQUEST,
             format!("X-File-Size differs from the size given before ({declared})"),
         ),
-        UploadError::LengthBelowOffset { .. } => reject(StatusCode::BAD_REQUEST, error.to_string()),
+        UploadError::LengthBelowOffset { .. }
+        | UploadError::InvalidChecksum(_)
+        | UploadError::InvalidConcat(_)
+        | UploadError::ChecksumMismatch { .. } => {
+            reject(StatusCode::BAD_REQUEST, error.to_string())
+        }
+        UploadError::FinalUpload => reject(StatusCode::FORBIDDEN, error.to_string()),
         UploadError::Incomplete => reject(StatusCode::CONFLICT, error.to_string()),
         UploadError::Interrupted { reason, stored } => interrupted(reason, stored),
         UploadError::Busy => reject(StatusCode::LOCKED, error.to_string()),

@@ -1,27 +1,33 @@
-//! tus 1.0.0 (PROTOCOLS.md §2) on `/files/`: core, creation, creation-with-upload,
-//! creation-defer-length and termination. Extensions are advertised from the store's
-//! capabilities.
+//! tus 1.0.0 (PROTOCOLS.md §2) on `/files/`: core and every extension — creation,
+//! creation-with-upload, creation-defer-length, expiration, checksum, checksum-trailer,
+//! termination, concatenation, concatenation-unfinished. Extensions are advertised from the
+//! store's capabilities and the service's settings, never from a fixed list.
 
 use crate::AppState;
 use crate::wire::{
-    Principal, Rejection, body_stream, content_length, header_bytes, internal, interrupted, reject,
+    Principal, Rejection, Trailers, body_stream, body_stream_with_trailers, content_length,
+    header_bytes, internal, interrupted, reject,
 };
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, head, options};
 use resumable_core::{
-    Append, Length, NewUpload, Offset, UploadError, UploadId, UploadService, UploadStatus,
+    Append, Concat, ConcatPart, ExpectedChecksum, Length, NewConcat, NewUpload, Offset,
+    UploadError, UploadId, UploadService, UploadStatus,
 };
 use resumable_proto::Metadata;
+use resumable_proto::checksum::{self, Checksum};
+use resumable_proto::concat::{self, UploadConcat};
 use resumable_proto::forwarded::{self, ForwardedOrigin};
 use resumable_proto::tus::{
-    self, METHOD_OVERRIDE, TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE, TUS_VERSION,
-    UPLOAD_DEFER_LENGTH, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
+    self, METHOD_OVERRIDE, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE,
+    TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_CONCAT, UPLOAD_DEFER_LENGTH, UPLOAD_EXPIRES,
+    UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
 };
 
-/// `Upload-Concat`: concatenation, not supported yet, so rejected rather than ignored.
-const UPLOAD_CONCAT: &str = "upload-concat";
+/// tus's status for a checksum mismatch.
+const CHECKSUM_MISMATCH: u16 = 460;
 
 /// Routes of `/files/`.
 pub(crate) fn collection_routes() -> MethodRouter<AppState> {
@@ -66,33 +72,51 @@ fn number(value: u64) -> HeaderValue {
     HeaderValue::from(value)
 }
 
+fn text(value: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(value).ok()
+}
+
 fn respond(status: StatusCode, headers: Vec<(HeaderName, HeaderValue)>) -> Response {
     let mut response = status.into_response();
     response.headers_mut().extend(headers);
     response
 }
 
-/// The extensions this server offers, from what the store can do.
+/// The extensions this server offers, from what the store can do and how it is configured.
 fn extensions(service: &UploadService) -> Vec<&'static str> {
+    let capabilities = service.capabilities();
     let mut extensions = vec!["creation", "creation-with-upload", "creation-defer-length"];
-    if service.capabilities().terminate {
+    if service.expire_after().is_some() {
+        extensions.push("expiration");
+    }
+    if capabilities.truncate {
+        extensions.extend(["checksum", "checksum-trailer"]);
+    }
+    if capabilities.terminate {
         extensions.push("termination");
+    }
+    if capabilities.concatenate {
+        extensions.extend(["concatenation", "concatenation-unfinished"]);
     }
     extensions
 }
 
 /// `OPTIONS`: what this server speaks.
 async fn capabilities(State(state): State<AppState>) -> Response {
+    let extensions = extensions(&state.service);
     let mut headers = vec![
         (name(TUS_VERSION), HeaderValue::from_static(tus::VERSION)),
         (
             name(TUS_EXTENSION),
-            HeaderValue::from_str(&tus::encode_extensions(&extensions(&state.service)))
-                .expect("extension names are header-safe"),
+            text(&tus::encode_extensions(&extensions)).expect("extension names are header-safe"),
         ),
     ];
     if let Some(max) = state.service.max_size() {
         headers.push((name(TUS_MAX_SIZE), number(max)));
+    }
+    if extensions.contains(&"checksum") {
+        let algorithms = text(&checksum::encode_algorithms()).expect("names are header-safe");
+        headers.push((name(TUS_CHECKSUM_ALGORITHM), algorithms));
     }
     respond(StatusCode::NO_CONTENT, headers)
 }
@@ -122,6 +146,7 @@ fn parse_number(headers: &HeaderMap, header: &'static str) -> Result<Option<u64>
 struct CreateRequest {
     length: Length,
     metadata: Metadata,
+    concat: Option<NewConcat>,
     /// The body is the first chunk (creation-with-upload).
     with_body: bool,
     content_length: Option<u64>,
@@ -129,25 +154,25 @@ struct CreateRequest {
 
 fn parse_create(headers: &HeaderMap) -> Result<CreateRequest, Rejection> {
     check_version(headers)?;
-    if headers.contains_key(UPLOAD_CONCAT) {
-        return Err(reject(
-            StatusCode::BAD_REQUEST,
-            "concatenation is not supported",
-        ));
-    }
+    let concat = parse_concat(headers)?;
     let length = parse_number(headers, UPLOAD_LENGTH)?;
     let deferred = header_bytes(headers, UPLOAD_DEFER_LENGTH);
-    let length = match (length, deferred) {
-        (Some(_), Some(_)) => {
+    let length = match (&concat, length, deferred) {
+        (Some(NewConcat::Final(_)), None, None) => Length::Deferred,
+        (Some(NewConcat::Final(_)), _, _) => {
+            let message = "a final upload takes its length from its parts: omit Upload-Length";
+            return Err(reject(StatusCode::BAD_REQUEST, message));
+        }
+        (_, Some(_), Some(_)) => {
             let message = "Upload-Length and Upload-Defer-Length are mutually exclusive";
             return Err(reject(StatusCode::BAD_REQUEST, message));
         }
-        (None, None) => {
+        (_, None, None) => {
             let message = "Upload-Length or Upload-Defer-Length: 1 is required";
             return Err(reject(StatusCode::BAD_REQUEST, message));
         }
-        (Some(length), None) => Length::Known(length),
-        (None, Some(deferred)) => {
+        (_, Some(length), None) => Length::Known(length),
+        (_, None, Some(deferred)) => {
             tus::check_defer_length(deferred)
                 .map_err(|error| reject(StatusCode::BAD_REQUEST, error.to_string()))?;
             Length::Deferred
@@ -160,12 +185,37 @@ fn parse_create(headers: &HeaderMap) -> Result<CreateRequest, Rejection> {
         .unwrap_or_default();
     let with_body = header_bytes(headers, header::CONTENT_TYPE.as_str())
         .is_some_and(tus::is_offset_octet_stream);
+    if with_body && matches!(concat, Some(NewConcat::Final(_))) {
+        let message = "a final upload takes no data: send it to the partial uploads";
+        return Err(reject(StatusCode::BAD_REQUEST, message));
+    }
     Ok(CreateRequest {
         length,
         metadata,
+        concat,
         with_body,
         content_length: content_length(headers),
     })
+}
+
+fn parse_concat(headers: &HeaderMap) -> Result<Option<NewConcat>, Rejection> {
+    let Some(value) = header_bytes(headers, UPLOAD_CONCAT) else {
+        return Ok(None);
+    };
+    let bad = |message: String| reject(StatusCode::BAD_REQUEST, message);
+    match UploadConcat::parse(value).map_err(|error| bad(error.to_string()))? {
+        UploadConcat::Partial => Ok(Some(NewConcat::Partial)),
+        UploadConcat::Final(urls) => {
+            let parts = urls
+                .into_iter()
+                .map(|url| match concat::last_segment(&url).parse::<UploadId>() {
+                    Ok(id) => Ok(ConcatPart { id, url }),
+                    Err(_) => Err(bad(format!("partial upload {url} does not exist"))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(NewConcat::Final(parts)))
+        }
+    }
 }
 
 /// The absolute URL of an upload: from `Host` over plain HTTP, or, behind a trusted proxy, from
@@ -192,8 +242,17 @@ fn location(headers: &HeaderMap, id: &UploadId, behind_proxy: bool) -> HeaderVal
     HeaderValue::from_str(&url).expect("validated host and hex id are header-safe")
 }
 
+/// `Upload-Expires`, when the upload will expire.
+fn expiry(service: &UploadService, status: &UploadStatus) -> Option<(HeaderName, HeaderValue)> {
+    let expires = service.expires_at(status)?;
+    Some((
+        name(UPLOAD_EXPIRES),
+        text(&resumable_proto::expires::encode(expires))?,
+    ))
+}
+
 /// `POST /files/`: creation, with the first chunk when the body is
-/// `application/offset+octet-stream`.
+/// `application/offset+octet-stream`; partial and final uploads with `Upload-Concat`.
 async fn create(
     State(state): State<AppState>,
     Principal(owner): Principal,
@@ -212,29 +271,33 @@ async fn create(
         owner: owner.clone(),
         length: create.length,
         metadata: create.metadata,
+        concat: create.concat,
     };
-    let mut status = state.service.create(new).await.map_err(upload_error)?;
+    let service = &state.service;
+    let mut status = service.create(new).await.map_err(upload_error)?;
     if create.with_body {
         let append = Append {
             offset: Offset(0),
             declared_length: None,
             content_length: create.content_length,
+            checksum: None,
             body: body_stream(body),
         };
         let id = &status.info.id;
-        status = state
-            .service
+        status = service
             .append(&owner, id, append)
             .await
             .map_err(upload_error)?;
     }
-    let headers = vec![
-        (
-            header::LOCATION,
-            location(&parts.headers, &status.info.id, state.config.behind_proxy),
-        ),
-        (name(UPLOAD_OFFSET), number(status.offset.0)),
-    ];
+    let behind_proxy = state.config.behind_proxy;
+    let mut headers = vec![(
+        header::LOCATION,
+        location(&parts.headers, &status.info.id, behind_proxy),
+    )];
+    if !status.info.is_final() {
+        headers.push((name(UPLOAD_OFFSET), number(status.offset.0)));
+    }
+    headers.extend(expiry(service, &status));
     Ok(respond(StatusCode::CREATED, headers))
 }
 
@@ -252,25 +315,37 @@ async fn offset(
         .status(&owner, &id)
         .await
         .map_err(upload_error)?;
-    Ok(respond(StatusCode::OK, describe(&status)))
+    Ok(respond(StatusCode::OK, describe(&state.service, &status)))
 }
 
-fn describe(status: &UploadStatus) -> Vec<(HeaderName, HeaderValue)> {
-    let mut headers = vec![
-        (name(UPLOAD_OFFSET), number(status.offset.0)),
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-    ];
+fn describe(service: &UploadService, status: &UploadStatus) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = vec![(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))];
+    // A final upload has no offset of its own until it is assembled.
+    if !status.info.is_final() || status.is_complete() {
+        headers.push((name(UPLOAD_OFFSET), number(status.offset.0)));
+    }
     match status.info.length {
         Length::Known(length) => headers.push((name(UPLOAD_LENGTH), number(length))),
         Length::Deferred => {
             headers.push((name(UPLOAD_DEFER_LENGTH), HeaderValue::from_static("1")))
         }
     }
-    if !status.info.metadata.is_empty()
-        && let Ok(value) = HeaderValue::from_str(&status.info.metadata.encode_tus())
-    {
-        headers.push((name(UPLOAD_METADATA), value));
+    if !status.info.metadata.is_empty() {
+        headers.extend(
+            text(&status.info.metadata.encode_tus()).map(|value| (name(UPLOAD_METADATA), value)),
+        );
     }
+    let concat = match &status.info.concat {
+        None => None,
+        Some(Concat::Partial) => Some(UploadConcat::Partial),
+        Some(Concat::Final { parts }) => Some(UploadConcat::Final(
+            parts.iter().map(|part| part.url.clone()).collect(),
+        )),
+    };
+    if let Some(value) = concat.and_then(|concat| text(&concat.encode())) {
+        headers.push((name(UPLOAD_CONCAT), value));
+    }
+    headers.extend(expiry(service, status));
     headers
 }
 
@@ -280,6 +355,9 @@ struct AppendRequest {
     offset: Offset,
     declared_length: Option<u64>,
     content_length: Option<u64>,
+    checksum: Option<Checksum>,
+    /// The client announced `Trailer: Upload-Checksum`.
+    checksum_trailer: bool,
 }
 
 fn parse_append(id: &str, headers: &HeaderMap) -> Result<AppendRequest, Rejection> {
@@ -294,12 +372,42 @@ fn parse_append(id: &str, headers: &HeaderMap) -> Result<AppendRequest, Rejectio
     }
     let offset = parse_number(headers, UPLOAD_OFFSET)?
         .ok_or_else(|| reject(StatusCode::BAD_REQUEST, "Upload-Offset header is required"))?;
+    let checksum = header_bytes(headers, UPLOAD_CHECKSUM)
+        .map(Checksum::parse)
+        .transpose()
+        .map_err(|error| reject(StatusCode::BAD_REQUEST, error.to_string()))?;
+    let checksum_trailer = headers
+        .get_all(header::TRAILER)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|field| field.trim().eq_ignore_ascii_case(UPLOAD_CHECKSUM));
     Ok(AppendRequest {
         id,
         offset: Offset(offset),
         declared_length: parse_number(headers, UPLOAD_LENGTH)?,
         content_length: content_length(headers),
+        checksum,
+        checksum_trailer,
     })
+}
+
+/// The checksum a PATCH must match: from its header, or from its trailer once the body is read.
+fn expected_checksum(request: &mut AppendRequest, trailers: Trailers) -> Option<ExpectedChecksum> {
+    if let Some(checksum) = request.checksum.take() {
+        return Some(ExpectedChecksum::Header(checksum));
+    }
+    if !request.checksum_trailer {
+        return None;
+    }
+    Some(ExpectedChecksum::Trailer(Box::new(move || {
+        let trailers = trailers.take();
+        trailers
+            .as_ref()
+            .and_then(|trailers| trailers.get(UPLOAD_CHECKSUM))
+            .map(|value| Checksum::parse(value.as_bytes()).map_err(|error| error.to_string()))
+            .transpose()
+    })))
 }
 
 /// `PATCH /files/{id}`: append the body at `Upload-Offset`.
@@ -310,19 +418,22 @@ async fn append(
     request: Request,
 ) -> Result<Response, Rejection> {
     let (parts, body) = request.into_parts();
-    let request = parse_append(&id, &parts.headers)?;
+    let mut request = parse_append(&id, &parts.headers)?;
+    let (body, trailers) = body_stream_with_trailers(body);
     let append = Append {
         offset: request.offset,
         declared_length: request.declared_length,
         content_length: request.content_length,
-        body: body_stream(body),
+        checksum: expected_checksum(&mut request, trailers),
+        body,
     };
     let service = &state.service;
     let status = service
         .append(&owner, &request.id, append)
         .await
         .map_err(upload_error)?;
-    let headers = vec![(name(UPLOAD_OFFSET), number(status.offset.0))];
+    let mut headers = vec![(name(UPLOAD_OFFSET), number(status.offset.0))];
+    headers.extend(expiry(service, &status));
     Ok(respond(StatusCode::NO_CONTENT, headers))
 }
 
@@ -347,6 +458,7 @@ async fn terminate(
 pub(crate) fn upload_error(error: UploadError) -> Rejection {
     match error {
         UploadError::NotFound => reject(StatusCode::NOT_FOUND, "upload not found"),
+        UploadError::Expired => reject(StatusCode::GONE, error.to_string()),
         UploadError::OffsetMismatch { stored, .. } => {
             reject(StatusCode::CONFLICT, error.to_string())
                 .with_header(name(UPLOAD_OFFSET), number(stored.0))
@@ -358,7 +470,14 @@ pub(crate) fn upload_error(error: UploadError) -> Rejection {
             StatusCode::BAD_REQUEST,
             "Upload-Length cannot change once set",
         ),
-        UploadError::LengthBelowOffset { .. } => reject(StatusCode::BAD_REQUEST, error.to_string()),
+        UploadError::LengthBelowOffset { .. }
+        | UploadError::InvalidChecksum(_)
+        | UploadError::InvalidConcat(_) => reject(StatusCode::BAD_REQUEST, error.to_string()),
+        UploadError::ChecksumMismatch { stored } => {
+            let status = StatusCode::from_u16(CHECKSUM_MISMATCH).expect("460 is a valid status");
+            reject(status, error.to_string()).with_header(name(UPLOAD_OFFSET), number(stored.0))
+        }
+        UploadError::FinalUpload => reject(StatusCode::FORBIDDEN, error.to_string()),
         UploadError::Incomplete => reject(StatusCode::CONFLICT, error.to_string()),
         UploadError::Interrupted { reason, stored } => interrupted(reason, stored),
         UploadError::Busy => reject(StatusCode::LOCKED, error.to_string()),

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use resumable_core::{BodyError, BodyStream, Offset, Owner};
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 
 /// The principal a request acts for. Every request is anonymous until authentication exists;
 /// handlers already take the principal so uploads are scoped per principal from day one.
@@ -19,6 +20,46 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         Ok(Principal(Owner::anonymous()))
     }
+}
+
+/// The trailers of a request body, filled in once the body has been read to its end.
+#[derive(Clone, Default)]
+pub(crate) struct Trailers(Arc<Mutex<Option<HeaderMap>>>);
+
+impl Trailers {
+    /// The trailers, if the body had any (taken: a second call returns `None`).
+    pub(crate) fn take(&self) -> Option<HeaderMap> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take()
+    }
+}
+
+/// A request body as an upload stream that also keeps its trailers (HTTP/1.1 chunked trailers,
+/// HTTP/2 trailing headers).
+pub(crate) fn body_stream_with_trailers(body: Body) -> (BodyStream, Trailers) {
+    let trailers = Trailers::default();
+    let slot = trailers.clone();
+    let stream = http_body_util::BodyStream::new(body)
+        .filter_map(move |frame| {
+            let item = match frame {
+                Err(error) => Some(Err(BodyError::Interrupted(error.to_string()))),
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) => Some(Ok(data)),
+                    Err(frame) => {
+                        if let Ok(headers) = frame.into_trailers() {
+                            *slot.0.lock().unwrap_or_else(|poison| poison.into_inner()) =
+                                Some(headers);
+                        }
+                        None
+                    }
+                },
+            };
+            std::future::ready(item)
+        })
+        .boxed();
+    (stream, trailers)
 }
 
 /// A request body as an upload stream; a failed connection ends it with

@@ -4,16 +4,10 @@ mod common;
 
 use common::TestServer;
 use reqwest::{Method, StatusCode};
-use resumable_core::ServiceConfig;
 use resumable_server::{CorsOrigins, ServerConfig};
-use std::time::Duration;
 
 async fn start(server_config: ServerConfig) -> TestServer {
-    let config = ServiceConfig {
-        max_size: Some(common::MAX_SIZE),
-        body_idle_timeout: Duration::from_secs(10),
-    };
-    TestServer::start_full(config, server_config).await
+    TestServer::start_full(common::config(), server_config).await
 }
 
 fn listing(origins: &[&str]) -> ServerConfig {

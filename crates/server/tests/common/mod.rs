@@ -2,7 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use resumable_core::{MemoryLocker, ServiceConfig, SystemClock, UploadId, UploadService};
+use resumable_core::{ManualClock, MemoryLocker, ServiceConfig, UploadId, UploadService};
 use resumable_fs::{FileStore, FileStoreConfig};
 use resumable_server::ServerConfig;
 use std::net::SocketAddr;
@@ -15,21 +15,28 @@ use tokio::sync::oneshot;
 
 pub const MAX_SIZE: u64 = 1 << 20;
 
+/// The settings tests use unless they say otherwise.
+pub fn config() -> ServiceConfig {
+    ServiceConfig {
+        max_size: Some(MAX_SIZE),
+        body_idle_timeout: Duration::from_secs(10),
+        expire_after: Some(Duration::from_secs(24 * 60 * 60)),
+    }
+}
+
 pub struct TestServer {
     pub address: SocketAddr,
     pub data_dir: PathBuf,
     pub client: reqwest::Client,
+    /// The server's clock: real time plus whatever a test advances it by.
+    pub clock: Arc<ManualClock>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl TestServer {
     pub async fn start() -> Self {
-        Self::start_with(ServiceConfig {
-            max_size: Some(MAX_SIZE),
-            body_idle_timeout: Duration::from_secs(10),
-        })
-        .await
+        Self::start_with(config()).await
     }
 
     pub async fn start_with(config: ServiceConfig) -> Self {
@@ -46,10 +53,11 @@ impl TestServer {
         })
         .await
         .expect("open store");
+        let clock = Arc::new(ManualClock::default());
         let service = UploadService::new(
             Arc::new(store),
             Arc::new(MemoryLocker::new(Duration::from_secs(5))),
-            Arc::new(SystemClock),
+            clock.clone(),
             config,
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -70,6 +78,7 @@ impl TestServer {
             address,
             data_dir,
             client: reqwest::Client::new(),
+            clock,
             stop: Some(stop),
             task: Some(task),
         }
