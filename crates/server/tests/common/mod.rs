@@ -30,6 +30,8 @@ pub struct TestServer {
     pub client: reqwest::Client,
     /// The server's clock: real time plus whatever a test advances it by.
     pub clock: Arc<ManualClock>,
+    /// The server's upload service, for what has no HTTP route (the expiry sweep).
+    pub service: Arc<UploadService>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -68,7 +70,7 @@ impl TestServer {
         let service = Arc::new(service);
         let task = tokio::spawn(resumable_server::run(
             listener,
-            service,
+            service.clone(),
             server_config,
             async {
                 let _ = stopped.await;
@@ -79,6 +81,7 @@ impl TestServer {
             data_dir,
             client: reqwest::Client::new(),
             clock,
+            service,
             stop: Some(stop),
             task: Some(task),
         }

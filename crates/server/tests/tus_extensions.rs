@@ -1,0 +1,497 @@
+//! The tus extensions beyond creation and termination, one test per rule of the spec
+//! (expiration, checksum, checksum-trailer, concatenation, concatenation-unfinished). After every
+//! rejection the stored bytes are checked unchanged.
+
+mod common;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use common::{TestServer, pattern, sha256};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use sha2::Digest;
+use std::time::{Duration, SystemTime};
+
+const OCTETS: &str = "application/offset+octet-stream";
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+fn tus(server: &TestServer, method: Method, path: &str) -> RequestBuilder {
+    server
+        .client
+        .request(method, server.url(path))
+        .header("Tus-Resumable", "1.0.0")
+}
+
+fn path_of(response: &reqwest::Response) -> String {
+    let location = response.headers()["location"].to_str().unwrap();
+    location[location.find("/files/").unwrap()..].to_owned()
+}
+
+async fn create(server: &TestServer, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut request = tus(server, Method::POST, "/files/");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+async fn create_path(server: &TestServer, headers: &[(&str, &str)]) -> String {
+    let response = create(server, headers).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    path_of(&response)
+}
+
+async fn patch(
+    server: &TestServer,
+    path: &str,
+    offset: u64,
+    body: &[u8],
+    checksum: Option<&str>,
+) -> reqwest::Response {
+    let mut request = tus(server, Method::PATCH, path)
+        .header("Upload-Offset", offset.to_string())
+        .header("Content-Type", OCTETS)
+        .body(body.to_vec());
+    if let Some(checksum) = checksum {
+        request = request.header("Upload-Checksum", checksum);
+    }
+    request.send().await.unwrap()
+}
+
+async fn head(server: &TestServer, path: &str) -> reqwest::Response {
+    tus(server, Method::HEAD, path).send().await.unwrap()
+}
+
+async fn offset(server: &TestServer, path: &str) -> u64 {
+    let response = head(server, path).await;
+    response.headers()["upload-offset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+async fn download(server: &TestServer, path: &str) -> Vec<u8> {
+    let response = server.client.get(server.url(path)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.bytes().await.unwrap().to_vec()
+}
+
+fn expires_in(response: &reqwest::Response) -> Duration {
+    let value = response.headers()["upload-expires"].to_str().unwrap();
+    let expires = resumable_proto::expires::parse(value).expect("an HTTP date");
+    expires
+        .duration_since(SystemTime::now())
+        .expect("in the future")
+}
+
+// ---- expiration ----
+
+#[tokio::test]
+async fn expiration_is_advertised() {
+    let server = TestServer::start().await;
+    let response = server
+        .client
+        .request(Method::OPTIONS, server.url("/files/"))
+        .send()
+        .await
+        .unwrap();
+    let extensions = response.headers()["tus-extension"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for extension in [
+        "expiration",
+        "checksum",
+        "checksum-trailer",
+        "concatenation",
+        "concatenation-unfinished",
+    ] {
+        assert!(
+            extensions.split(',').any(|name| name == extension),
+            "{extensions}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn expiration_upload_expires_is_sent_on_post_patch_and_head_of_unfinished_uploads() {
+    let server = TestServer::start().await;
+    let created = create(&server, &[("Upload-Length", "10")]).await;
+    let around_a_day = |left: Duration| left > DAY - Duration::from_secs(60) && left <= DAY;
+    assert!(around_a_day(expires_in(&created)));
+    let path = path_of(&created);
+    let patched = patch(&server, &path, 0, b"abc", None).await;
+    assert!(around_a_day(expires_in(&patched)));
+    assert!(around_a_day(expires_in(&head(&server, &path).await)));
+}
+
+#[tokio::test]
+async fn expiration_finished_uploads_never_expire() {
+    let server = TestServer::start().await;
+    let path = create_path(&server, &[("Upload-Length", "3")]).await;
+    let finished = patch(&server, &path, 0, b"abc", None).await;
+    assert!(finished.headers().get("upload-expires").is_none());
+    server.clock.advance(30 * DAY);
+    assert_eq!(server.service.remove_expired().await.unwrap(), 0);
+    assert!(
+        head(&server, &path)
+            .await
+            .headers()
+            .get("upload-expires")
+            .is_none()
+    );
+    assert_eq!(download(&server, &path).await, b"abc");
+}
+
+#[tokio::test]
+async fn expiration_expired_uploads_answer_410_until_swept_then_404() {
+    let server = TestServer::start().await;
+    let path = create_path(&server, &[("Upload-Length", "10")]).await;
+    patch(&server, &path, 0, b"abc", None).await;
+    server.clock.advance(DAY + Duration::from_secs(1));
+    assert_eq!(head(&server, &path).await.status(), StatusCode::GONE);
+    let late = patch(&server, &path, 3, b"def", None).await;
+    assert_eq!(late.status(), StatusCode::GONE);
+    assert_eq!(server.stored_bytes(), 3);
+
+    assert_eq!(server.service.remove_expired().await.unwrap(), 1);
+    assert_eq!(head(&server, &path).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(server.stored_bytes(), 0);
+}
+
+#[tokio::test]
+async fn expiration_counts_from_the_last_write() {
+    let server = TestServer::start().await;
+    let path = create_path(&server, &[("Upload-Length", "10")]).await;
+    server.clock.advance(DAY - Duration::from_secs(120));
+    // A write resets the clock: the data file's time is the real now.
+    patch(&server, &path, 0, b"abc", None).await;
+    assert_eq!(server.service.remove_expired().await.unwrap(), 0);
+    assert_eq!(offset(&server, &path).await, 3);
+}
+
+// ---- checksum ----
+
+fn checksum(algorithm: &str, bytes: &[u8]) -> String {
+    let digest: Vec<u8> = match algorithm {
+        "sha1" => sha1::Sha1::digest(bytes).to_vec(),
+        "md5" => md5::Md5::digest(bytes).to_vec(),
+        "sha256" => sha2::Sha256::digest(bytes).to_vec(),
+        "sha512" => sha2::Sha512::digest(bytes).to_vec(),
+        "crc32" => crc32fast::hash(bytes).to_be_bytes().to_vec(),
+        other => panic!("no {other}"),
+    };
+    format!("{algorithm} {}", STANDARD.encode(digest))
+}
+
+#[tokio::test]
+async fn checksum_options_lists_the_algorithms_including_sha1() {
+    let server = TestServer::start().await;
+    let response = server
+        .client
+        .request(Method::OPTIONS, server.url("/files/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["tus-checksum-algorithm"],
+        "sha1,md5,sha256,sha512,crc32"
+    );
+}
+
+#[tokio::test]
+async fn checksum_a_matching_chunk_is_stored_with_every_algorithm() {
+    let server = TestServer::start().await;
+    let data = pattern(5 * 70_000, 6);
+    let path = create_path(&server, &[("Upload-Length", &data.len().to_string())]).await;
+    for (index, algorithm) in ["sha1", "md5", "sha256", "sha512", "crc32"]
+        .into_iter()
+        .enumerate()
+    {
+        let chunk = &data[index * 70_000..(index + 1) * 70_000];
+        let expected = checksum(algorithm, chunk);
+        let response = patch(
+            &server,
+            &path,
+            (index * 70_000) as u64,
+            chunk,
+            Some(&expected),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT, "{algorithm}");
+    }
+    assert_eq!(sha256(&download(&server, &path).await), sha256(&data));
+}
+
+#[tokio::test]
+async fn checksum_mismatch_is_460_and_the_chunk_is_discarded() {
+    let server = TestServer::start().await;
+    let path = create_path(&server, &[("Upload-Length", "10")]).await;
+    patch(&server, &path, 0, b"abc", None).await;
+    let wrong = checksum("sha1", b"not these bytes");
+    let response = patch(&server, &path, 3, b"defg", Some(&wrong)).await;
+    assert_eq!(response.status().as_u16(), 460);
+    assert_eq!(response.headers()["upload-offset"], "3");
+    assert_eq!(offset(&server, &path).await, 3);
+    assert_eq!(server.stored_bytes(), 3);
+    let right = checksum("sha1", b"defg");
+    let response = patch(&server, &path, 3, b"defg", Some(&right)).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(offset(&server, &path).await, 7);
+}
+
+#[tokio::test]
+async fn checksum_an_unsupported_algorithm_or_malformed_value_is_400_and_writes_nothing() {
+    let server = TestServer::start().await;
+    let path = create_path(&server, &[("Upload-Length", "10")]).await;
+    for bad in [
+        "whirlpool AAAA",
+        "sha1",
+        "sha1 %%%",
+        "SHA1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=",
+    ] {
+        let response = patch(&server, &path, 0, b"abc", Some(bad)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    assert_eq!(offset(&server, &path).await, 0);
+    assert_eq!(server.stored_bytes(), 0);
+}
+
+#[tokio::test]
+async fn checksum_an_interrupted_checksummed_chunk_is_discarded() {
+    let server = TestServer::start().await;
+    let data = pattern(100_000, 1);
+    let path = create_path(&server, &[("Upload-Length", "100000")]).await;
+    let head_of_request = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
+         Content-Type: {OCTETS}\r\nUpload-Checksum: {}\r\nContent-Length: 100000\r\n\r\n",
+        checksum("sha256", &data)
+    );
+    let connection = server.send_partial(&head_of_request, &data[..30_000]).await;
+    server
+        .eventually(|| async { (server.stored_bytes() == 30_000).then_some(()) })
+        .await;
+    // The chunk cannot be verified, so it must not count: HEAD takes over and sees 0.
+    assert_eq!(offset(&server, &path).await, 0);
+    assert_eq!(server.stored_bytes(), 0);
+    drop(connection);
+}
+
+async fn chunked_patch_with_trailer(
+    server: &TestServer,
+    path: &str,
+    body: &[u8],
+    trailer: Option<&str>,
+) -> String {
+    let mut request = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
+         Content-Type: {OCTETS}\r\nTransfer-Encoding: chunked\r\nTrailer: Upload-Checksum\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for chunk in body.chunks(1000) {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n");
+    if let Some(trailer) = trailer {
+        request.extend_from_slice(format!("Upload-Checksum: {trailer}\r\n").as_bytes());
+    }
+    request.extend_from_slice(b"\r\n");
+    server.raw(&request).await
+}
+
+#[tokio::test]
+async fn checksum_trailer_is_verified_after_the_body() {
+    let server = TestServer::start().await;
+    let data = pattern(5000, 9);
+    let path = create_path(&server, &[("Upload-Length", "5000")]).await;
+
+    let wrong =
+        chunked_patch_with_trailer(&server, &path, &data, Some(&checksum("md5", b"x"))).await;
+    assert!(wrong.starts_with("HTTP/1.1 460"), "{wrong}");
+    assert_eq!(offset(&server, &path).await, 0);
+
+    let missing = chunked_patch_with_trailer(&server, &path, &data, None).await;
+    assert!(missing.starts_with("HTTP/1.1 400"), "{missing}");
+    assert_eq!(offset(&server, &path).await, 0);
+
+    let right =
+        chunked_patch_with_trailer(&server, &path, &data, Some(&checksum("crc32", &data))).await;
+    assert!(right.starts_with("HTTP/1.1 204"), "{right}");
+    assert_eq!(download(&server, &path).await, data);
+}
+
+// ---- concatenation ----
+
+async fn partial(server: &TestServer, bytes: &[u8]) -> String {
+    let length = bytes.len().to_string();
+    let path = create_path(
+        server,
+        &[("Upload-Length", &length), ("Upload-Concat", "partial")],
+    )
+    .await;
+    if !bytes.is_empty() {
+        let response = patch(server, &path, 0, bytes, None).await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+    path
+}
+
+#[tokio::test]
+async fn concatenation_partial_uploads_echo_partial_and_have_an_offset() {
+    let server = TestServer::start().await;
+    let path = partial(&server, b"hello").await;
+    let response = head(&server, &path).await;
+    assert_eq!(response.headers()["upload-concat"], "partial");
+    assert_eq!(response.headers()["upload-offset"], "5");
+}
+
+#[tokio::test]
+async fn concatenation_the_final_upload_is_its_parts_in_order() {
+    let server = TestServer::start().await;
+    let first = partial(&server, b"hello").await;
+    let second = partial(&server, b" world").await;
+    let absolute = server.url(&second);
+    let concat = format!("final;{first} {absolute}");
+    let response = create(&server, &[("Upload-Concat", &concat)]).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let path = path_of(&response);
+    let described = head(&server, &path).await;
+    assert_eq!(described.headers()["upload-length"], "11");
+    assert_eq!(described.headers()["upload-offset"], "11");
+    assert_eq!(described.headers()["upload-concat"], concat.as_str());
+    assert_eq!(download(&server, &path).await, b"hello world");
+    // Parts may be used again.
+    let again = create(
+        &server,
+        &[("Upload-Concat", &format!("final;{second} {first}"))],
+    )
+    .await;
+    assert_eq!(download(&server, &path_of(&again)).await, b" worldhello");
+}
+
+#[tokio::test]
+async fn concatenation_unfinished_final_completes_when_its_parts_do() {
+    let server = TestServer::start().await;
+    let first = create_path(
+        &server,
+        &[("Upload-Length", "5"), ("Upload-Concat", "partial")],
+    )
+    .await;
+    let second = create_path(
+        &server,
+        &[("Upload-Length", "6"), ("Upload-Concat", "partial")],
+    )
+    .await;
+    let response = create(
+        &server,
+        &[("Upload-Concat", &format!("final;{first} {second}"))],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let path = path_of(&response);
+    let pending = head(&server, &path).await;
+    assert_eq!(pending.headers()["upload-length"], "11");
+    assert!(
+        pending.headers().get("upload-offset").is_none(),
+        "no offset before assembly"
+    );
+    let early = server.client.get(server.url(&path)).send().await.unwrap();
+    assert_eq!(early.status(), StatusCode::CONFLICT);
+
+    patch(&server, &first, 0, b"hello", None).await;
+    patch(&server, &second, 0, b" world", None).await;
+    assert_eq!(head(&server, &path).await.headers()["upload-offset"], "11");
+    assert_eq!(download(&server, &path).await, b"hello world");
+}
+
+#[tokio::test]
+async fn concatenation_a_patch_to_a_final_upload_is_403() {
+    let server = TestServer::start().await;
+    let first = partial(&server, b"ab").await;
+    let path = create_path(&server, &[("Upload-Concat", &format!("final;{first}"))]).await;
+    let response = patch(&server, &path, 2, b"cd", None).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(download(&server, &path).await, b"ab");
+}
+
+#[tokio::test]
+async fn concatenation_a_final_upload_refuses_an_upload_length() {
+    let server = TestServer::start().await;
+    let first = partial(&server, b"ab").await;
+    let concat = format!("final;{first}");
+    let response = create(
+        &server,
+        &[("Upload-Concat", &concat), ("Upload-Length", "2")],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn concatenation_parts_must_be_existing_partial_uploads() {
+    let server = TestServer::start().await;
+    let regular = create_path(&server, &[("Upload-Length", "2")]).await;
+    let deferred = create_path(
+        &server,
+        &[("Upload-Defer-Length", "1"), ("Upload-Concat", "partial")],
+    )
+    .await;
+    let unknown = "/files/0123456789abcdef0123456789abcdef";
+    for parts in [
+        regular.as_str(),
+        deferred.as_str(),
+        unknown,
+        "/files/../../etc/passwd",
+        "",
+    ] {
+        let response = create(&server, &[("Upload-Concat", &format!("final;{parts}"))]).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{parts}");
+        assert!(!response.text().await.unwrap().is_empty());
+    }
+    for malformed in ["partial;x", "final", "whole"] {
+        let response = create(
+            &server,
+            &[("Upload-Concat", malformed), ("Upload-Length", "1")],
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{malformed}");
+    }
+}
+
+#[tokio::test]
+async fn concatenation_a_final_larger_than_the_maximum_is_413() {
+    let server = TestServer::start().await;
+    let half = (common::MAX_SIZE / 2 + 1).to_string();
+    let first = create_path(
+        &server,
+        &[("Upload-Length", &half), ("Upload-Concat", "partial")],
+    )
+    .await;
+    let second = create_path(
+        &server,
+        &[("Upload-Length", &half), ("Upload-Concat", "partial")],
+    )
+    .await;
+    let response = create(
+        &server,
+        &[("Upload-Concat", &format!("final;{first} {second}"))],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn method_override_turns_a_post_into_a_delete() {
+    let server = TestServer::start().await;
+    let path = create_path(&server, &[("Upload-Length", "3")]).await;
+    let response = tus(&server, Method::POST, &path)
+        .header("X-HTTP-Method-Override", "DELETE")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(head(&server, &path).await.status(), StatusCode::NOT_FOUND);
+}
