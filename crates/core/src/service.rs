@@ -358,6 +358,11 @@ impl UploadService {
             ids.push(part.id.clone());
         }
         let _guard = self.locker.lock(status.info.id.as_str()).await?;
+        // Another request may have assembled it while we waited for the lock.
+        let current = self.store.status(&status.info.id).await?;
+        if current.is_complete() {
+            return Ok(current);
+        }
         self.store.concatenate(&status.info.id, &ids).await?;
         self.store.finish(&status.info.id).await?;
         tracing::info!(upload = %status.info.id, parts = ids.len(), "final upload assembled");
