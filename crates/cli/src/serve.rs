@@ -119,9 +119,11 @@ fn parse_size(text: &str) -> Result<MaxSize, String> {
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let clock = Arc::new(SystemClock);
     let store = FileStore::open(FileStoreConfig {
         root: args.data_dir.clone(),
         lock_timeout: args.lock_timeout,
+        clock: clock.clone(),
     })
     .await
     .with_context(|| format!("cannot use data directory {}", args.data_dir.display()))?;
@@ -133,7 +135,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let service = UploadService::new(
         Arc::new(store),
         Arc::new(MemoryLocker::new(args.lock_timeout)),
-        Arc::new(SystemClock),
+        clock,
         config,
     );
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -1,5 +1,6 @@
 //! An in-memory [`Store`]: for tests and for trying things out; nothing survives a restart.
 
+use crate::clock::{Clock, SystemClock};
 use crate::model::{Offset, Owner, UploadId, UploadInfo, UploadStatus};
 use crate::store::{
     Appended, BodyStream, ByteStream, Capabilities, Store, StoreError, client_key_digest,
@@ -18,14 +19,30 @@ struct Upload {
 }
 
 /// Uploads held in memory.
-#[derive(Default)]
 pub struct MemoryStore {
     /// A std mutex: held only for map look-ups and copies, never across an await.
     uploads: Mutex<HashMap<UploadId, Arc<Mutex<Upload>>>>,
     keys: Mutex<HashMap<String, UploadId>>,
+    /// The time recorded as an upload's last write.
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::with_clock(Arc::new(SystemClock))
+    }
 }
 
 impl MemoryStore {
+    /// A store whose write times come from `clock` (the service's, so expiry agrees).
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        MemoryStore {
+            uploads: Mutex::default(),
+            keys: Mutex::default(),
+            clock,
+        }
+    }
+
     fn upload(&self, id: &UploadId) -> Result<Arc<Mutex<Upload>>, StoreError> {
         let uploads = self
             .uploads
@@ -55,7 +72,7 @@ impl Store for MemoryStore {
         let upload = Upload {
             info: Some(info.clone()),
             bytes: BytesMut::new(),
-            modified_at: SystemTime::now(),
+            modified_at: self.clock.now(),
         };
         self.uploads
             .lock()
@@ -98,7 +115,7 @@ impl Store for MemoryStore {
                 Ok(chunk) => {
                     let mut upload = lock(&upload);
                     upload.bytes.extend_from_slice(&chunk);
-                    upload.modified_at = SystemTime::now();
+                    upload.modified_at = self.clock.now();
                 }
                 Err(error) => {
                     interruption = Some(error);
@@ -184,7 +201,7 @@ impl Store for MemoryStore {
         let target = self.upload(target)?;
         let mut target = lock(&target);
         target.bytes = bytes;
-        target.modified_at = SystemTime::now();
+        target.modified_at = self.clock.now();
         Ok(())
     }
 

@@ -295,3 +295,51 @@ async fn reading_an_incomplete_upload_is_refused() {
     }
     assert_eq!(bytes, b"abcdef");
 }
+
+#[tokio::test]
+async fn unfinished_uploads_expire_on_the_service_clock_and_are_swept() {
+    let clock = Arc::new(resumable_core::ManualClock::default());
+    let service = UploadService::new(
+        Arc::new(MemoryStore::with_clock(clock.clone())),
+        Arc::new(MemoryLocker::new(Duration::from_secs(5))),
+        clock.clone(),
+        ServiceConfig {
+            expire_after: Some(Duration::from_secs(3600)),
+            ..ServiceConfig::default()
+        },
+    );
+    let owner = Owner::new("a");
+    let unfinished = service
+        .create(new_upload("a", Length::Known(6)))
+        .await
+        .unwrap()
+        .info
+        .id;
+    let finished = service
+        .create(new_upload("a", Length::Known(3)))
+        .await
+        .unwrap()
+        .info
+        .id;
+    service
+        .append(&owner, &finished, append(0, b"abc"))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(3599));
+    assert_eq!(service.remove_expired().await.unwrap(), 0);
+    service.status(&owner, &unfinished).await.unwrap();
+    clock.advance(Duration::from_secs(2));
+    assert!(matches!(
+        service.status(&owner, &unfinished).await,
+        Err(UploadError::Expired)
+    ));
+    assert_eq!(service.remove_expired().await.unwrap(), 1);
+    assert!(matches!(
+        service.status(&owner, &unfinished).await,
+        Err(UploadError::NotFound)
+    ));
+    assert_eq!(
+        service.status(&owner, &finished).await.unwrap().offset,
+        Offset(3)
+    );
+}

@@ -25,32 +25,37 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use resumable_core::store::client_key_digest;
 use resumable_core::{
-    Appended, BodyStream, ByteStream, Capabilities, Offset, Owner, Store, StoreError, UploadId,
-    UploadInfo, UploadStatus,
+    Appended, BodyStream, ByteStream, Capabilities, Clock, Offset, Owner, Store, StoreError,
+    UploadId, UploadInfo, UploadStatus,
 };
 use std::fs::{File, OpenOptions};
 use std::io::{self, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 
 /// Settings of a [`FileStore`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FileStoreConfig {
     /// The directory holding everything.
     pub root: PathBuf,
     /// How long an append waits for another process's lock on the same upload.
     pub lock_timeout: Duration,
+    /// The time written as a data file's modification time after each write, so that expiry
+    /// runs on the same (injectable) clock as the service.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Uploads stored on local disk.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FileStore {
     uploads: PathBuf,
     keys: PathBuf,
     lock_timeout: Duration,
+    clock: Arc<dyn Clock>,
 }
 
 /// Chunks in flight between the request and the writer: bounds memory per upload.
@@ -65,6 +70,7 @@ impl FileStore {
             uploads: config.root.join("uploads"),
             keys: config.root.join("keys"),
             lock_timeout: config.lock_timeout,
+            clock: config.clock,
         };
         tokio::fs::create_dir_all(&store.uploads).await?;
         tokio::fs::create_dir_all(&store.keys).await?;
@@ -164,12 +170,14 @@ impl Store for FileStore {
             .map(|client_key| self.key_path(&info.owner, client_key));
         let encoded = serde_json::to_vec(info).map_err(io::Error::other)?;
         let id = info.id.to_string();
+        let now = self.clock.now();
         blocking(move || {
             // Data first: an info file always has its data file beside it.
-            OpenOptions::new()
+            let file = OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&data)?;
+            file.set_modified(now)?;
             write_atomically(&info_path, &encoded)?;
             if let Some(key) = key {
                 write_atomically(&key, id.as_bytes())?;
@@ -205,7 +213,10 @@ impl Store for FileStore {
             });
         }
         let (sender, receiver) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
-        let writer = tokio::task::spawn_blocking(move || write::write_chunks(file, receiver));
+        let clock = self.clock.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            write::write_chunks(file, receiver, clock.as_ref())
+        });
         let mut interruption = None;
         while let Some(chunk) = body.next().await {
             match chunk {
@@ -322,6 +333,7 @@ impl Store for FileStore {
         }
         let file = self.open_locked(target).await?;
         let sources: Vec<PathBuf> = parts.iter().map(|part| self.data_path(part)).collect();
+        let now = self.clock.now();
         blocking(move || {
             // Start from empty so a concatenation cut short by a crash can simply be redone.
             file.set_len(0)?;
@@ -330,6 +342,7 @@ impl Store for FileStore {
                 // std::io::copy uses copy_file_range on Linux: no bytes pass through user space.
                 std::io::copy(&mut File::open(source)?, &mut file)?;
             }
+            file.set_modified(now)?;
             file.sync_data()
         })
         .await

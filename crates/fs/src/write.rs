@@ -2,6 +2,7 @@
 //! vectored writes, then makes them durable.
 
 use bytes::Bytes;
+use resumable_core::Clock;
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
 use tokio::sync::mpsc::Receiver;
@@ -21,7 +22,11 @@ pub(crate) struct Written {
 
 /// Writes every chunk received, in order, until the channel closes or a write fails; then
 /// syncs whatever reached the file.
-pub(crate) fn write_chunks(mut file: File, mut receiver: Receiver<Bytes>) -> Written {
+pub(crate) fn write_chunks(
+    mut file: File,
+    mut receiver: Receiver<Bytes>,
+    clock: &dyn Clock,
+) -> Written {
     let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH_CHUNKS);
     let mut error = None;
     while let Some(first) = receiver.blocking_recv() {
@@ -44,6 +49,10 @@ pub(crate) fn write_chunks(mut file: File, mut receiver: Receiver<Bytes>) -> Wri
     }
     // Close the channel so the request side stops sending at once after a failure.
     receiver.close();
+    // Expiry counts from the last write, on the service's clock.
+    if let Err(failure) = file.set_modified(clock.now()) {
+        error.get_or_insert(failure);
+    }
     if let Err(failure) = file.sync_data() {
         error.get_or_insert(failure);
     }

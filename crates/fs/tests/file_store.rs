@@ -16,9 +16,13 @@ fn fresh_root() -> PathBuf {
 }
 
 async fn open(root: PathBuf, lock_timeout: Duration) -> FileStore {
-    FileStore::open(FileStoreConfig { root, lock_timeout })
-        .await
-        .expect("open store")
+    FileStore::open(FileStoreConfig {
+        root,
+        lock_timeout,
+        clock: std::sync::Arc::new(resumable_core::SystemClock),
+    })
+    .await
+    .expect("open store")
 }
 
 async fn fresh() -> FileStore {

@@ -109,21 +109,18 @@ pub(crate) async fn upload(
     let (parts, body) = request.into_parts();
     let upload = parse_upload(&parts.headers)?;
     let service = &state.service;
-    let id = match service
-        .find_by_key(&owner, &upload.file_id)
-        .await
-        .map_err(upload_error)?
-    {
-        Some(id) => id,
-        // Nothing stored: only a request starting at 0 may create the upload.
-        None if upload.start != 0 => return Err(mismatch(Offset(0))),
-        None => {
-            let length = upload.size.map_or(Length::Deferred, Length::Known);
-            service
-                .open_by_key(&owner, &upload.file_id, length)
-                .await
-                .map_err(upload_error)?
-        }
+    let id = if upload.start == 0 {
+        // Only a request starting at 0 may create the upload (or replace an expired one).
+        let length = upload.size.map_or(Length::Deferred, Length::Known);
+        service
+            .open_by_key(&owner, &upload.file_id, length)
+            .await
+            .map_err(upload_error)?
+    } else {
+        let found = service.find_by_key(&owner, &upload.file_id).await;
+        found
+            .map_err(upload_error)?
+            .ok_or_else(|| mismatch(Offset(0)))?
     };
     let append = Append {
         offset: Offset(upload.start),

@@ -303,3 +303,20 @@ async fn the_server_keeps_serving_after_hostile_requests() {
         (StatusCode::OK, "0".into())
     );
 }
+
+#[tokio::test]
+async fn an_expired_upload_starts_over_from_zero() {
+    let server = TestServer::start().await;
+    post(&server, "old-10-1", "0", Some("10"), b"abc".to_vec()).await;
+    server
+        .clock
+        .advance(std::time::Duration::from_secs(25 * 60 * 60));
+    assert_eq!(status(&server, "old-10-1").await.1, "0");
+    let late = post(&server, "old-10-1", "3", Some("10"), b"def".to_vec()).await;
+    assert_eq!(late.status(), StatusCode::GONE);
+    let fresh = post(&server, "old-10-1", "0", Some("10"), b"xyz".to_vec()).await;
+    assert_eq!(fresh.status(), StatusCode::OK);
+    assert_eq!(fresh.text().await.unwrap(), "3");
+    // The expired upload's bytes are gone; only the new upload's remain.
+    assert_eq!(server.stored_bytes(), 3);
+}

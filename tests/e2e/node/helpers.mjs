@@ -204,3 +204,49 @@ export async function tusHead(uploadUrl) {
     headers: res.headers,
   };
 }
+
+// ---- helpers for the tus extension tests ----
+
+const IMF_FIXDATE_RE = /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT$/;
+
+/**
+ * Check that `value` (an Upload-Expires header) is an HTTP date (IMF-fixdate)
+ * about `aheadMs` after now (± toleranceMs); returns the parsed time in ms.
+ */
+export function expectHttpDateAhead(value, aheadMs, { toleranceMs = 120000, what = 'Upload-Expires' } = {}) {
+  if (value == null) throw new Error(`${what} is missing`);
+  if (!IMF_FIXDATE_RE.test(value)) throw new Error(`${what} ${JSON.stringify(value)} is not an HTTP date (IMF-fixdate)`);
+  const t = Date.parse(value);
+  if (Number.isNaN(t)) throw new Error(`${what} ${JSON.stringify(value)} does not parse`);
+  const delta = t - Date.now();
+  if (Math.abs(delta - aheadMs) > toleranceMs) {
+    throw new Error(`${what} ${value} is ${Math.round(delta / 1000)} s ahead of now, expected ~${Math.round(aheadMs / 1000)} s`);
+  }
+  return t;
+}
+
+/**
+ * After a client was aborted: HEAD `uploadUrl` until Upload-Offset stops
+ * moving (the server may still be finishing the cut PATCH). Never call this
+ * while one of your own PATCHes to the upload is running.
+ */
+export async function stableOffset(uploadUrl, what = `Upload-Offset of ${uploadUrl}`) {
+  return pollUntilStable(async () => {
+    const h = await tusHead(uploadUrl);
+    if (h.status !== 200) throw new Error(`HEAD ${uploadUrl} -> ${h.status}`);
+    return h.offset;
+  }, { what, timeoutMs: 10000 });
+}
+
+/**
+ * Run one phase of tus-ext-child.mjs against `server`; asserts a clean exit
+ * and returns its JSON outcome (with the request log in `.requests`).
+ */
+export async function runTusExtPhase(phase, opts, server) {
+  const child = new URL('./tus-ext-child.mjs', import.meta.url).pathname;
+  const p = await runNodeChild(child, [phase, JSON.stringify(opts)], { timeoutMs: 55000 });
+  if (p.code !== 0) {
+    throw new Error(`${phase} child failed: code=${p.code} signal=${p.signal}\nstdout=${p.stdout.slice(-6000)}\nstderr=${p.stderr.slice(-3000)}\nserver stderr=${server.stderr().slice(-2000)}`);
+  }
+  return lastJsonLine(p.stdout);
+}

@@ -49,13 +49,14 @@ impl TestServer {
         let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join("server")
             .join(UploadId::random().as_str());
+        let clock = Arc::new(ManualClock::default());
         let store = FileStore::open(FileStoreConfig {
             root: data_dir.clone(),
             lock_timeout: Duration::from_secs(5),
+            clock: clock.clone(),
         })
         .await
         .expect("open store");
-        let clock = Arc::new(ManualClock::default());
         let service = UploadService::new(
             Arc::new(store),
             Arc::new(MemoryLocker::new(Duration::from_secs(5))),
