@@ -495,3 +495,142 @@ async fn method_override_turns_a_post_into_a_delete() {
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_eq!(head(&server, &path).await.status(), StatusCode::NOT_FOUND);
 }
+
+// ---- capabilities ----
+
+/// A store that delegates to memory but can do only the core operations.
+struct CoreOnlyStore(resumable_core::MemoryStore);
+
+#[async_trait::async_trait]
+impl resumable_core::Store for CoreOnlyStore {
+    fn capabilities(&self) -> resumable_core::Capabilities {
+        resumable_core::Capabilities {
+            terminate: false,
+            read: true,
+            truncate: false,
+            concatenate: false,
+            list: false,
+        }
+    }
+    async fn create(
+        &self,
+        info: &resumable_core::UploadInfo,
+    ) -> Result<(), resumable_core::StoreError> {
+        self.0.create(info).await
+    }
+    async fn status(
+        &self,
+        id: &resumable_core::UploadId,
+    ) -> Result<resumable_core::UploadStatus, resumable_core::StoreError> {
+        self.0.status(id).await
+    }
+    async fn append(
+        &self,
+        id: &resumable_core::UploadId,
+        offset: resumable_core::Offset,
+        body: resumable_core::BodyStream,
+    ) -> Result<resumable_core::Appended, resumable_core::StoreError> {
+        self.0.append(id, offset, body).await
+    }
+    async fn update(
+        &self,
+        info: &resumable_core::UploadInfo,
+    ) -> Result<(), resumable_core::StoreError> {
+        self.0.update(info).await
+    }
+    async fn finish(
+        &self,
+        id: &resumable_core::UploadId,
+    ) -> Result<(), resumable_core::StoreError> {
+        self.0.finish(id).await
+    }
+    async fn terminate(
+        &self,
+        _: &resumable_core::UploadId,
+    ) -> Result<(), resumable_core::StoreError> {
+        Err(resumable_core::StoreError::Unsupported)
+    }
+    async fn read(
+        &self,
+        id: &resumable_core::UploadId,
+        range: std::ops::Range<u64>,
+    ) -> Result<resumable_core::ByteStream, resumable_core::StoreError> {
+        self.0.read(id, range).await
+    }
+    async fn find_by_key(
+        &self,
+        owner: &resumable_core::Owner,
+        key: &str,
+    ) -> Result<Option<resumable_core::UploadId>, resumable_core::StoreError> {
+        self.0.find_by_key(owner, key).await
+    }
+    async fn truncate(
+        &self,
+        _: &resumable_core::UploadId,
+        _: resumable_core::Offset,
+    ) -> Result<(), resumable_core::StoreError> {
+        Err(resumable_core::StoreError::Unsupported)
+    }
+    async fn concatenate(
+        &self,
+        _: &resumable_core::UploadId,
+        _: &[resumable_core::UploadId],
+    ) -> Result<(), resumable_core::StoreError> {
+        Err(resumable_core::StoreError::Unsupported)
+    }
+    async fn list(&self) -> Result<Vec<resumable_core::UploadId>, resumable_core::StoreError> {
+        Err(resumable_core::StoreError::Unsupported)
+    }
+}
+
+#[tokio::test]
+async fn extensions_are_advertised_only_when_the_store_supports_them() {
+    use tower::ServiceExt;
+    let service = resumable_core::UploadService::new(
+        std::sync::Arc::new(CoreOnlyStore(resumable_core::MemoryStore::default())),
+        std::sync::Arc::new(resumable_core::MemoryLocker::new(Duration::from_secs(1))),
+        std::sync::Arc::new(resumable_core::SystemClock),
+        resumable_core::ServiceConfig {
+            expire_after: None,
+            ..resumable_core::ServiceConfig::default()
+        },
+    );
+    let app = resumable_server::app(std::sync::Arc::new(service), Default::default());
+    let request = axum::http::Request::options("/files/")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let extensions = response.headers()["tus-extension"].to_str().unwrap();
+    assert_eq!(
+        extensions,
+        "creation,creation-with-upload,creation-defer-length"
+    );
+    assert!(response.headers().get("tus-checksum-algorithm").is_none());
+
+    // And the operations they would offer are refused, not half-done.
+    let create = axum::http::Request::post("/files/")
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", "3")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let created = app.clone().oneshot(create).await.unwrap();
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let path = &location[location.find("/files/").unwrap()..];
+    let checksummed = axum::http::Request::patch(path)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Offset", "0")
+        .header("Content-Type", OCTETS)
+        .header("Upload-Checksum", checksum("sha1", b"abc"))
+        .body(axum::body::Body::from("abc"))
+        .unwrap();
+    let refused = app.clone().oneshot(checksummed).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::NOT_IMPLEMENTED);
+    let delete = axum::http::Request::delete(path)
+        .header("Tus-Resumable", "1.0.0")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(
+        app.oneshot(delete).await.unwrap().status(),
+        StatusCode::NOT_IMPLEMENTED
+    );
+}
