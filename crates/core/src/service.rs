@@ -258,12 +258,12 @@ impl UploadService {
     pub async fn create(&self, new: NewUpload) -> Result<UploadStatus, UploadError> {
         match new.concat.clone() {
             Some(NewConcat::Final(parts)) => self.create_final(new, parts).await,
-            Some(NewConcat::Partial) => self.create_keyed(new, Some(Concat::Partial), None).await,
-            None => self.create_keyed(new, None, None).await,
+            Some(NewConcat::Partial) => self.create_upload(new, Some(Concat::Partial), None).await,
+            None => self.create_upload(new, None, None).await,
         }
     }
 
-    async fn create_keyed(
+    async fn create_upload(
         &self,
         new: NewUpload,
         concat: Option<Concat>,
@@ -329,7 +329,7 @@ impl UploadService {
             ..new
         };
         let status = self
-            .create_keyed(new, Some(Concat::Final { parts }), None)
+            .create_upload(new, Some(Concat::Final { parts }), None)
             .await?;
         self.assemble_if_ready(status).await
     }
@@ -421,7 +421,7 @@ impl UploadService {
             concat: None,
         };
         let status = self
-            .create_keyed(new, None, Some(client_key.to_owned()))
+            .create_upload(new, None, Some(client_key.to_owned()))
             .await?;
         Ok(status.info.id)
     }
