@@ -30,28 +30,26 @@ def emit(obj):
 real_patch, real_post = requests.patch, requests.post
 
 
-class PacedBody:
-    """A PATCH body read in small pieces with a pause between them, so that a
-    kill can land in the middle of the request. Announces (once) on stdout
-    when half of it has been handed to the socket."""
+class HalfThenHold:
+    """A PATCH body handed over in 16 KiB pieces; once half of it has gone to the
+    socket it announces {"half": offset} on stdout and holds the request open
+    (at most `hold` s) so that the parent can kill this process mid-PATCH."""
 
-    def __init__(self, data: bytes, offset: str, delay: float):
-        self.data, self.pos, self.offset, self.delay = data, 0, offset, delay
+    def __init__(self, data: bytes, offset: str, hold: float):
+        self.data, self.pos, self.offset, self.hold = data, 0, offset, hold
         self.announced = False
 
     def __len__(self):  # requests derives Content-Length from it
         return len(self.data)
 
     def read(self, n=-1):
-        if n is None or n < 0:
-            n = len(self.data)
-        n = min(n, 16384)
-        piece = self.data[self.pos:self.pos + n]
-        self.pos += len(piece)
         if not self.announced and self.pos >= len(self.data) // 2:
             self.announced = True
             emit({"half": int(self.offset)})
-        time.sleep(self.delay)
+            time.sleep(self.hold)
+        n = 16384 if n is None or n < 0 else min(n, 16384)
+        piece = self.data[self.pos:self.pos + n]
+        self.pos += len(piece)
         return piece
 
 
@@ -60,8 +58,8 @@ def patch(url, *a, **kw):
     entry = {"method": "PATCH", "url": url, "upload_offset": headers.get("upload-offset"),
              "upload_checksum": headers.get("upload-checksum"), "size": len(kw.get("data") or b"")}
     log.append(entry)
-    if opts.get("pace"):
-        kw["data"] = PacedBody(kw["data"], headers.get("upload-offset"), opts["pace"])
+    if "cut_from" in opts and int(headers.get("upload-offset")) >= opts["cut_from"]:
+        kw["data"] = HalfThenHold(kw["data"], headers.get("upload-offset"), opts["hold"])
     resp = real_patch(url, *a, **kw)
     entry["status"] = resp.status_code
     entry["response_offset"] = resp.headers.get("Upload-Offset")
