@@ -475,7 +475,9 @@ pub(crate) fn upload_error(error: UploadError) -> Rejection {
         | UploadError::InvalidConcat(_) => reject(StatusCode::BAD_REQUEST, error.to_string()),
         UploadError::ChecksumMismatch { stored } => {
             let status = StatusCode::from_u16(CHECKSUM_MISMATCH).expect("460 is a valid status");
-            reject(status, error.to_string()).with_header(name(UPLOAD_OFFSET), number(stored.0))
+            reject(status, error.to_string())
+                .with_reason("Checksum Mismatch")
+                .with_header(name(UPLOAD_OFFSET), number(stored.0))
         }
         UploadError::FinalUpload => reject(StatusCode::FORBIDDEN, error.to_string()),
         UploadError::Incomplete => reject(StatusCode::CONFLICT, error.to_string()),

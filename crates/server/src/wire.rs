@@ -77,9 +77,16 @@ pub(crate) struct Rejection {
     status: StatusCode,
     message: String,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// The reason phrase of a status HTTP does not name (tus's 460).
+    reason: Option<&'static str>,
 }
 
 impl Rejection {
+    pub(crate) fn with_reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
     pub(crate) fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
         self
@@ -95,6 +102,10 @@ impl IntoResponse for Rejection {
         )
             .into_response();
         response.headers_mut().extend(self.headers);
+        if let Some(reason) = self.reason {
+            let phrase = hyper::ext::ReasonPhrase::from_static(reason.as_bytes());
+            response.extensions_mut().insert(phrase);
+        }
         response
     }
 }
@@ -105,6 +116,7 @@ pub(crate) fn reject(status: StatusCode, message: impl Into<String>) -> Rejectio
         status,
         message: message.into(),
         headers: Vec::new(),
+        reason: None,
     }
 }
 

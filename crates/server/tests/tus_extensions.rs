@@ -310,7 +310,10 @@ async fn checksum_trailer_is_verified_after_the_body() {
 
     let wrong =
         chunked_patch_with_trailer(&server, &path, &data, Some(&checksum("md5", b"x"))).await;
-    assert!(wrong.starts_with("HTTP/1.1 460"), "{wrong}");
+    assert!(
+        wrong.starts_with("HTTP/1.1 460 Checksum Mismatch\r\n"),
+        "{wrong}"
+    );
     assert_eq!(offset(&server, &path).await, 0);
 
     let missing = chunked_patch_with_trailer(&server, &path, &data, None).await;
