@@ -6,25 +6,12 @@ mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::{TestServer, pattern, sha256};
-use reqwest::{Method, RequestBuilder, StatusCode};
+use common::{OCTETS, TestServer, download, head, offset, path_of, pattern, sha256, tus};
+use reqwest::{Method, StatusCode};
 use sha2::Digest;
 use std::time::{Duration, SystemTime};
 
-const OCTETS: &str = "application/offset+octet-stream";
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
-
-fn tus(server: &TestServer, method: Method, path: &str) -> RequestBuilder {
-    server
-        .client
-        .request(method, server.url(path))
-        .header("Tus-Resumable", "1.0.0")
-}
-
-fn path_of(response: &reqwest::Response) -> String {
-    let location = response.headers()["location"].to_str().unwrap();
-    location[location.find("/files/").unwrap()..].to_owned()
-}
 
 async fn create(server: &TestServer, headers: &[(&str, &str)]) -> reqwest::Response {
     let mut request = tus(server, Method::POST, "/files/");
@@ -55,25 +42,6 @@ async fn patch(
         request = request.header("Upload-Checksum", checksum);
     }
     request.send().await.unwrap()
-}
-
-async fn head(server: &TestServer, path: &str) -> reqwest::Response {
-    tus(server, Method::HEAD, path).send().await.unwrap()
-}
-
-async fn offset(server: &TestServer, path: &str) -> u64 {
-    let response = head(server, path).await;
-    response.headers()["upload-offset"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-async fn download(server: &TestServer, path: &str) -> Vec<u8> {
-    let response = server.client.get(server.url(path)).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.bytes().await.unwrap().to_vec()
 }
 
 fn expires_in(response: &reqwest::Response) -> Duration {

@@ -4,17 +4,8 @@
 
 mod common;
 
-use common::{MAX_SIZE, TestServer, pattern, sha256};
-use reqwest::{Method, RequestBuilder, StatusCode};
-
-const OCTETS: &str = "application/offset+octet-stream";
-
-fn tus(server: &TestServer, method: Method, path: &str) -> RequestBuilder {
-    server
-        .client
-        .request(method, server.url(path))
-        .header("Tus-Resumable", "1.0.0")
-}
+use common::{MAX_SIZE, OCTETS, TestServer, download, offset, path_of, pattern, sha256, tus};
+use reqwest::{Method, StatusCode};
 
 async fn create(server: &TestServer, length: u64) -> String {
     let response = tus(server, Method::POST, "/files/")
@@ -38,22 +29,6 @@ async fn patch(server: &TestServer, path: &str, offset: u64, body: Vec<u8>) -> r
         .send()
         .await
         .unwrap()
-}
-
-async fn offset(server: &TestServer, path: &str) -> u64 {
-    let response = tus(server, Method::HEAD, path).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.headers()["upload-offset"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-async fn download(server: &TestServer, path: &str) -> Vec<u8> {
-    let response = server.client.get(server.url(path)).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.bytes().await.unwrap().to_vec()
 }
 
 #[tokio::test]
@@ -208,15 +183,7 @@ async fn malformed_metadata_is_400_and_valid_metadata_is_echoed_verbatim() {
         .send()
         .await
         .unwrap();
-    let location = response.headers()["location"].to_str().unwrap().to_owned();
-    let head = tus(
-        &server,
-        Method::HEAD,
-        &location[location.find("/files/").unwrap()..],
-    )
-    .send()
-    .await
-    .unwrap();
+    let head = common::head(&server, &path_of(&response)).await;
     assert_eq!(head.headers()["upload-metadata"], metadata);
 }
 
@@ -389,8 +356,7 @@ async fn creation_with_upload_stores_the_first_chunk() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
     assert_eq!(response.headers()["upload-offset"], "5");
-    let location = response.headers()["location"].to_str().unwrap().to_owned();
-    let path = &location[location.find("/files/").unwrap()..];
+    let path = &path_of(&response);
     patch(&server, path, 5, b"world".to_vec()).await;
     assert_eq!(download(&server, path).await, b"helloworld");
 
@@ -412,8 +378,7 @@ async fn deferred_length_is_set_once_by_a_patch() {
         .send()
         .await
         .unwrap();
-    let location = response.headers()["location"].to_str().unwrap().to_owned();
-    let path = &location[location.find("/files/").unwrap()..];
+    let path = &path_of(&response);
     let head = tus(&server, Method::HEAD, path).send().await.unwrap();
     assert_eq!(head.headers()["upload-defer-length"], "1");
     assert!(head.headers().get("upload-length").is_none());
@@ -501,8 +466,7 @@ async fn download_serves_ranges_and_a_safe_attachment() {
         .send()
         .await
         .unwrap();
-    let location = response.headers()["location"].to_str().unwrap().to_owned();
-    let path = &location[location.find("/files/").unwrap()..];
+    let path = &path_of(&response);
     let full = server.client.get(server.url(path)).send().await.unwrap();
     assert_eq!(full.headers()["content-type"], "application/octet-stream");
     assert_eq!(full.headers()["x-content-type-options"], "nosniff");

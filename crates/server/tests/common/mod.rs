@@ -174,3 +174,51 @@ pub fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+pub const OCTETS: &str = "application/offset+octet-stream";
+
+/// A tus request (with `Tus-Resumable: 1.0.0`) to `path`.
+pub fn tus(server: &TestServer, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    server
+        .client
+        .request(method, server.url(path))
+        .header("Tus-Resumable", "1.0.0")
+}
+
+/// The path (`/files/{id}`) of a creation response's `Location`.
+pub fn path_of(response: &reqwest::Response) -> String {
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("ASCII location");
+    location[location.find("/files/").expect("an upload URL")..].to_owned()
+}
+
+pub async fn head(server: &TestServer, path: &str) -> reqwest::Response {
+    tus(server, reqwest::Method::HEAD, path)
+        .send()
+        .await
+        .expect("HEAD")
+}
+
+/// `Upload-Offset` of a HEAD that must succeed.
+pub async fn offset(server: &TestServer, path: &str) -> u64 {
+    let response = head(server, path).await;
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    response.headers()["upload-offset"]
+        .to_str()
+        .expect("ASCII")
+        .parse()
+        .expect("a number")
+}
+
+/// The bytes of a finished upload.
+pub async fn download(server: &TestServer, path: &str) -> Vec<u8> {
+    let response = server
+        .client
+        .get(server.url(path))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    response.bytes().await.expect("body").to_vec()
+}
