@@ -499,8 +499,10 @@ function fileIdHeaders({ name, size, lastModified }) {
 
 /**
  * Sends one request with XMLHttpRequest (fetch cannot report upload progress).
- * Resolves with any HTTP status; rejects with an UploadError of status 0 when the network fails
- * or nothing moves for `stallTimeout`, and with the signal's reason when aborted.
+ * Resolves with any HTTP status; rejects with an UploadError of status 0 when the network fails,
+ * nothing moves for `stallTimeout`, or the browser goes offline (a connection caught in a network
+ * loss can hang for minutes; the server keeps what arrived, and the retry asks it how much), and
+ * with the signal's reason when aborted.
  * @returns {Promise<Response>}
  */
 async function request({ method, url, headers = {}, body = null, signal, onProgress }, options) {
@@ -516,9 +518,14 @@ async function request({ method, url, headers = {}, body = null, signal, onProgr
     const settle = (outcome) => {
       clearTimeout(watchdog);
       signal?.removeEventListener('abort', abort);
+      globalThis.removeEventListener?.('offline', offline);
       outcome();
     };
     const fail = (message) => settle(() => reject(new UploadError(0, message)));
+    const offline = () => {
+      xhr.abort();
+      fail('the browser went offline');
+    };
     const arm = () => {
       clearTimeout(watchdog);
       watchdog = setTimeout(() => {
@@ -538,6 +545,7 @@ async function request({ method, url, headers = {}, body = null, signal, onProgr
     xhr.onerror = () => fail('network error');
     xhr.onabort = () => fail('request aborted');
     signal?.addEventListener('abort', abort);
+    globalThis.addEventListener?.('offline', offline);
     arm();
     xhr.send(body);
   });

@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:http';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { readFile } from 'node:fs/promises';
@@ -100,26 +101,34 @@ export async function openBrowser({ viewport = { width: 1000, height: 760 } } = 
 }
 
 /**
- * Delays every upload request (tus PATCH, simple POST /upload) by `ms`, so a loopback upload
- * in small chunks takes long enough to be interrupted mid-way. Requests are recorded in the
- * returned list as `{ method, url, offset }` (offset: Upload-Offset or X-Start-Byte).
+ * Records the page's upload requests (tus and simple) as `{ method, url, offset, headers }`
+ * (offset: Upload-Offset or X-Start-Byte), in the order they are made.
  */
-export async function slowUploads(page, ms) {
+export function recordRequests(page) {
   const requests = [];
   page.on('request', (request) => {
+    if (!isUploadRequest(new URL(request.url()))) return;
     const headers = request.headers();
     const offset = headers['upload-offset'] ?? headers['x-start-byte'];
-    requests.push({ method: request.method(), url: request.url(), offset: offset == null ? null : Number(offset) });
-  });
-  await page.route(isUploadRequest, async (route) => {
-    await new Promise((resolve) => setTimeout(resolve, ms));
-    await route.continue().catch(() => {}); // the page may have gone offline or away meanwhile
+    requests.push({ method: request.method(), url: request.url(), offset: offset == null ? null : Number(offset), headers });
   });
   return requests;
 }
 
+/**
+ * Delays every upload request by `ms`, so a loopback upload in small chunks takes long enough
+ * to be interrupted mid-way. (Chromium reports no upload progress for routed requests, and
+ * routing a body of many MiB stalls: keep chunks small.)
+ */
+export async function slowUploads(page, ms) {
+  await page.route(isUploadRequest, async (route) => {
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    await route.continue().catch(() => {}); // the page may have gone offline or away meanwhile
+  });
+}
+
 function isUploadRequest(url) {
-  return url.pathname.startsWith('/files/') || url.pathname === '/upload';
+  return url.pathname.startsWith('/files/') || ['/upload', '/status'].includes(url.pathname);
 }
 
 /** Picks files with the page's file input, as a person would. */
@@ -178,4 +187,39 @@ export async function startStaticServer(files) {
   await once(server, 'listening');
   const url = `http://127.0.0.1:${server.address().port}`;
   return { url, close: () => new Promise((resolve) => server.close(resolve)) };
+}
+
+/**
+ * A TCP proxy to the server on 127.0.0.1:`targetPort` that forwards what the browser sends at
+ * about `bytesPerSecond`, like a slow uplink: the browser's "sent" runs ahead of what the
+ * server has, by what the socket buffers hold, and an interruption lands mid-request.
+ */
+export async function startSlowLink(targetPort, bytesPerSecond) {
+  const sockets = new Set();
+  const proxy = net.createServer((client) => {
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    const close = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('error', close).on('close', () => { sockets.delete(socket); close(); });
+    }
+    upstream.pipe(client);
+    client.on('data', (chunk) => {
+      upstream.write(chunk);
+      client.pause();
+      setTimeout(() => client.resume(), (1000 * chunk.length) / bytesPerSecond);
+    });
+  });
+  proxy.listen(0, '127.0.0.1');
+  await once(proxy, 'listening');
+  return {
+    url: `http://127.0.0.1:${proxy.address().port}`,
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise((resolve) => proxy.close(resolve));
+    },
+  };
 }
