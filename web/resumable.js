@@ -260,6 +260,7 @@ export class Upload extends EventTarget {
         this.#setState('uploading');
       }
     }
+    if (signal.aborted) return; // paused or cancelled as the last response came in
     this.#forget();
     this.#setState('done');
     this.#schedule();
@@ -588,9 +589,9 @@ function parseCount(text, status) {
   return Number(text);
 }
 
-/** Retry network failures, stalls, busy uploads, rate limits and server errors. */
+/** Retry network failures, stalls, offset conflicts, busy uploads, rate limits, server errors. */
 function isRetryable(status) {
-  return status === 0 || status === 408 || status === 423 || status === 429 ||
+  return [0, 408, 409, 423, 429].includes(status) ||
     (status >= 500 && ![501, 505, 507].includes(status));
 }
 

@@ -26,12 +26,12 @@ export const tempDir = (prefix) => mkdtemp(path.join(tmpdir(), prefix));
  * `halt()` stops it (SIGTERM: uploads in flight persist and answer 503) and `start()` starts it
  * again on the same port and data dir; `stop()` ends it and removes the data dir.
  */
-export async function startServer() {
+export async function startServer({ args = [] } = {}) {
   const dataDir = await tempDir('resumable-browser-data-');
   const server = { dataDir, proc: null, url: '', port: 0 };
   const launch = async (port) => {
-    const args = ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir];
-    server.proc = spawn(process.env.RESUMABLE_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const all = ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...args];
+    server.proc = spawn(process.env.RESUMABLE_BIN, all, { stdio: ['ignore', 'pipe', 'pipe'] });
     server.proc.stderr.resume();
     const match = await waitForLine(server.proc, LISTENING);
     server.proc.stdout.resume();

@@ -3,7 +3,7 @@
 // pause, resume and cancel; the seed's simple protocol.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFile, rm } from 'node:fs/promises';
+import { copyFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
   MiB, startServer, startSlowLink, openBrowser, recordRequests, slowUploads, pick, waitForRow, clickInRow, tempDir,
@@ -200,4 +200,41 @@ test('the simple protocol (the seed\'s): interrupted by going offline, resumed f
   assert.ok(firstPost.offset > 0, `the server kept the cut request's bytes: X-Start-Byte ${firstPost.offset}`);
   assert.match(done.download, /\/files\/[0-9a-f]+$/, 'a finished simple upload can be downloaded');
   await assertDownloadMatches(done.download);
+});
+
+test('edge cases: an empty file (either protocol), a file name that looks like HTML, a file over --max-size', { timeout: 30000 }, async (t) => {
+  const server = await startServer({ args: ['--max-size', '4MiB'] });
+  const browser = await openBrowser();
+  t.after(async () => {
+    await browser.close();
+    await server.stop();
+  });
+  const { page } = browser;
+  const requests = recordRequests(page);
+  const empty = path.join(dir, 'empty.txt');
+  await writeFile(empty, '');
+  for (const protocol of ['tus', 'simple']) {
+    await page.goto(`${server.url}/?protocol=${protocol}`);
+    await pick(page, empty);
+    const done = await waitForRow(page, 'empty.txt', (row) => row.state === 'done');
+    const download = await downloadSha256(done.download);
+    assert.equal(download.status, 200, `${protocol}: the empty file can be downloaded`);
+    assert.equal(download.length, 0);
+  }
+
+  // A file name is text, never markup.
+  const markup = '<img src=x onerror="window.pwned=1">.txt';
+  await writeFile(path.join(dir, markup), 'x');
+  await page.goto(server.url);
+  await pick(page, path.join(dir, markup));
+  await waitForRow(page, markup, (row) => row.state === 'done');
+  assert.equal(await page.evaluate(() => window.pwned), undefined);
+  assert.equal(await page.locator('.upload img').count(), 0);
+
+  await page.goto(server.url);
+  const before = requests.length;
+  await pick(page, file);
+  const failed = await waitForRow(page, NAME, (row) => row.state === 'failed');
+  assert.match(failed.text, /^Failed: .*exceeds the maximum/, 'the server\'s reason is shown');
+  assert.deepEqual(requests.slice(before).map((request) => request.method), ['POST'], 'a 413 is not retried');
 });
