@@ -9,6 +9,8 @@ const server = new URL($('meta[name="resumable-server"]')?.content || '/', locat
 const uploader = new Uploader({ parallel: 3 });
 /** What the banner shows (`offline`, `unreachable`, `online` or null) and its hide timer. */
 let banner = { kind: null, timer: 0 };
+/** The browser was offline since the banner last said all is well. */
+let networkLost = false;
 
 main();
 
@@ -204,13 +206,17 @@ function setUpBanner() {
 
 function updateBanner() {
   if (!navigator.onLine) {
+    networkLost = true;
     return show('offline', 'You are offline. Uploads will continue by themselves when the connection is back.');
   }
   const stuck = uploader.uploads.find((upload) => upload.state === 'retrying');
   if (stuck) return show('unreachable', `${reason(stuck.error)} — retrying. Nothing confirmed is lost.`);
-  if (banner.kind === 'offline') return flash('online', 'Back online — uploads are resuming.');
-  if (banner.kind === 'unreachable') return flash('online', 'The server is back — uploads are resuming.');
-  if (banner.kind !== 'online') hide();
+  if (banner.kind === 'offline' || banner.kind === 'unreachable') {
+    flash('online', networkLost ? 'Back online — uploads are resuming.' : 'The server is back — uploads are resuming.');
+    networkLost = false;
+  } else if (banner.kind !== 'online') {
+    hide();
+  }
 }
 
 function flash(kind, message) {

@@ -86,7 +86,8 @@ test('going offline mid-upload: the upload waits, then finishes by itself when b
 
   const sentBefore = requests.length;
   await browser.context.setOffline(false);
-  await page.waitForSelector('#banner[data-kind="online"]', { timeout: 5000 });
+  const banner = await page.waitForSelector('#banner[data-kind="online"]', { timeout: 5000 });
+  assert.match(await banner.textContent(), /^Back online/);
   const done = await waitForRow(page, NAME, (row) => row.state === 'done');
   const after = requests.slice(sentBefore);
   assert.equal(after[0].method, 'HEAD', 'the page asked the server what it has');
@@ -108,7 +109,8 @@ test('a server restart mid-upload: the page resumes without anyone doing anythin
   await page.waitForSelector('#banner[data-kind="unreachable"]', { timeout: 5000 });
   const sentBefore = requests.length;
   await server.start();
-  await page.waitForSelector('#banner[data-kind="online"]', { timeout: 20000 });
+  const banner = await page.waitForSelector('#banner[data-kind="online"]', { timeout: 20000 });
+  assert.match(await banner.textContent(), /^The server is back/);
   const done = await waitForRow(page, NAME, (row) => row.state === 'done');
   const after = requests.slice(sentBefore);
   assert.ok(after.some((request) => request.method === 'HEAD'), 'the page asked the restarted server for the offset');
