@@ -204,6 +204,28 @@ test('the simple protocol (the seed\'s): interrupted by going offline, resumed f
   await assertDownloadMatches(done.download);
 });
 
+test('several files at once: three upload at a time, the others wait their turn, all arrive', { timeout: 60000 }, async (t) => {
+  const { page } = await setUp(t);
+  const names = ['one.bin', 'two.bin', 'three.bin', 'four.bin', 'five.bin'];
+  const files = await Promise.all(names.map((name) => makeRandomFile(path.join(dir, name), 1)));
+  await page.evaluate(() => {
+    window.mostRunning = 0;
+    new MutationObserver(() => {
+      const running = document.querySelectorAll('.upload:is([data-state="uploading"], [data-state="retrying"])');
+      window.mostRunning = Math.max(window.mostRunning, running.length);
+    }).observe(document.body, { subtree: true, attributeFilter: ['data-state'] });
+  });
+  await pick(page, ...files);
+  const states = await page.$$eval('.upload', (rows) => rows.map((row) => row.dataset.state));
+  assert.deepEqual(states.sort(), ['queued', 'queued', 'uploading', 'uploading', 'uploading']);
+  for (const [index, name] of names.entries()) {
+    const done = await waitForRow(page, name, (row) => row.state === 'done');
+    const download = await downloadSha256(done.download);
+    assert.equal(download.sha256, await sha256File(files[index]), name);
+  }
+  assert.equal(await page.evaluate(() => window.mostRunning), 3, 'never more than three at once');
+});
+
 test('edge cases: an empty file (either protocol), a file name that looks like HTML, a file over --max-size', { timeout: 30000 }, async (t) => {
   const server = await startServer({ args: ['--max-size', '4MiB'] });
   const browser = await openBrowser();
