@@ -3,7 +3,9 @@
 #   ./test.sh
 # 1. formatting and lints, 2. unit, property, conformance and real-server tests (cargo test),
 # 3. end-to-end tests with real third-party clients (tus-js-client, tuspy) against the release
-#    binary (tests/e2e/run.sh installs npm and PyPI packages into tests/e2e when missing).
+#    binary (tests/e2e/run.sh installs npm and PyPI packages into tests/e2e when missing),
+# 4. browser tests of the page and resumable.js in Debian's Chromium (tests/browser/run.sh
+#    installs chromium and its npm packages when missing).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -38,3 +40,6 @@ cargo build --release --bin resumable
 
 step "end-to-end tests"
 RESUMABLE_BIN="$PWD/target/release/resumable" tests/e2e/run.sh
+
+step "browser tests"
+RESUMABLE_BIN="$PWD/target/release/resumable" tests/browser/run.sh

@@ -197,15 +197,42 @@ async fn behind_a_proxy_upload_urls_use_the_forwarded_origin() {
 }
 
 #[tokio::test]
-async fn the_page_is_served_at_the_root() {
+async fn the_page_and_the_client_are_served_with_their_content_types() {
     let server = TestServer::start().await;
-    let response = server.client.get(server.url("/")).send().await.unwrap();
+    let expected = [
+        ("/", "text/html; charset=utf-8", "<!doctype html>"),
+        ("/index.html", "text/html; charset=utf-8", "<!doctype html>"),
+        (
+            "/app.js",
+            "text/javascript; charset=utf-8",
+            "import { Uploader }",
+        ),
+        ("/style.css", "text/css; charset=utf-8", ":root"),
+        (
+            "/resumable.js",
+            "text/javascript; charset=utf-8",
+            "export class Uploader",
+        ),
+    ];
+    for (path, content_type, excerpt) in expected {
+        let response = server.client.get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(response.headers()["content-type"], content_type, "{path}");
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+        assert!(response.text().await.unwrap().contains(excerpt), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_page_on_another_origin_may_import_the_client() {
+    let server = TestServer::start().await;
+    let response = server
+        .client
+        .get(server.url("/resumable.js"))
+        .header("Origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
-    );
-    assert!(response.text().await.unwrap().contains("resumable"));
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
 }

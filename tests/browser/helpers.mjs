@@ -1,0 +1,225 @@
+// Helpers for the browser tests: the server binary (restartable on the same port and data dir),
+// a fresh headless Chromium, a slow network for PATCHes, and waits on the page's upload rows.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { chromium } from 'playwright-core';
+
+export { MiB, makeRandomFile, sha256File, downloadSha256, tusHead } from '../e2e/node/helpers.mjs';
+
+const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run',
+];
+const LISTENING = /^resumable listening on (http:\/\/127\.0\.0\.1:(\d+))\s*$/m;
+
+export const tempDir = (prefix) => mkdtemp(path.join(tmpdir(), prefix));
+
+/**
+ * `resumable serve` on 127.0.0.1 (port 0: a free one) with a fresh data dir.
+ * `halt()` stops it (SIGTERM: uploads in flight persist and answer 503) and `start()` starts it
+ * again on the same port and data dir; `stop()` ends it and removes the data dir.
+ */
+export async function startServer({ args = [] } = {}) {
+  const dataDir = await tempDir('resumable-browser-data-');
+  const server = { dataDir, proc: null, url: '', port: 0 };
+  const launch = async (port) => {
+    const all = ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...args];
+    server.proc = spawn(process.env.RESUMABLE_BIN, all, { stdio: ['ignore', 'pipe', 'pipe'] });
+    server.proc.stderr.resume();
+    const match = await waitForLine(server.proc, LISTENING);
+    server.proc.stdout.resume();
+    server.url = match[1];
+    server.port = Number(match[2]);
+  };
+  const terminate = async () => {
+    const { proc } = server;
+    if (proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = once(proc, 'exit');
+    proc.kill('SIGTERM');
+    const killer = setTimeout(() => proc.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(killer);
+  };
+  server.halt = terminate;
+  server.start = () => launch(server.port);
+  server.stop = async () => {
+    await terminate();
+    await rm(dataDir, { recursive: true, force: true });
+  };
+  await launch(0);
+  return server;
+}
+
+function waitForLine(proc, pattern, timeoutMs = 15000) {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => finish(new Error(`no listening line in ${timeoutMs} ms: ${out}`)), timeoutMs);
+    const onData = (data) => {
+      out += data;
+      const match = pattern.exec(out);
+      if (match) finish(null, match);
+    };
+    const onExit = (code) => finish(new Error(`server exited (${code}) before listening: ${out}`));
+    function finish(error, match) {
+      clearTimeout(timer);
+      proc.stdout.off('data', onData);
+      proc.off('exit', onExit);
+      if (error) reject(error); else resolve(match);
+    }
+    proc.stdout.setEncoding('utf8').on('data', onData);
+    proc.on('exit', onExit);
+  });
+}
+
+/**
+ * A fresh Chromium (its own user-data-dir, so its own localStorage) with one page.
+ * Page errors fail loudly: they are collected in `errors`.
+ */
+export async function openBrowser({ viewport = { width: 1000, height: 760 } } = {}) {
+  const userDataDir = await tempDir('resumable-browser-profile-');
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport,
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  const errors = [];
+  page.on('pageerror', (error) => errors.push(error));
+  const close = async () => {
+    await context.close();
+    await rm(userDataDir, { recursive: true, force: true });
+  };
+  return { context, page, errors, close };
+}
+
+/**
+ * Records the page's upload requests (tus and simple) as `{ method, url, offset, headers }`
+ * (offset: Upload-Offset or X-Start-Byte), in the order they are made.
+ */
+export function recordRequests(page) {
+  const requests = [];
+  page.on('request', (request) => {
+    if (!isUploadRequest(new URL(request.url()))) return;
+    const headers = request.headers();
+    const offset = headers['upload-offset'] ?? headers['x-start-byte'];
+    requests.push({ method: request.method(), url: request.url(), offset: offset == null ? null : Number(offset), headers });
+  });
+  return requests;
+}
+
+/**
+ * Delays every upload request by `ms`, so a loopback upload in small chunks takes long enough
+ * to be interrupted mid-way. (Chromium reports no upload progress for routed requests, and
+ * routing a body of many MiB stalls: keep chunks small.)
+ */
+export async function slowUploads(page, ms) {
+  await page.route(isUploadRequest, async (route) => {
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    await route.continue().catch(() => {}); // the page may have gone offline or away meanwhile
+  });
+}
+
+function isUploadRequest(url) {
+  return url.pathname.startsWith('/files/') || ['/upload', '/status'].includes(url.pathname);
+}
+
+/** Picks files with the page's file input, as a person would. */
+export function pick(page, ...files) {
+  return page.setInputFiles('#picker', files);
+}
+
+/**
+ * Waits until the upload row of `name` satisfies `condition(row)`, where row is
+ * `{ state, sent, confirmed, url, text }`; returns that row. Bounded by `timeout`.
+ */
+export async function waitForRow(page, name, condition, { timeout = 30000 } = {}) {
+  const handle = await page.waitForFunction(
+    ([name, source]) => {
+      const test = new Function(`return (${source})`)();
+      for (const element of document.querySelectorAll('.upload')) {
+        if (element.querySelector('.name').textContent !== name) continue;
+        const row = {
+          state: element.dataset.state,
+          sent: Number(element.dataset.sent),
+          confirmed: Number(element.dataset.confirmed),
+          url: element.dataset.url ?? null,
+          text: element.querySelector('.figures').textContent,
+          download: element.querySelector('.download').href || null,
+        };
+        if (test(row)) return row;
+      }
+      return null;
+    },
+    [name, condition.toString()],
+    { timeout, polling: 50 },
+  );
+  return handle.jsonValue();
+}
+
+/** Clicks a button (pause, resume, cancel) in the upload row of `name`. */
+export function clickInRow(page, name, button) {
+  return page.locator('.upload', { has: page.locator('.name', { hasText: name }) }).locator(`.${button}`).click();
+}
+
+/**
+ * A tiny static file server on another port (another origin): `files` maps URL paths to
+ * `{ file }` (read from disk) or `{ body }`, each with a `type`.
+ */
+export async function startStaticServer(files) {
+  const server = createServer(async (request, response) => {
+    const entry = files[new URL(request.url, 'http://x').pathname];
+    if (!entry) {
+      response.writeHead(404).end('not found');
+      return;
+    }
+    const body = entry.body ?? (await readFile(entry.file));
+    response.writeHead(200, { 'Content-Type': entry.type, 'Cache-Control': 'no-store' }).end(body);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const url = `http://127.0.0.1:${server.address().port}`;
+  return { url, close: () => new Promise((resolve) => server.close(resolve)) };
+}
+
+/**
+ * A TCP proxy to the server on 127.0.0.1:`targetPort` that forwards what the browser sends at
+ * about `bytesPerSecond`, like a slow uplink: the browser's "sent" runs ahead of what the
+ * server has, by what the socket buffers hold, and an interruption lands mid-request.
+ */
+export async function startSlowLink(targetPort, bytesPerSecond) {
+  const sockets = new Set();
+  const proxy = net.createServer((client) => {
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    const close = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('error', close).on('close', () => { sockets.delete(socket); close(); });
+    }
+    upstream.pipe(client);
+    client.on('data', (chunk) => {
+      upstream.write(chunk);
+      client.pause();
+      setTimeout(() => client.resume(), (1000 * chunk.length) / bytesPerSecond);
+    });
+  });
+  proxy.listen(0, '127.0.0.1');
+  await once(proxy, 'listening');
+  return {
+    url: `http://127.0.0.1:${proxy.address().port}`,
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise((resolve) => proxy.close(resolve));
+    },
+  };
+}
