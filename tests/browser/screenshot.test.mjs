@@ -1,6 +1,7 @@
-// Takes the README's pictures of the page mid-upload (docs/screenshot.png, and a phone-sized
-// docs/screenshot-phone.png): one file done, one paused, one uploading with bytes sent that the
-// server has not confirmed yet.
+// Takes pictures of the page mid-upload (screenshot.png, and a phone-sized screenshot-phone.png):
+// one file done, one paused, one uploading with bytes sent that the server has not confirmed yet.
+// They go to tests/browser/out/ (ignored by git) so a test run leaves the tree clean; with
+// UPDATE_SCREENSHOTS=1 they replace the README's pictures in docs/.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, rm } from 'node:fs/promises';
@@ -9,7 +10,9 @@ import {
   startServer, startSlowLink, openBrowser, pick, waitForRow, clickInRow, tempDir, makeRandomFile,
 } from './helpers.mjs';
 
-const DOCS = path.resolve(import.meta.dirname, '../../docs');
+const DOCS = process.env.UPDATE_SCREENSHOTS === '1'
+  ? path.resolve(import.meta.dirname, '../../docs')
+  : path.resolve(import.meta.dirname, 'out');
 
 test('screenshot of the page mid-upload', { timeout: 60000 }, async (t) => {
   const server = await startServer();
