@@ -288,7 +288,9 @@ fn progress_bars_under_a_terminal() {
     script
         .args(["-qefc", &command, "/dev/null"])
         .current_dir(work)
-        .env("TERM", "xterm-256color");
+        .env("TERM", "xterm-256color")
+        // Without a readable stdin (CI closes it) `script` loses the output.
+        .stdin(std::process::Stdio::null());
     let finished = common::run_to_exit(&mut script, work, RUN_DEADLINE);
     assert!(
         finished.status.success(),
