@@ -288,7 +288,7 @@ impl Reporter {
                 )
             }
             Err(error) => {
-                let failed = format!("{name}: failed: {error}");
+                let failed = format!("{name}: failed: {error}{}", hint(error));
                 let report = json(file, "failed", None, Some(error.to_string()), elapsed);
                 (None, Some(failed), report)
             }
@@ -407,6 +407,21 @@ fn json(
         error,
     };
     serde_json::to_string(&report).unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"))
+}
+
+/// A likely fix for a failure, when one is known.
+fn hint(error: &ClientError) -> &'static str {
+    match error {
+        ClientError::Status {
+            method: "POST",
+            status,
+            ..
+        } if matches!(status.as_u16(), 404 | 405) => {
+            "\n  hint: --to must be where uploads are created: the tus creation URL such as \
+             http://HOST:PORT/files/, or the base URL with --protocol simple"
+        }
+        _ => "",
+    }
 }
 
 /// Which tenth of `total` `done` reached (0..=10).

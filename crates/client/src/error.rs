@@ -80,7 +80,7 @@ pub enum ClientError {
         source: std::io::Error,
     },
     /// A request sent or received nothing for too long.
-    #[error("{method} {url}: no progress for {after:?}")]
+    #[error("{method} {url}: no progress for {after:.1?}")]
     Stalled {
         /// The request's method.
         method: &'static str,
@@ -90,7 +90,7 @@ pub enum ClientError {
         after: Duration,
     },
     /// Retries went on for the configured time without the server storing a byte more.
-    #[error("gave up after {after:?} without progress; last error: {last}")]
+    #[error("gave up after {after:.1?} without progress; last error: {last}")]
     GaveUp {
         /// How long the client kept trying.
         after: Duration,
