@@ -573,3 +573,45 @@ fn json_lines_stay_one_per_file_when_interrupted_before_some_start() {
         "b.bin never started"
     );
 }
+
+#[test]
+fn memory_stays_flat_for_a_large_single_request_upload() {
+    let scratch = scratch();
+    let work = scratch.path();
+    let data_dir = work.join("data");
+    let server = Server::serve(&data_dir, &[]);
+    // A sparse file: large on the wire, instant to make.
+    let size = 256 * MIB;
+    std::fs::File::create(work.join("sparse.bin"))
+        .and_then(|file| file.set_len(size))
+        .expect("make a sparse file");
+    let endpoint = tus_endpoint(&server);
+    let mut client = Running::start(
+        work,
+        "client",
+        &[
+            "upload",
+            "sparse.bin",
+            "--to",
+            &endpoint,
+            "--state-dir",
+            "state",
+            "--chunk-size",
+            "unlimited",
+        ],
+    );
+    let mut peak_kib = 0;
+    while !client.has_exited() {
+        peak_kib = peak_kib.max(client.peak_resident_kib().unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let finished = client.wait(RUN_DEADLINE);
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert_eq!(stored_bytes(&data_dir), size);
+    eprintln!("client peak resident memory: {peak_kib} KiB for {size} bytes");
+    assert!(peak_kib > 0, "never read the client's memory");
+    assert!(
+        peak_kib < 64 * 1024,
+        "the client peaked at {peak_kib} KiB resident for a {size}-byte request"
+    );
+}

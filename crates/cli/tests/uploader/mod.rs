@@ -89,6 +89,18 @@ impl Running {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// Whether the process has exited (it stays a zombie until [`Running::wait`] reaps it).
+    pub(crate) fn has_exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
+    }
+
+    /// The process's peak resident memory so far (`VmHWM`, Linux), in KiB.
+    pub(crate) fn peak_resident_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
     /// Sends SIGINT, as Ctrl-C does (`kill(1)`: the workspace forbids unsafe code).
     pub(crate) fn interrupt(&self) {
         let status = Command::new("kill")
