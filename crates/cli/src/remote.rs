@@ -84,8 +84,8 @@ pub(crate) struct DownloadArgs {
     /// The upload URL (it must be complete).
     url: Url,
 
-    /// Where to write (default: the upload's file name, in the current directory). A partial
-    /// download is kept in OUTPUT.part and resumed by the next run.
+    /// Where to write: a file, or a directory to put the upload's file name in (default: the
+    /// current directory). A partial download is kept in OUTPUT.part and resumed by the next run.
     #[arg(long, short = 'o', value_name = "OUTPUT")]
     output: Option<PathBuf>,
 
@@ -100,6 +100,7 @@ pub(crate) struct DownloadArgs {
 pub(crate) async fn download(args: DownloadArgs) -> anyhow::Result<Outcome> {
     let client = Client::new(args.http.client_config())?;
     let output = match args.output {
+        Some(dir) if dir.is_dir() => dir.join(client.suggested_file_name(&args.url).await?),
         Some(output) => output,
         None => PathBuf::from(client.suggested_file_name(&args.url).await?),
     };

@@ -451,6 +451,9 @@ impl Session<'_> {
         while offset < self.source.size {
             self.source.check_unchanged()?;
             match self.patch(url, offset).await {
+                Ok(stored) if stored == offset => {
+                    self.pause(nothing_stored(url, offset)).await?;
+                }
                 Ok(stored) => {
                     self.confirmed(offset, stored);
                     offset = stored;
@@ -540,6 +543,12 @@ impl Session<'_> {
         while offset < self.source.size || !answered {
             self.source.check_unchanged()?;
             match self.post(file_id, offset).await {
+                Ok(stored) if stored.count == offset && offset < self.source.size => {
+                    answered = true;
+                    self.outcome.url = stored.location.or(self.outcome.url.take());
+                    self.pause(nothing_stored(&self.request.endpoint, offset))
+                        .await?;
+                }
                 Ok(stored) => {
                     answered = true;
                     self.confirmed(offset, stored.count);
@@ -577,5 +586,14 @@ impl Session<'_> {
         let endpoint = &self.request.endpoint;
         let request = simple::append(&self.client.http, endpoint, file_id, chunk);
         self.watch("POST", endpoint, offset, &sent, request).await
+    }
+}
+
+/// A request that succeeded without storing a byte of a non-empty chunk: retried after a pause,
+/// so a server that keeps doing it cannot make the client spin.
+fn nothing_stored(url: &Url, offset: u64) -> ClientError {
+    ClientError::Protocol {
+        url: url.to_string(),
+        reason: format!("the server stored none of the chunk sent at offset {offset}"),
     }
 }

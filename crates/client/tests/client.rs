@@ -23,6 +23,8 @@ struct Faults {
     /// Statuses answered, in order, instead of passing body-carrying requests (PATCH, POST
     /// /upload) to the server.
     appends: Mutex<VecDeque<StatusCode>>,
+    /// PATCHes answered `204` with their own `Upload-Offset`, as if nothing of the body counted.
+    swallowed: Mutex<u32>,
     /// Pretend the server offers the checksum extension.
     advertise_checksum: bool,
     /// `Upload-Checksum` of every PATCH that reached the layer.
@@ -40,6 +42,17 @@ async fn inject(State(faults): State<Arc<Faults>>, request: Request, next: Next)
         if let Some(status) = injected {
             return (status, "injected").into_response();
         }
+        let mut swallowed = faults.swallowed.lock().unwrap();
+        if *swallowed > 0 && request.method() == Method::PATCH {
+            *swallowed -= 1;
+            let offset = request.headers().get("upload-offset").cloned();
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            if let Some(offset) = offset {
+                response.headers_mut().insert("upload-offset", offset);
+            }
+            return response;
+        }
+        drop(swallowed);
     }
     let options = request.method() == Method::OPTIONS;
     let mut response = next.run(request).await;
@@ -204,6 +217,27 @@ async fn retries_through_5xx_409_and_423() {
     let url = outcome.url.unwrap();
     assert!(client.status(&url).await.unwrap().is_complete());
     assert_eq!(download(&client, &url, scratch.path()).await, bytes);
+}
+
+#[tokio::test]
+async fn answers_that_store_nothing_are_retried_not_spun_on() {
+    let server = TestServer::start(Faults {
+        swallowed: Mutex::new(3),
+        ..Faults::default()
+    })
+    .await;
+    let scratch = tempfile::tempdir().unwrap();
+    let (path, bytes) = source_file(scratch.path(), "data.bin", 10_000);
+    let client = client(quick_retries());
+    let outcome = client
+        .upload(&request(&path, server.tus(), 4000), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(outcome.retries, 3);
+    assert_eq!(
+        download(&client, outcome.url.as_ref().unwrap(), scratch.path()).await,
+        bytes
+    );
 }
 
 #[tokio::test]
