@@ -87,6 +87,21 @@ const FILE_TEMPLATE: &str = "{prefix:18!} [{wide_bar}] {bytes:>9}/{total_bytes:<
 const TOTAL_TEMPLATE: &str = "{prefix:18!} [{wide_bar}] {bytes:>9}/{total_bytes:<9} \
                               {binary_bytes_per_sec:>11} {eta:>3} {msg:10}";
 
+/// Moves `bar` to `position` without counting the jump as speed: the estimator records the
+/// jump (tick), then forgets the rate it implied (reset).
+fn jump_to(bar: &ProgressBar, position: u64) {
+    bar.set_position(position);
+    bar.tick();
+    bar.reset_eta();
+}
+
+/// A bar that draws nothing until it joins the [`MultiProgress`]: a bar drawing on its own
+/// (stderr) would shift the lines the multi-bar believes it drew, leaving stale copies behind.
+fn hidden_bar(length: u64, template: &str) -> ProgressBar {
+    ProgressBar::with_draw_target(Some(length), ProgressDrawTarget::hidden())
+        .with_style(style(template))
+}
+
 fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -99,9 +114,8 @@ impl Reporter {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
             let total = (entries.len() > 1).then(|| {
                 let bytes = entries.iter().map(|entry| entry.size).sum();
-                let total = multi.add(ProgressBar::new(bytes).with_style(style(TOTAL_TEMPLATE)));
+                let total = multi.add(hidden_bar(bytes, TOTAL_TEMPLATE));
                 total.set_prefix(format!("total ({} files)", entries.len()));
-                total.enable_steady_tick(Duration::from_millis(200));
                 total
             });
             Bars { multi, total }
@@ -136,9 +150,7 @@ impl Reporter {
     /// A log line: above the bars, on stdout, or on stderr in JSON mode.
     fn line(&self, text: &str) {
         match (&self.bars, self.mode) {
-            (Some(bars), _) => {
-                let _ = bars.multi.println(text);
-            }
+            (Some(bars), _) => bars.multi.suspend(|| println!("{text}")),
             (None, Mode::Json) => eprintln!("{text}"),
             (None, _) => println!("{text}"),
         }
@@ -160,13 +172,12 @@ impl Reporter {
         };
         file.started = Some(Instant::now());
         if let Some(bars) = &self.bars {
-            let bar = ProgressBar::new(file.entry.size).with_style(style(FILE_TEMPLATE));
-            bar.set_prefix(file.entry.name.clone());
+            let bar = hidden_bar(file.entry.size, FILE_TEMPLATE);
             let bar = match &bars.total {
                 Some(total) => bars.multi.insert_before(total, bar),
                 None => bars.multi.add(bar),
             };
-            bar.enable_steady_tick(Duration::from_millis(200));
+            bar.set_prefix(file.entry.name.clone());
             file.bar = Some(bar);
         }
     }
@@ -186,9 +197,10 @@ impl Reporter {
             UploadEvent::Resumed { url, offset } => {
                 file.url = url.clone().or(file.url.take());
                 file.reported_tenth = tenth(*offset, file.entry.size);
+                file.sent = *offset;
+                file.confirmed = *offset;
                 if let Some(bar) = &file.bar {
-                    bar.set_position(*offset);
-                    bar.reset_eta();
+                    jump_to(bar, *offset);
                 }
                 let at = url
                     .as_ref()
@@ -221,7 +233,11 @@ impl Reporter {
                 None
             }
         };
-        self.update_total(&files);
+        if matches!(event, UploadEvent::Resumed { .. }) {
+            self.total_jumped(&files);
+        } else {
+            self.update_total(&files);
+        }
         drop(files);
         if let Some(line) = line {
             self.line(&line);
@@ -306,6 +322,15 @@ impl Reporter {
         }
     }
 
+    /// After a resume: the total jumped, which is not speed.
+    fn total_jumped(&self, files: &[FileState]) {
+        if let Some(bars) = &self.bars
+            && let Some(total) = &bars.total
+        {
+            jump_to(total, files.iter().map(|file| file.sent).sum());
+        }
+    }
+
     fn emit(&self, (line, error, json): (Option<String>, Option<String>, String)) {
         if let Some(line) = line {
             self.line(&line);
@@ -321,10 +346,8 @@ impl Reporter {
     /// The run was interrupted: reports every file that did not finish.
     pub(crate) fn interrupted(&self) {
         let mut reports = Vec::new();
-        for file in self.files().iter_mut().filter(|file| !file.finished) {
-            if let Some(bar) = file.bar.take() {
-                bar.abandon();
-            }
+        self.clear();
+        for file in self.files().iter().filter(|file| !file.finished) {
             let elapsed = file
                 .started
                 .map_or(Duration::ZERO, |started| started.elapsed());
@@ -346,11 +369,11 @@ impl Reporter {
         for report in reports {
             self.emit(report);
         }
-        self.clear();
     }
 
     /// The closing line of a run of several files.
     pub(crate) fn summary(&self, failed: usize) {
+        self.clear();
         let files = self.files();
         if files.len() < 2 && failed == 0 {
             return;
@@ -367,7 +390,6 @@ impl Reporter {
         } else {
             format!("{failed} of {count} uploads failed")
         };
-        self.clear();
         match self.mode {
             Mode::Json => eprintln!("{line}"),
             _ if failed > 0 => eprintln!("{line}"),
@@ -375,12 +397,22 @@ impl Reporter {
         }
     }
 
+    /// Removes every bar from the screen for good, for the closing lines.
     fn clear(&self) {
-        if let Some(bars) = &self.bars {
-            if let Some(total) = &bars.total {
-                total.finish_and_clear();
+        let Some(bars) = &self.bars else {
+            return;
+        };
+        // Clear what is drawn, then draw nowhere: finishing the bars one by one redraws the
+        // others, and a steady tick may still be drawing.
+        let _ = bars.multi.clear();
+        bars.multi.set_draw_target(ProgressDrawTarget::hidden());
+        for file in self.files().iter_mut() {
+            if let Some(bar) = file.bar.take() {
+                bar.finish_and_clear();
             }
-            let _ = bars.multi.clear();
+        }
+        if let Some(total) = &bars.total {
+            total.finish_and_clear();
         }
     }
 }
