@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test of resumable, installing what the end-to-end tests need when it is missing.
 #   ./test.sh
-# 1. formatting and lints, 2. unit, property, conformance and real-server tests (cargo test),
-# 3. end-to-end tests with real third-party clients (tus-js-client, tuspy) against the release
-#    binary (tests/e2e/run.sh installs npm and PyPI packages into tests/e2e when missing),
-# 4. browser tests of the page and resumable.js in Debian's Chromium (tests/browser/run.sh
-#    installs chromium and its npm packages when missing).
+# 1. formatting and lints, 2. unit, property, conformance and real-server tests (cargo test; the
+#    CLI's tests also run an independent tus server, @tus/server from tests/peer, installed here
+#    with npm ci when missing), 3. end-to-end tests with real third-party clients (tus-js-client,
+#    tuspy) against the release binary (tests/e2e/run.sh installs npm and PyPI packages into
+#    tests/e2e when missing), 4. browser tests of the page and resumable.js in Debian's Chromium
+#    (tests/browser/run.sh installs chromium and its npm packages when missing).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -25,6 +26,7 @@ need() {
 need node nodejs
 need npm npm
 need python3 python3
+need script bsdutils   # runs `resumable upload` under a pseudo-terminal in the CLI's tests
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -32,8 +34,15 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "peer tus server for the CLI's tests (tests/peer)"
+peer_lock="$(sha256sum tests/peer/package-lock.json | cut -d' ' -f1)"
+if [[ "$(cat tests/peer/node_modules/.lock-sha256 2>/dev/null || true)" != "$peer_lock" ]]; then
+  (cd tests/peer && npm ci --no-audit --no-fund)
+  echo "$peer_lock" > tests/peer/node_modules/.lock-sha256
+fi
+
 step "cargo test"
-cargo test --workspace
+RESUMABLE_REQUIRE_PEER=1 cargo test --workspace
 
 step "release build for the end-to-end tests"
 cargo build --release --bin resumable

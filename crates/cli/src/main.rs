@@ -1,10 +1,19 @@
-//! `resumable`: the resumable file-upload server (and, later, its command-line client).
+//! `resumable`: the resumable file-upload server and its command-line client.
+//!
+//! Thin on purpose: `serve` wires the server crates together; the client subcommands parse flags
+//! and show progress, and leave the protocols, retries and resume state to `resumable-client`.
 
+mod options;
+mod remote;
+mod report;
 mod serve;
+mod upload;
 
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
-/// Resumable file uploads: a server that never loses a byte it acknowledged.
+/// Resumable file uploads: a server that never loses a byte it acknowledged, and a client that
+/// finishes whatever happens.
 #[derive(Parser)]
 #[command(name = "resumable", version, about)]
 struct Cli {
@@ -17,19 +26,121 @@ enum Command {
     /// Run the upload server (the seed's simple protocol on /status and /upload, tus 1.0.0 on
     /// /files/).
     Serve(serve::ServeArgs),
+    /// Upload files, resuming across failures and runs: rerun the same command after Ctrl-C,
+    /// a crash or a reboot and it continues where the server stands. Exit codes: 0 every upload
+    /// finished, 1 some failed, 2 usage, 130 interrupted.
+    Upload(upload::UploadArgs),
+    /// Show where a tus upload stands: offset, length, complete.
+    Status(remote::StatusArgs),
+    /// Download a completed upload, resuming a partial download.
+    Download(remote::DownloadArgs),
+    /// Delete an upload (tus termination).
+    Delete(remote::DeleteArgs),
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// How a subcommand ended, as an exit code.
+pub(crate) enum Outcome {
+    /// 0.
+    Success,
+    /// 1: some work failed (the reasons were printed).
+    Failed,
+    /// 128 + the signal number: stopped by SIGINT (130) or SIGTERM (143).
+    Interrupted(Signal),
+}
+
+/// The signals that stop the client cleanly.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Signal {
+    Interrupt,
+    Terminate,
+}
+
+/// A command-line mistake: exit code 2, like clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Usage(pub(crate) String);
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The server logs its work; the client logs only trouble (its output is the progress).
+    let default_filter = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RESUMABLE_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .init();
-    match cli.command {
-        Command::Serve(args) => serve::serve(args).await,
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("resumable: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::from(1),
+        Ok(Outcome::Interrupted(Signal::Interrupt)) => ExitCode::from(130),
+        Ok(Outcome::Interrupted(Signal::Terminate)) => ExitCode::from(143),
+        Err(error) => {
+            eprintln!("resumable: {error:#}");
+            if error.downcast_ref::<Usage>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
     }
+}
+
+async fn run(command: Command) -> anyhow::Result<Outcome> {
+    match command {
+        Command::Serve(args) => serve::serve(args).await.map(|()| Outcome::Success),
+        Command::Upload(args) => upload::upload(args).await,
+        Command::Status(args) => remote::status(args).await,
+        Command::Download(args) => remote::download(args).await,
+        Command::Delete(args) => remote::delete(args).await,
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+pub(crate) async fn interrupt() -> Signal {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+        Signal::Interrupt
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                signal = interrupt => signal,
+                _ = terminate.recv() => Signal::Terminate,
+            };
+        }
+    }
+    interrupt.await
+}
+
+/// This process's command line, quoted for a POSIX shell, to tell how to run it again.
+pub(crate) fn command_line() -> String {
+    let quote = |argument: String| {
+        let plain = !argument.is_empty()
+            && argument
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&byte));
+        if plain {
+            argument
+        } else {
+            format!("'{}'", argument.replace('\'', r"'\''"))
+        }
+    };
+    std::env::args_os()
+        .map(|argument| quote(argument.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

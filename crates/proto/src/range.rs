@@ -1,4 +1,5 @@
-//! Single byte ranges for downloads (RFC 9110 §14): `Range` parsing and `Content-Range`.
+//! Single byte ranges for downloads (RFC 9110 §14): `Range` parsing and `Content-Range`, both
+//! ways.
 
 use std::ops::Range;
 
@@ -71,6 +72,21 @@ pub fn unsatisfied_range(length: u64) -> String {
     format!("bytes */{length}")
 }
 
+/// Parses the `Content-Range` of a partial response, `bytes FIRST-LAST/LENGTH`: the range served
+/// and the whole length. `None` for anything else (including an unknown length `*`), or bounds
+/// that do not fit the length.
+pub fn parse_content_range(value: &[u8]) -> Option<(Range<u64>, u64)> {
+    let spec = value.trim_ascii().strip_prefix(b"bytes ")?;
+    let slash = spec.iter().position(|&byte| byte == b'/')?;
+    let (bounds, length) = (&spec[..slash], &spec[slash + 1..]);
+    let dash = bounds.iter().position(|&byte| byte == b'-')?;
+    let number = |text: &[u8]| crate::number::parse_u64(text).ok();
+    let first = number(&bounds[..dash])?;
+    let last = number(&bounds[dash + 1..])?;
+    let length = number(length)?;
+    (first <= last && last < length).then_some((first..last + 1, length))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,7 +136,42 @@ mod tests {
         assert_eq!(unsatisfied_range(1000), "bytes */1000");
     }
 
+    #[test]
+    fn parses_content_ranges() {
+        assert_eq!(
+            parse_content_range(b"bytes 0-99/1000"),
+            Some((0..100, 1000))
+        );
+        assert_eq!(
+            parse_content_range(b"bytes 999-999/1000"),
+            Some((999..1000, 1000))
+        );
+        for bad in [
+            &b"bytes */1000"[..],
+            b"bytes 0-99/*",
+            b"bytes 5-1/1000",
+            b"bytes 0-1000/1000",
+            b"items 0-1/2",
+            b"bytes 0-1",
+        ] {
+            assert_eq!(
+                parse_content_range(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
     proptest! {
+        #[test]
+        fn content_ranges_round_trip(start in 0u64..1000, size in 1u64..1000, extra in 0u64..1000) {
+            let range = start..start + size;
+            let length = range.end + extra;
+            let value = content_range(&range, length);
+            prop_assert_eq!(parse_content_range(value.as_bytes()), Some((range, length)));
+        }
+
         #[test]
         fn partial_ranges_stay_inside(value: Vec<u8>, length in 0u64..10_000) {
             if let RangeRequest::Partial(range) = parse(&value, length) {

@@ -1,0 +1,148 @@
+//! `resumable upload` against an independent tus server, @tus/server with @tus/file-store
+//! (tests/peer, installed by `./test.sh` with `npm ci`): the CLI uploads, is interrupted, and
+//! resumes there too.
+//!
+//! Without `tests/peer/node_modules` the test is skipped, unless `RESUMABLE_REQUIRE_PEER` is set
+//! (as `./test.sh` does), in which case it fails.
+
+mod common;
+mod uploader;
+
+use common::{scratch, sha256_hex};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use uploader::{
+    MIB, Running, files_size, number, run, single_report, text, wait_for, write_source,
+};
+
+/// A running `node tests/peer/server.mjs DIR`, killed when dropped.
+struct PeerServer {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    base: String,
+    /// Where @tus/file-store keeps uploads: the data file is named by the upload id, its
+    /// metadata sits beside it as `ID.json`.
+    dir: PathBuf,
+}
+
+impl PeerServer {
+    fn start(work: &Path) -> Option<PeerServer> {
+        let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peer");
+        if !peer.join("node_modules/@tus/server").is_dir() {
+            assert!(
+                std::env::var_os("RESUMABLE_REQUIRE_PEER").is_none(),
+                "tests/peer/node_modules is missing: run `npm ci` in tests/peer (./test.sh does)"
+            );
+            eprintln!("skipped: tests/peer/node_modules is missing (run `npm ci` in tests/peer)");
+            return None;
+        }
+        let dir = work.join("peer-files");
+        let stdout = work.join("peer.stdout");
+        let child = Command::new("node")
+            .arg(peer.join("server.mjs"))
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("create peer stdout"))
+            .stderr(std::fs::File::create(work.join("peer.stderr")).expect("create peer stderr"))
+            .spawn()
+            .expect("spawn node (install nodejs)");
+        let mut server = PeerServer {
+            child,
+            base: String::new(),
+            dir,
+        };
+        let started = Instant::now();
+        server.base = loop {
+            let printed = std::fs::read_to_string(&stdout).unwrap_or_default();
+            if let Some(base) = printed
+                .lines()
+                .find_map(|line| line.strip_prefix("listening on "))
+            {
+                break base.trim().to_owned();
+            }
+            assert!(
+                server.child.try_wait().expect("poll node").is_none(),
+                "the peer server exited: {}",
+                std::fs::read_to_string(work.join("peer.stderr")).unwrap_or_default()
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "the peer server printed no address"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            server.base.starts_with("http://127.0.0.1:"),
+            "{}",
+            server.base
+        );
+        Some(server)
+    }
+
+    /// Bytes in upload data files.
+    fn stored_bytes(&self) -> u64 {
+        files_size(&self.dir, |path| path.extension().is_none())
+    }
+}
+
+impl Drop for PeerServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn uploads_and_resumes_against_tus_node_server() {
+    let scratch = scratch();
+    let work = scratch.path();
+    let Some(peer) = PeerServer::start(work) else {
+        return;
+    };
+    let size = 32 * MIB;
+    let source_sha = write_source(&work.join("big.bin"), size, 0x9EE);
+    let endpoint = format!("{}/files/", peer.base);
+    let args = [
+        "upload",
+        "big.bin",
+        "--to",
+        &endpoint,
+        "--state-dir",
+        "state",
+        "--json",
+        "--chunk-size",
+        "4MiB",
+        "--limit-rate",
+        "32MiB",
+    ];
+    let first = Running::start(work, "first", &args);
+    wait_for(
+        "a quarter of the file is on the peer's disk",
+        Duration::from_secs(20),
+        || peer.stored_bytes() >= size / 4,
+        || first.stderr(),
+    );
+    first.interrupt();
+    let first = first.wait(Duration::from_secs(10));
+    assert_eq!(first.status.code(), Some(130), "{}", first.stderr);
+    let url = text(&single_report(&first), "url").to_owned();
+    let stored_before = peer.stored_bytes();
+
+    let second = Running::start(work, "second", &args).wait(Duration::from_secs(60));
+    assert!(second.status.success(), "{}", second.stderr);
+    let report = single_report(&second);
+    assert_eq!(text(&report, "url"), url);
+    assert!(number(&report, "resumed_from") >= stored_before, "{report}");
+
+    let id = url.rsplit('/').next().expect("an id in the URL");
+    let stored = std::fs::read(peer.dir.join(id)).expect("the peer's data file");
+    assert_eq!(sha256_hex(&stored), source_sha);
+    let status = run(work, &["status", &url], Duration::from_secs(30));
+    assert!(
+        status.stdout.contains("complete: yes"),
+        "{}\n{}",
+        status.stdout,
+        status.stderr
+    );
+}

@@ -1,0 +1,123 @@
+//! One HTTP connection pool with the caller's extra headers, and the helpers every protocol uses
+//! to turn responses into typed values or [`ClientError`]s.
+
+use crate::ClientError;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use std::time::Duration;
+
+/// How much of an error body is kept for the message.
+const MESSAGE_LIMIT: usize = 200;
+
+/// The HTTP side of a [`crate::Client`].
+#[derive(Debug, Clone)]
+pub(crate) struct Http {
+    client: reqwest::Client,
+    /// Sent with every request (authentication, routing...).
+    headers: HeaderMap,
+}
+
+impl Http {
+    pub(crate) fn new(headers: HeaderMap, connect_timeout: Duration) -> Result<Self, ClientError> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("resumable/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|error| ClientError::Config(error.to_string()))?;
+        Ok(Http { client, headers })
+    }
+
+    /// A request with the extra headers already set.
+    pub(crate) fn request(&self, method: Method, url: &Url) -> RequestBuilder {
+        self.client
+            .request(method, url.clone())
+            .headers(self.headers.clone())
+    }
+
+    /// Sends `request`, turning transport failures into [`ClientError::Network`].
+    pub(crate) async fn send(
+        &self,
+        method: &'static str,
+        url: &Url,
+        request: RequestBuilder,
+    ) -> Result<Response, ClientError> {
+        request.send().await.map_err(|source| ClientError::Network {
+            method,
+            url: url.to_string(),
+            source,
+        })
+    }
+}
+
+/// The error for an unexpected answer about an existing upload: [`ClientError::Gone`] for `404`
+/// and `410`, else as [`unexpected`].
+pub(crate) async fn unexpected_for_upload(
+    method: &'static str,
+    url: &Url,
+    response: Response,
+) -> ClientError {
+    let status = response.status();
+    if matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE) {
+        return ClientError::Gone {
+            url: url.to_string(),
+            status,
+        };
+    }
+    unexpected(method, url, response).await
+}
+
+/// The error for an unexpected status, with the start of the body as the server's reason.
+pub(crate) async fn unexpected(method: &'static str, url: &Url, response: Response) -> ClientError {
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    let message: String = body.trim().chars().take(MESSAGE_LIMIT).collect();
+    ClientError::Status {
+        method,
+        url: url.to_string(),
+        status,
+        message,
+    }
+}
+
+/// A header's value as text, when present.
+pub(crate) fn header_text<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+}
+
+/// A strict decimal header (`Upload-Offset`, `Upload-Length`, ...), when present.
+pub(crate) fn number_header(
+    response: &Response,
+    url: &Url,
+    name: &'static str,
+) -> Result<Option<u64>, ClientError> {
+    response
+        .headers()
+        .get(name)
+        .map(|value| {
+            resumable_proto::tus::parse_number(name, value.as_bytes())
+                .map_err(|error| protocol(url, error.to_string()))
+        })
+        .transpose()
+}
+
+/// A strict decimal header that must be present.
+pub(crate) fn required_number(
+    response: &Response,
+    url: &Url,
+    name: &'static str,
+) -> Result<u64, ClientError> {
+    number_header(response, url, name)?
+        .ok_or_else(|| protocol(url, format!("the answer has no {name} header")))
+}
+
+/// A [`ClientError::Protocol`] about `url`.
+pub(crate) fn protocol(url: &Url, reason: impl Into<String>) -> ClientError {
+    ClientError::Protocol {
+        url: url.to_string(),
+        reason: reason.into(),
+    }
+}
