@@ -11,9 +11,10 @@
  * is remembered in localStorage under a fingerprint of the file and the endpoint, and forgotten
  * when the upload finishes or is cancelled.
  *
- * Checksums: the server does not implement the tus checksum extension yet, so no
- * `Upload-Checksum` is sent. The server's offset (fdatasync'ed before it is reported) is the
- * integrity guarantee; verify a finished file by downloading it if you need more.
+ * Checksums: no `Upload-Checksum` is sent, although the server verifies it: SubtleCrypto hashes
+ * whole buffers only, so each chunk would have to sit in memory. The server's offset
+ * (fdatasync'ed before it is reported) is the integrity guarantee; verify a finished file by
+ * downloading it if you need more.
  *
  * @example
  * import { Uploader } from 'https://uploads.example.com/resumable.js';

@@ -43,8 +43,8 @@ pub(crate) struct UploadArgs {
     #[arg(long = "metadata", short = 'm', value_name = "KEY=VALUE", value_parser = parse_metadata_pair)]
     metadata: Vec<(String, String)>,
 
-    /// Send an `Upload-Checksum` of each chunk (tus checksum extension): sha256, sha1, sha512 or
-    /// md5. Refused when the server does not advertise the extension.
+    /// Send an `Upload-Checksum` of each chunk (tus checksum extension): sha1, md5, sha256, sha512
+    /// or crc32. Refused when the server does not advertise the extension.
     #[arg(long, value_name = "ALGORITHM")]
     checksum: Option<ChecksumAlgorithm>,
 

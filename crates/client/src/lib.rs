@@ -76,9 +76,9 @@ mod state;
 mod tus;
 mod upload;
 
-pub use checksum::{ChecksumAlgorithm, UnknownAlgorithm};
 pub use download::{DownloadEvent, DownloadOutcome, partial_path};
 pub use error::ClientError;
+pub use resumable_proto::checksum::{ChecksumAlgorithm, UnknownAlgorithm};
 pub use retry::RetryPolicy;
 pub use simple::file_id as simple_file_id;
 pub use state::{Fingerprint, SavedUpload, Source, StateStore, UploadLock};

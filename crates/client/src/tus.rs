@@ -10,15 +10,10 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Body, Method, Url};
 use resumable_proto::Metadata;
 use resumable_proto::tus::{
-    OFFSET_OCTET_STREAM, TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE, TUS_VERSION,
-    UPLOAD_DEFER_LENGTH, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET, VERSION,
+    OFFSET_OCTET_STREAM, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE,
+    TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_DEFER_LENGTH, UPLOAD_LENGTH, UPLOAD_METADATA,
+    UPLOAD_OFFSET, VERSION,
 };
-
-/// `Upload-Checksum` (checksum extension). Not in `resumable_proto` yet because our server does
-/// not implement the extension; it moves there when the server parses it.
-pub(crate) const UPLOAD_CHECKSUM: &str = "upload-checksum";
-/// `Tus-Checksum-Algorithm`: the algorithms a server accepts in `Upload-Checksum`.
-const TUS_CHECKSUM_ALGORITHM: &str = "tus-checksum-algorithm";
 
 /// What a tus server says it supports (`OPTIONS`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

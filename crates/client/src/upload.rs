@@ -2,8 +2,9 @@
 //! one, send chunks, and after any failure wait, ask the server what it has, and continue from
 //! there.
 
+use crate::ChecksumAlgorithm;
 use crate::body::{SentCounter, file_range};
-use crate::checksum::{ChecksumAlgorithm, upload_checksum};
+use crate::checksum::upload_checksum;
 use crate::error::Recovery;
 use crate::retry::Backoff;
 use crate::state::{Fingerprint, SavedUpload, Source, StateStore, UploadLock, unix_now};

@@ -18,7 +18,6 @@
 mod body;
 pub mod clock;
 pub mod conformance;
-mod digest;
 pub mod lock;
 pub mod memory;
 pub mod model;

@@ -3,7 +3,6 @@
 
 use crate::body::{BodyLimits, BodyStops, GuardedBody};
 use crate::clock::Clock;
-use crate::digest::Digests;
 use crate::lock::{LockError, LockGuard, Locker};
 use crate::model::{Concat, ConcatPart, Length, Offset, Owner, UploadId, UploadInfo, UploadStatus};
 use crate::store::{
@@ -11,7 +10,7 @@ use crate::store::{
 };
 use futures_util::{StreamExt, TryStreamExt};
 use resumable_proto::Metadata;
-use resumable_proto::checksum::Checksum;
+use resumable_proto::checksum::{Checksum, Digests};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
