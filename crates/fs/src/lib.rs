@@ -14,14 +14,13 @@
 //! was sent. An append holds an exclusive `flock` on the data file, so two server processes
 //! sharing a data dir cannot interleave writes to one upload.
 //!
-//! Appends stream through a bounded channel into one blocking task that owns the file and
-//! coalesces chunks into vectored writes: one thread hop per batch, not per frame, and memory
-//! bounded by the channel whatever the upload's size.
+//! Appends gather chunks into batches written by short blocking tasks (one vectored write per
+//! batch, at most one in flight per upload), so memory per upload is bounded whatever its size
+//! and an idle upload holds no thread.
 
 mod write;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures_util::StreamExt;
 use resumable_core::store::client_key_digest;
 use resumable_core::{
@@ -35,7 +34,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::sync::mpsc;
 
 /// Settings of a [`FileStore`].
 #[derive(Clone)]
@@ -58,8 +56,6 @@ pub struct FileStore {
     clock: Arc<dyn Clock>,
 }
 
-/// Chunks in flight between the request and the writer: bounds memory per upload.
-const CHANNEL_CHUNKS: usize = 16;
 /// Size of the reads that serve downloads.
 const READ_BUFFER: usize = 256 * 1024;
 
@@ -203,7 +199,7 @@ impl Store for FileStore {
         &self,
         id: &UploadId,
         offset: Offset,
-        mut body: BodyStream,
+        body: BodyStream,
     ) -> Result<Appended, StoreError> {
         let file = self.open_locked(id).await?;
         let stored = file.metadata().map_err(StoreError::from_io)?.len();
@@ -212,30 +208,7 @@ impl Store for FileStore {
                 stored: Offset(stored),
             });
         }
-        let (sender, receiver) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
-        let clock = self.clock.clone();
-        let writer = tokio::task::spawn_blocking(move || {
-            write::write_chunks(file, receiver, clock.as_ref())
-        });
-        let mut interruption = None;
-        while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(chunk) if chunk.is_empty() => {}
-                Ok(chunk) => {
-                    if sender.send(chunk).await.is_err() {
-                        break; // the writer failed; its error is reported below
-                    }
-                }
-                Err(error) => {
-                    interruption = Some(error);
-                    break;
-                }
-            }
-        }
-        drop(sender);
-        let written = writer
-            .await
-            .map_err(|error| StoreError::Io(io::Error::other(error)))?;
+        let written = write::stream_to_file(file, body, self.clock.clone()).await;
         let offset = Offset(written.durable_length);
         match written.error {
             Some(error) => {
@@ -244,7 +217,7 @@ impl Store for FileStore {
             }
             None => Ok(Appended {
                 offset,
-                interruption,
+                interruption: written.interruption,
             }),
         }
     }

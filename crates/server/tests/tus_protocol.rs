@@ -633,3 +633,61 @@ async fn shutdown_lets_an_upload_in_flight_persist_and_answer() {
         .sum();
     assert_eq!(total, 50_000);
 }
+
+/// Regression: each PATCH in flight used to hold a blocking thread for its whole life, so as many
+/// idle clients as tokio has blocking threads (512 by default) stalled every other file operation.
+/// Here the pool has 8 threads and 40 clients sit idle mid-body.
+#[test]
+fn idle_uploads_do_not_starve_other_requests() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+        .unwrap();
+    let limit = std::time::Duration::from_secs(60);
+    let outcome = runtime.block_on(async move {
+        tokio::time::timeout(limit, async {
+        // Idle bodies must not be cut by the stall timeout during the test.
+        let config = resumable_core::ServiceConfig {
+            body_idle_timeout: std::time::Duration::from_secs(120),
+            ..common::config()
+        };
+        let server = TestServer::start_with(config).await;
+        let started = tokio::time::Instant::now();
+        let mut idle = Vec::new();
+        for _ in 0..40 {
+            let path = create(&server, 100).await;
+            let head = format!(
+                "PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
+                 Content-Type: {OCTETS}\r\nContent-Length: 100\r\n\r\n"
+            );
+            idle.push(server.send_partial(&head, b"0123456789").await);
+        }
+        server
+            .eventually(|| async { (server.stored_bytes() == 400).then_some(()) })
+            .await;
+        let fresh = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let path = create(&server, 3).await;
+            let response = tus(&server, Method::PATCH, &path)
+                .header("Upload-Offset", "0")
+                .header("Content-Type", OCTETS)
+                .body("abc")
+                .send()
+                .await
+                .unwrap();
+            response.status()
+        })
+        .await
+        .expect("a new upload completes while others sit idle");
+        assert_eq!(fresh, StatusCode::NO_CONTENT);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "requests were starved"
+        );
+        drop(idle);
+    })
+    .await
+    });
+    outcome.expect("requests were starved by idle uploads");
+}
