@@ -3,7 +3,8 @@
 //! then go to stderr).
 //!
 //! Log lines are stable so scripts and tests can read them: `NAME: created URL`,
-//! `NAME: resuming at OFFSET of SIZE bytes: URL`, `NAME: P% stored (C of SIZE bytes)` at each
+//! `NAME: created N parts: URL URL ...` (a file sent in parts; its final upload is `created` at
+//! the end), `NAME: resuming at OFFSET of SIZE bytes: URL`, `NAME: P% stored (C of SIZE bytes)` at each
 //! tenth, `NAME: retrying in DELAY (attempt N): ERROR`, `NAME: done in TIME (RATE): URL`.
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -39,6 +40,8 @@ pub(crate) struct FileEntry {
 struct FileState {
     entry: FileEntry,
     url: Option<Url>,
+    /// How many partial uploads carry the file, once known.
+    parts: Option<u16>,
     sent: u64,
     confirmed: u64,
     /// Lines mode: the last tenth reported.
@@ -72,6 +75,8 @@ struct JsonReport<'a> {
     /// `done`, `failed` or `interrupted`.
     status: &'static str,
     url: Option<&'a str>,
+    /// Partial uploads carrying the file (1: sent whole); null while unknown.
+    parts: Option<u16>,
     /// Bytes the server confirmed.
     offset: u64,
     resumed_from: Option<u64>,
@@ -125,6 +130,7 @@ impl Reporter {
             .map(|entry| FileState {
                 entry,
                 url: None,
+                parts: None,
                 sent: 0,
                 confirmed: 0,
                 reported_tenth: 0,
@@ -193,6 +199,15 @@ impl Reporter {
             UploadEvent::Created { url } => {
                 file.url = Some(url.clone());
                 Some(format!("{name}: created {url}"))
+            }
+            UploadEvent::CreatedParts { urls } => {
+                file.parts = u16::try_from(urls.len()).ok();
+                let urls: Vec<&str> = urls.iter().map(Url::as_str).collect();
+                Some(format!(
+                    "{name}: created {} parts: {}",
+                    urls.len(),
+                    urls.join(" ")
+                ))
             }
             UploadEvent::Resumed { url, offset } => {
                 file.url = url.clone().or(file.url.take());
@@ -287,6 +302,7 @@ impl Reporter {
                 file.confirmed = outcome.size;
                 file.sent = outcome.size;
                 file.url = outcome.url.clone().or(file.url.take());
+                file.parts = Some(outcome.parts);
                 let moved = outcome.size - outcome.resumed_from.unwrap_or(0);
                 let url = file
                     .url
@@ -431,6 +447,7 @@ fn json(
         size: file.entry.size,
         status,
         url,
+        parts: file.parts,
         offset: file.confirmed,
         resumed_from: outcome.and_then(|outcome| outcome.resumed_from),
         started_over: outcome.is_some_and(|outcome| outcome.started_over),

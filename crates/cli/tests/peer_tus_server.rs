@@ -146,3 +146,38 @@ fn uploads_and_resumes_against_tus_node_server() {
         status.stderr
     );
 }
+
+/// @tus/file-store offers no concatenation, so `--parts` is refused before anything is created.
+#[test]
+fn parts_are_refused_by_tus_node_server_which_cannot_join_them() {
+    let scratch = scratch();
+    let work = scratch.path();
+    let Some(peer) = PeerServer::start(work) else {
+        return;
+    };
+    write_source(&work.join("big.bin"), 4 * MIB, 0x9EF);
+    let endpoint = format!("{}/files/", peer.base);
+    let refused = run(
+        work,
+        &[
+            "upload",
+            "big.bin",
+            "--to",
+            &endpoint,
+            "--state-dir",
+            "state",
+            "--parts",
+            "4",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(refused.status.code(), Some(2), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("lacks \"concatenation\""),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(peer.stored_bytes(), 0);
+    let created = std::fs::read_dir(&peer.dir).map_or(0, |entries| entries.count());
+    assert_eq!(created, 0, "nothing was created on the peer");
+}

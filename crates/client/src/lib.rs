@@ -7,7 +7,9 @@
 //! bytes it stored (`HEAD`), and continues from there, until the upload is complete or nothing
 //! moved for [`RetryPolicy::give_up_after`]. With a [`StateStore`], the upload URL is remembered
 //! as soon as the upload exists, so a later process (after Ctrl-C, `kill -9`, a reboot or a server
-//! restart) continues the same upload instead of starting over.
+//! restart) continues the same upload instead of starting over. With [`UploadRequest::parts`], a
+//! file goes up as several partial uploads at once, which the server joins (tus concatenation);
+//! each part resumes on its own.
 //!
 //! # Example
 //!
@@ -56,7 +58,8 @@
 //! # Layout
 //!
 //! - [`upload`](Client::upload): the resume-from-anywhere loop (`upload` module), over one-request
-//!   functions in `tus` and `simple` that never retry by themselves.
+//!   functions in `tus` and `simple` that never retry by themselves; `upload::split` runs that
+//!   loop once per part of a file sent in parts, then creates the final upload.
 //! - [`download`](Client::download): downloads that resume a partial file with `Range`.
 //! - [`StateStore`]: remembered uploads, keyed by a [`Fingerprint`] of the file and endpoint.
 //! - [`RetryPolicy`]: backoff with jitter, and when to give up.
@@ -81,10 +84,11 @@ pub use error::ClientError;
 pub use resumable_proto::checksum::{ChecksumAlgorithm, UnknownAlgorithm};
 pub use retry::RetryPolicy;
 pub use simple::file_id as simple_file_id;
-pub use state::{Fingerprint, SavedUpload, Source, StateStore, UploadLock};
+pub use state::{Fingerprint, SavedPart, SavedUpload, Source, StateStore, UploadLock};
 pub use tus::{Capabilities, RemoteStatus};
 pub use upload::{
-    DEFAULT_CHUNK_SIZE, EventSink, Progress, Protocol, UploadEvent, UploadOutcome, UploadRequest,
+    DEFAULT_CHUNK_SIZE, EventSink, MIN_PART_SIZE, Progress, Protocol, UploadEvent, UploadOutcome,
+    UploadRequest,
 };
 
 pub use reqwest::Url;

@@ -102,8 +102,9 @@ impl Source {
 /// A remembered upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedUpload {
-    /// The upload URL.
-    pub url: String,
+    /// The upload URL. For a file sent in parts, the final upload's, once it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// The endpoint it was created at.
     pub endpoint: String,
     /// The local file (canonical path), for people reading the state directory.
@@ -112,6 +113,28 @@ pub struct SavedUpload {
     pub size: u64,
     /// When the upload was created, in seconds since the Unix epoch.
     pub created: u64,
+    /// The partial uploads of a file sent in parts (tus concatenation), in file order; empty
+    /// for a file sent whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<SavedPart>,
+}
+
+impl SavedUpload {
+    /// Whether the file is being sent in parts.
+    pub fn is_split(&self) -> bool {
+        !self.parts.is_empty()
+    }
+}
+
+/// A remembered partial upload: which bytes of the file it carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedPart {
+    /// The partial upload's URL.
+    pub url: String,
+    /// The first byte of the file it carries.
+    pub start: u64,
+    /// One past the last byte of the file it carries.
+    pub end: u64,
 }
 
 /// Remembered uploads in a directory (by default `$XDG_STATE_HOME/resumable`, i.e.
@@ -264,11 +287,12 @@ mod tests {
 
     fn saved(url: &str) -> SavedUpload {
         SavedUpload {
-            url: url.into(),
+            url: Some(url.into()),
             endpoint: "http://h/files/".into(),
             path: "/x/file.bin".into(),
             size: 3,
             created: 1,
+            parts: Vec::new(),
         }
     }
 
@@ -324,6 +348,36 @@ mod tests {
             .unwrap();
         store.finish(&fingerprint, lock).unwrap();
         assert_eq!(std::fs::read_dir(store.uploads()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn split_uploads_keep_their_parts_and_whole_ones_read_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let fingerprint = Fingerprint::new(&source(dir.path(), b"abc"), "e", "tus");
+        let split = SavedUpload {
+            url: None,
+            parts: vec![
+                SavedPart {
+                    url: "http://h/files/a".into(),
+                    start: 0,
+                    end: 2,
+                },
+                SavedPart {
+                    url: "http://h/files/b".into(),
+                    start: 2,
+                    end: 3,
+                },
+            ],
+            ..saved("unused")
+        };
+        store.save(&fingerprint, &split).unwrap();
+        assert_eq!(store.load(&fingerprint), Some(split));
+
+        // A whole upload remembered before parts existed.
+        let older = br#"{"url":"http://h/files/1","endpoint":"http://h/files/","path":"/x/file.bin","size":3,"created":1}"#;
+        std::fs::write(store.path(&fingerprint, "json"), older).unwrap();
+        assert_eq!(store.load(&fingerprint), Some(saved("http://h/files/1")));
     }
 
     #[test]

@@ -7,12 +7,13 @@ use crate::http::{
 };
 use crate::{ChecksumAlgorithm, ClientError};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
-use reqwest::{Body, Method, Url};
+use reqwest::{Body, Method, RequestBuilder, Url};
 use resumable_proto::Metadata;
+use resumable_proto::concat::UploadConcat;
 use resumable_proto::tus::{
     OFFSET_OCTET_STREAM, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE,
-    TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_DEFER_LENGTH, UPLOAD_LENGTH, UPLOAD_METADATA,
-    UPLOAD_OFFSET, VERSION,
+    TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_CONCAT, UPLOAD_DEFER_LENGTH, UPLOAD_LENGTH,
+    UPLOAD_METADATA, UPLOAD_OFFSET, VERSION,
 };
 
 /// What a tus server says it supports (`OPTIONS`).
@@ -63,12 +64,27 @@ impl Capabilities {
         }
         Ok(())
     }
+
+    /// Fails with [`ClientError::Unsupported`] unless the server at `endpoint` joins partial
+    /// uploads into a final one (the `concatenation` extension), which sending a file in parts
+    /// needs.
+    pub fn check_concatenation(&self, endpoint: &Url) -> Result<(), ClientError> {
+        if self.supports("concatenation") {
+            return Ok(());
+        }
+        Err(ClientError::Unsupported(format!(
+            "{endpoint} cannot join partial uploads: its Tus-Extension ({}) lacks \
+             \"concatenation\"",
+            self.extensions.join(",")
+        )))
+    }
 }
 
 /// Where an upload stands, as the server reports it (`HEAD`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteStatus {
-    /// Bytes the server has stored.
+    /// Bytes the server has stored; 0 for a final upload (tus concatenation) whose parts the server
+    /// has not joined yet: until then it has no offset of its own.
     pub offset: u64,
     /// The upload's length, `None` while deferred.
     pub length: Option<u64>,
@@ -115,14 +131,51 @@ pub(crate) async fn create(
     length: u64,
     metadata: &Metadata,
 ) -> Result<Url, ClientError> {
-    let mut request = http
+    let request = creation(http, endpoint, metadata).header(UPLOAD_LENGTH, length);
+    created(http, endpoint, request).await
+}
+
+/// `POST endpoint` with `Upload-Concat: partial`: a part of `length` bytes of a future final
+/// upload; its absolute URL.
+pub(crate) async fn create_partial(
+    http: &Http,
+    endpoint: &Url,
+    length: u64,
+) -> Result<Url, ClientError> {
+    let request = creation(http, endpoint, &Metadata::default())
+        .header(UPLOAD_LENGTH, length)
+        .header(UPLOAD_CONCAT, UploadConcat::Partial.encode());
+    created(http, endpoint, request).await
+}
+
+/// `POST endpoint` with `Upload-Concat: final;...`: the upload that is `parts` joined in order
+/// (its length is theirs, so none is sent); its absolute URL.
+pub(crate) async fn create_final(
+    http: &Http,
+    endpoint: &Url,
+    parts: &[Url],
+    metadata: &Metadata,
+) -> Result<Url, ClientError> {
+    let concat = UploadConcat::Final(parts.iter().map(Url::to_string).collect());
+    let request = creation(http, endpoint, metadata).header(UPLOAD_CONCAT, concat.encode());
+    created(http, endpoint, request).await
+}
+
+/// A creation `POST` without a body.
+fn creation(http: &Http, endpoint: &Url, metadata: &Metadata) -> RequestBuilder {
+    let request = http
         .request(Method::POST, endpoint)
         .header(TUS_RESUMABLE, VERSION)
-        .header(UPLOAD_LENGTH, length)
         .header(CONTENT_LENGTH, 0);
-    if !metadata.is_empty() {
-        request = request.header(UPLOAD_METADATA, metadata.encode_tus());
+    if metadata.is_empty() {
+        request
+    } else {
+        request.header(UPLOAD_METADATA, metadata.encode_tus())
     }
+}
+
+/// Sends a creation `POST`; the new upload's absolute URL.
+async fn created(http: &Http, endpoint: &Url, request: RequestBuilder) -> Result<Url, ClientError> {
     let response = http.send("POST", endpoint, request).await?;
     if response.status() != reqwest::StatusCode::CREATED {
         return Err(unexpected("POST", endpoint, response).await);
@@ -143,7 +196,17 @@ pub(crate) async fn status(http: &Http, url: &Url) -> Result<RemoteStatus, Clien
     if !response.status().is_success() {
         return Err(unexpected_for_upload("HEAD", url, response).await);
     }
-    let offset = required_number(&response, url, UPLOAD_OFFSET)?;
+    let is_final = response
+        .headers()
+        .get(UPLOAD_CONCAT)
+        .and_then(|value| UploadConcat::parse(value.as_bytes()).ok())
+        .is_some_and(|concat| matches!(concat, UploadConcat::Final(_)));
+    let offset = match number_header(&response, url, UPLOAD_OFFSET)? {
+        Some(offset) => offset,
+        // A final upload shows no offset until the server has joined its parts.
+        None if is_final => 0,
+        None => return Err(protocol(url, "the answer has no Upload-Offset header")),
+    };
     let length = number_header(&response, url, UPLOAD_LENGTH)?;
     if length.is_none() && response.headers().get(UPLOAD_DEFER_LENGTH).is_none() {
         return Err(protocol(
@@ -270,5 +333,24 @@ mod tests {
         };
         assert!(capabilities.supports("checksum"));
         assert!(!capabilities.supports("concatenation"));
+    }
+
+    #[test]
+    fn parts_need_the_concatenation_extension() {
+        let endpoint = Url::parse("http://h/files/").unwrap();
+        let without = Capabilities {
+            extensions: list(Some("creation,termination")),
+            ..Capabilities::default()
+        };
+        let error = without
+            .check_concatenation(&endpoint)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("creation,termination"), "{error}");
+        let with = Capabilities {
+            extensions: list(Some("creation,concatenation")),
+            ..Capabilities::default()
+        };
+        assert!(with.check_concatenation(&endpoint).is_ok());
     }
 }

@@ -1,17 +1,22 @@
 //! Uploading one file so that nothing stops it for good: resume a remembered upload or create
 //! one, send chunks, and after any failure wait, ask the server what it has, and continue from
-//! there.
+//! there. A file sent in parts (`split`) runs one such loop per part.
+
+mod split;
+
+pub use split::MIN_PART_SIZE;
 
 use crate::ChecksumAlgorithm;
 use crate::body::{SentCounter, file_range};
 use crate::checksum::upload_checksum;
 use crate::error::Recovery;
 use crate::retry::Backoff;
-use crate::state::{Fingerprint, SavedUpload, Source, StateStore, UploadLock, unix_now};
+use crate::state::{Fingerprint, SavedPart, SavedUpload, Source, StateStore, UploadLock, unix_now};
 use crate::{Client, ClientError, simple, tus};
 use reqwest::Url;
 use resumable_proto::Metadata;
 use std::future::Future;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -52,10 +57,16 @@ pub struct UploadRequest {
     /// Send `Upload-Checksum` with each chunk (tus checksum extension; refused when the server
     /// does not advertise it).
     pub checksum: Option<ChecksumAlgorithm>,
-    /// Send no faster than this many bytes per second.
+    /// Send no faster than this many bytes per second (the parts of a file share it).
     pub rate_limit: Option<u64>,
     /// Where uploads are remembered across runs; `None` always starts a new upload (tus).
     pub state: Option<StateStore>,
+    /// Send the file as this many partial uploads at once, which the server joins into the final
+    /// upload (tus concatenation; refused with [`ClientError::Unsupported`] when the server does
+    /// not advertise it). Each part is at least [`MIN_PART_SIZE`], so a smaller file uses fewer
+    /// parts and one under twice that size is sent whole. `1`, the default, sends every file
+    /// whole. A remembered upload continues the way it started, whatever this says now.
+    pub parts: u16,
 }
 
 impl UploadRequest {
@@ -70,6 +81,7 @@ impl UploadRequest {
             checksum: None,
             rate_limit: None,
             state: None,
+            parts: 1,
         }
     }
 }
@@ -99,14 +111,22 @@ pub enum UploadEvent {
     },
     /// An earlier upload of this file continues from the server's offset.
     Resumed {
-        /// The upload URL (tus); `None` for the simple protocol, which knows only a file id.
+        /// The upload URL (tus); `None` for the simple protocol, which knows only a file id, and
+        /// for a file sent in parts whose final upload does not exist yet.
         url: Option<Url>,
-        /// Bytes the server already had.
+        /// Bytes the server already had (over all parts of a file sent in parts).
         offset: u64,
+    },
+    /// The partial uploads of a file sent in parts exist, in file order; they are remembered
+    /// from now on. Once all are complete, the final upload that joins them is announced with
+    /// [`UploadEvent::Created`].
+    CreatedParts {
+        /// The partial uploads' URLs.
+        urls: Vec<Url>,
     },
     /// A remembered upload no longer exists on the server; a new one starts.
     StartedOver {
-        /// The remembered URL.
+        /// The remembered URL (of a file sent in parts: the part that is gone).
         previous: Url,
         /// What the server said.
         reason: String,
@@ -143,19 +163,35 @@ pub struct UploadOutcome {
     pub resumed_from: Option<u64>,
     /// A remembered upload was gone and a new one was made.
     pub started_over: bool,
-    /// Attempts that failed and were retried.
+    /// Attempts that failed and were retried (over all parts).
     pub retries: u32,
+    /// How many partial uploads carried the file (tus concatenation); 1 when it was sent whole.
+    pub parts: u16,
 }
 
-/// The state of one upload while it runs.
+/// The state of one upload while it runs: of a whole file, or of one part of a file sent in
+/// parts.
 struct Session<'a> {
     client: &'a Client,
     request: &'a UploadRequest,
     source: Source,
+    /// The bytes of the file this session sends; its offsets count from their start.
+    range: Range<u64>,
+    /// Bytes per second for this session's requests.
+    rate_limit: Option<u64>,
     events: EventSink<'a>,
     backoff: Backoff,
     outcome: UploadOutcome,
 }
+
+/// Why a remembered upload is not continued: the URL it had, and what the server said.
+struct StartOver {
+    previous: Url,
+    reason: ClientError,
+}
+
+/// A step that either yields its value or finds that the upload must start over.
+type Attempt<T> = Result<T, StartOver>;
 
 impl Client {
     /// Uploads one file, resuming where the server stands after any failure, until every byte is
@@ -171,8 +207,34 @@ impl Client {
         events: EventSink<'_>,
     ) -> Result<UploadOutcome, ClientError> {
         let source = Source::inspect(&request.path)?;
-        let mut session = Session {
-            client: self,
+        let whole = 0..source.size;
+        let mut session = Session::new(self, request, source, whole, request.rate_limit, events);
+        match request.protocol {
+            Protocol::Tus => session.tus().await?,
+            Protocol::Simple if request.parts > 1 => {
+                return Err(ClientError::Unsupported(
+                    "the simple protocol cannot send a file in parts (that takes tus \
+                     concatenation)"
+                        .into(),
+                ));
+            }
+            Protocol::Simple => session.simple().await?,
+        }
+        Ok(session.outcome)
+    }
+}
+
+impl<'a> Session<'a> {
+    fn new(
+        client: &'a Client,
+        request: &'a UploadRequest,
+        source: Source,
+        range: Range<u64>,
+        rate_limit: Option<u64>,
+        events: EventSink<'a>,
+    ) -> Self {
+        Session {
+            client,
             request,
             outcome: UploadOutcome {
                 url: None,
@@ -180,16 +242,14 @@ impl Client {
                 resumed_from: None,
                 started_over: false,
                 retries: 0,
+                parts: 1,
             },
             source,
+            range,
+            rate_limit,
             events,
-            backoff: Backoff::new(self.config.retry),
-        };
-        match request.protocol {
-            Protocol::Tus => session.tus().await?,
-            Protocol::Simple => session.simple().await?,
+            backoff: Backoff::new(client.config.retry),
         }
-        Ok(session.outcome)
     }
 }
 
@@ -198,11 +258,16 @@ impl Session<'_> {
         (self.events)(&event);
     }
 
+    /// Bytes this session sends.
+    fn length(&self) -> u64 {
+        self.range.end - self.range.start
+    }
+
     fn progress(&self, sent: u64, confirmed: u64) {
         self.emit(UploadEvent::Progress(Progress {
             sent,
             confirmed,
-            total: self.source.size,
+            total: self.length(),
         }));
     }
 
@@ -289,14 +354,19 @@ impl Session<'_> {
         }
     }
 
-    /// The next chunk from `offset`.
-    fn chunk(&self, offset: u64) -> std::ops::Range<u64> {
-        let size = self.source.size;
+    /// The next chunk from `offset`, as offsets of this session.
+    fn chunk(&self, offset: u64) -> Range<u64> {
+        let length = self.length();
         let end = match self.request.chunk_size {
-            Some(chunk) => offset.saturating_add(chunk.max(1)).min(size),
-            None => size,
+            Some(chunk) => offset.saturating_add(chunk.max(1)).min(length),
+            None => length,
         };
         offset..end
+    }
+
+    /// The bytes of the file at `offsets` of this session.
+    fn in_file(&self, offsets: &Range<u64>) -> Range<u64> {
+        self.range.start + offsets.start..self.range.start + offsets.end
     }
 
     /// Records a new server offset.
@@ -315,18 +385,21 @@ impl Session<'_> {
         }
         let remembered = self.remember()?;
         let fingerprint = remembered.as_ref().map(|(fingerprint, _lock)| fingerprint);
-        let (mut url, mut offset) = self.open_tus(fingerprint).await?;
-        loop {
-            match self.send_tus(&url, offset).await {
-                Ok(()) => break,
-                Err(error @ ClientError::Gone { .. }) if !self.outcome.started_over => {
-                    self.start_over(fingerprint, &url, &error)?;
-                    url = self.create_tus(fingerprint).await?;
-                    offset = 0;
-                }
-                Err(error) => return Err(error),
+        let mut saved = fingerprint
+            .zip(self.request.state.as_ref())
+            .and_then(|(fingerprint, state)| state.load(fingerprint));
+        let url = loop {
+            // A remembered upload goes on as it started; a new one follows the request.
+            let attempt = match saved.take() {
+                Some(saved) if saved.is_split() => self.split(fingerprint, Some(saved)).await?,
+                None if self.planned_parts() > 1 => self.split(fingerprint, None).await?,
+                saved => self.whole(fingerprint, saved).await?,
+            };
+            match attempt {
+                Ok(url) => break url,
+                Err(start_over) => self.start_over(fingerprint, start_over)?,
             }
-        }
+        };
         self.finish(remembered)?;
         self.outcome.url = Some(url.clone());
         self.emit(UploadEvent::Completed { url: Some(url) });
@@ -343,62 +416,77 @@ impl Session<'_> {
         capabilities.check_checksum(endpoint, algorithm)
     }
 
-    /// The remembered upload at the server's offset, or a new upload.
-    async fn open_tus(
+    /// The file as one upload: the remembered one from the server's offset, or a new one.
+    async fn whole(
         &mut self,
         fingerprint: Option<&Fingerprint>,
-    ) -> Result<(Url, u64), ClientError> {
-        let saved = fingerprint
-            .zip(self.request.state.as_ref())
-            .and_then(|(fingerprint, state)| state.load(fingerprint));
-        let Some(saved) = saved else {
-            return Ok((self.create_tus(fingerprint).await?, 0));
+        saved: Option<SavedUpload>,
+    ) -> Result<Attempt<Url>, ClientError> {
+        self.outcome.parts = 1;
+        let remembered = saved
+            .and_then(|saved| saved.url)
+            .and_then(|url| Url::parse(&url).ok());
+        let (url, offset) = match remembered {
+            Some(url) => match self.offset_of(&url).await? {
+                Ok(offset) => {
+                    self.resumed(Some(url.clone()), offset);
+                    (url, offset)
+                }
+                Err(start_over) => return Ok(Err(start_over)),
+            },
+            None => (self.create_tus(fingerprint).await?, 0),
         };
-        let Ok(url) = Url::parse(&saved.url) else {
-            return Ok((self.create_tus(fingerprint).await?, 0));
-        };
-        let http = &self.client.http;
-        match self.retrying(|| tus::status(http, &url)).await {
-            Ok(status) if status.length == Some(self.source.size) => {
-                self.outcome.resumed_from = Some(status.offset);
-                self.emit(UploadEvent::Resumed {
-                    url: Some(url.clone()),
-                    offset: status.offset,
-                });
-                self.progress(status.offset, status.offset);
-                Ok((url, status.offset))
-            }
-            Ok(status) => {
-                let reason = ClientError::Protocol {
-                    url: url.to_string(),
-                    reason: format!(
-                        "its length is {:?}, not {}",
-                        status.length, self.source.size
-                    ),
-                };
-                self.start_over(fingerprint, &url, &reason)?;
-                Ok((self.create_tus(fingerprint).await?, 0))
-            }
-            Err(error @ ClientError::Gone { .. }) => {
-                self.start_over(fingerprint, &url, &error)?;
-                Ok((self.create_tus(fingerprint).await?, 0))
+        match self.send_tus(&url, offset).await {
+            Ok(()) => Ok(Ok(url)),
+            Err(reason @ ClientError::Gone { .. }) if !self.outcome.started_over => {
+                Ok(Err(StartOver {
+                    previous: url,
+                    reason,
+                }))
             }
             Err(error) => Err(error),
         }
     }
 
+    /// The server's offset of the remembered upload at `url`, which must carry this session's
+    /// bytes.
+    async fn offset_of(&mut self, url: &Url) -> Result<Attempt<u64>, ClientError> {
+        let http = &self.client.http;
+        match self.retrying(|| tus::status(http, url)).await {
+            Ok(status) if status.length == Some(self.length()) => Ok(Ok(status.offset)),
+            Ok(status) => Ok(Err(StartOver {
+                previous: url.clone(),
+                reason: ClientError::Protocol {
+                    url: url.to_string(),
+                    reason: format!("its length is {:?}, not {}", status.length, self.length()),
+                },
+            })),
+            Err(reason @ ClientError::Gone { .. }) => Ok(Err(StartOver {
+                previous: url.clone(),
+                reason,
+            })),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// An earlier upload continues with `offset` bytes on the server.
+    fn resumed(&mut self, url: Option<Url>, offset: u64) {
+        self.outcome.resumed_from = Some(offset);
+        self.emit(UploadEvent::Resumed { url, offset });
+        self.progress(offset, offset);
+    }
+
     fn start_over(
         &mut self,
         fingerprint: Option<&Fingerprint>,
-        previous: &Url,
-        reason: &ClientError,
+        start_over: StartOver,
     ) -> Result<(), ClientError> {
         self.forget(fingerprint)?;
         self.outcome.started_over = true;
         self.outcome.resumed_from = None;
         self.emit(UploadEvent::StartedOver {
-            previous: previous.clone(),
-            reason: reason.to_string(),
+            previous: start_over.previous,
+            reason: start_over.reason.to_string(),
         });
         Ok(())
     }
@@ -418,29 +506,48 @@ impl Session<'_> {
         }
     }
 
-    /// Creates the upload and remembers it before any byte is sent.
-    async fn create_tus(&mut self, fingerprint: Option<&Fingerprint>) -> Result<Url, ClientError> {
+    /// Remembers the upload at `url` (for a file sent in parts: the final upload, once it
+    /// exists) and its `parts`.
+    fn save(
+        &self,
+        fingerprint: Option<&Fingerprint>,
+        url: Option<&Url>,
+        parts: Vec<SavedPart>,
+    ) -> Result<(), ClientError> {
+        let (Some(fingerprint), Some(state)) = (fingerprint, &self.request.state) else {
+            return Ok(());
+        };
+        let saved = SavedUpload {
+            url: url.map(Url::to_string),
+            endpoint: self.request.endpoint.to_string(),
+            path: self.source.canonical_path.clone(),
+            size: self.source.size,
+            created: unix_now(),
+            parts,
+        };
+        state.save(fingerprint, &saved)
+    }
+
+    /// The metadata of the upload that holds the whole file: the request's, plus `filename`.
+    fn metadata(&self) -> Metadata {
         let mut metadata = self.request.metadata.clone();
         if metadata.get("filename").is_none() {
             // Cannot fail: the key is valid and absent (a valueless `filename` key is replaced).
             let _ = metadata.insert("filename", Some(self.source.file_name().into_bytes()));
         }
+        metadata
+    }
+
+    /// Creates the upload and remembers it before any byte is sent.
+    async fn create_tus(&mut self, fingerprint: Option<&Fingerprint>) -> Result<Url, ClientError> {
+        let metadata = self.metadata();
         let http = &self.client.http;
         let endpoint = &self.request.endpoint;
         let size = self.source.size;
         let url = self
             .retrying(|| tus::create(http, endpoint, size, &metadata))
             .await?;
-        if let (Some(fingerprint), Some(state)) = (fingerprint, &self.request.state) {
-            let saved = SavedUpload {
-                url: url.to_string(),
-                endpoint: endpoint.to_string(),
-                path: self.source.canonical_path.clone(),
-                size,
-                created: unix_now(),
-            };
-            state.save(fingerprint, &saved)?;
-        }
+        self.save(fingerprint, Some(&url), Vec::new())?;
         self.backoff.progressed();
         self.emit(UploadEvent::Created { url: url.clone() });
         self.progress(0, 0);
@@ -449,7 +556,7 @@ impl Session<'_> {
 
     /// PATCHes from `offset` to the end, recovering from every retryable failure.
     async fn send_tus(&mut self, url: &Url, mut offset: u64) -> Result<(), ClientError> {
-        while offset < self.source.size {
+        while offset < self.length() {
             self.source.check_unchanged()?;
             match self.patch(url, offset).await {
                 Ok(stored) if stored == offset => {
@@ -474,18 +581,19 @@ impl Session<'_> {
 
     async fn patch(&self, url: &Url, offset: u64) -> Result<u64, ClientError> {
         let range = self.chunk(offset);
+        let bytes = self.in_file(&range);
         let checksum = match self.request.checksum {
             Some(algorithm) => {
-                Some(upload_checksum(algorithm, &self.source.canonical_path, range.clone()).await?)
+                Some(upload_checksum(algorithm, &self.source.canonical_path, bytes.clone()).await?)
             }
             None => None,
         };
         let sent = SentCounter::default();
         let body = file_range(
             &self.source.canonical_path,
-            range.clone(),
+            bytes,
             sent.clone(),
-            self.request.rate_limit,
+            self.rate_limit,
         )
         .await?;
         let patch = tus::Patch {
@@ -506,9 +614,7 @@ impl Session<'_> {
         let file_id = simple::file_id(&self.source.file_name(), self.source.size, modified_millis);
         let offset = self.simple_status(&file_id).await?;
         if offset > 0 {
-            self.outcome.resumed_from = Some(offset);
-            self.emit(UploadEvent::Resumed { url: None, offset });
-            self.progress(offset, offset);
+            self.resumed(None, offset);
         }
         self.send_simple(&file_id, offset).await?;
         self.finish(remembered)?;
@@ -573,9 +679,9 @@ impl Session<'_> {
         let sent = SentCounter::default();
         let body = file_range(
             &self.source.canonical_path,
-            range.clone(),
+            self.in_file(&range),
             sent.clone(),
-            self.request.rate_limit,
+            self.rate_limit,
         )
         .await?;
         let chunk = simple::Chunk {

@@ -7,8 +7,8 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use resumable_client::{
-    ChecksumAlgorithm, Client, ClientConfig, ClientError, Protocol, RetryPolicy, StateStore,
-    UploadEvent, UploadOutcome, UploadRequest, Url, partial_path,
+    ChecksumAlgorithm, Client, ClientConfig, ClientError, Fingerprint, Protocol, RetryPolicy,
+    SavedUpload, Source, StateStore, UploadEvent, UploadOutcome, UploadRequest, Url, partial_path,
 };
 use resumable_core::{MemoryLocker, MemoryStore, ServiceConfig, SystemClock, UploadService};
 use std::collections::VecDeque;
@@ -27,11 +27,22 @@ struct Faults {
     swallowed: Mutex<u32>,
     /// Hide the checksum extension from OPTIONS, as a server without it would.
     hide_checksum: bool,
+    /// Hide the concatenation extensions from OPTIONS, as a server without them would.
+    hide_concatenation: bool,
     /// `Upload-Checksum` of every PATCH that reached the layer.
     checksums: Mutex<Vec<String>>,
+    /// `Upload-Concat` of every tus creation POST (empty for a plain upload), in order.
+    creations: Mutex<Vec<String>>,
 }
 
 async fn inject(State(faults): State<Arc<Faults>>, request: Request, next: Next) -> Response {
+    if request.method() == Method::POST && request.uri().path() == "/files/" {
+        let concat = request.headers().get("upload-concat");
+        let concat = concat
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        faults.creations.lock().unwrap().push(concat.to_owned());
+    }
     let appends = request.method() == Method::PATCH || request.uri().path() == "/upload";
     if appends {
         if let Some(checksum) = request.headers().get("upload-checksum") {
@@ -56,19 +67,25 @@ async fn inject(State(faults): State<Arc<Faults>>, request: Request, next: Next)
     }
     let options = request.method() == Method::OPTIONS;
     let mut response = next.run(request).await;
-    if options && faults.hide_checksum {
+    if options {
+        let hidden = |name: &str| {
+            (faults.hide_checksum && name.starts_with("checksum"))
+                || (faults.hide_concatenation && name.starts_with("concatenation"))
+        };
         let headers = response.headers_mut();
         let extensions: Vec<String> = headers
             .get("tus-extension")
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default()
             .split(',')
-            .filter(|name| !name.starts_with("checksum"))
+            .filter(|name| !hidden(name))
             .map(str::to_owned)
             .collect();
         let value = HeaderValue::from_str(&extensions.join(",")).unwrap();
         headers.insert("tus-extension", value);
-        headers.remove("tus-checksum-algorithm");
+        if faults.hide_checksum {
+            headers.remove("tus-checksum-algorithm");
+        }
     }
     response
 }
@@ -98,6 +115,11 @@ impl TestServer {
 
     fn tus(&self) -> Url {
         Url::parse(&format!("{}/files/", self.base)).unwrap()
+    }
+
+    /// `Upload-Concat` of the creation POSTs so far: `partial`, `final;...` or empty.
+    fn creations(&self) -> Vec<String> {
+        self.faults.creations.lock().unwrap().clone()
     }
 
     fn fail_appends(&self, statuses: &[u16]) {
@@ -454,4 +476,290 @@ async fn downloads_resume_a_partial_file() {
     client.download(&url, &output, &|_| {}).await.unwrap();
     assert_eq!(std::fs::read(&output).unwrap(), bytes);
     assert_eq!(client.suggested_file_name(&url).await.unwrap(), "data.bin");
+}
+
+// --- files sent in parts (tus concatenation)
+
+const MIB: usize = 1 << 20;
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+fn in_parts(path: &Path, endpoint: Url, parts: u16, state: Option<&Path>) -> UploadRequest {
+    let mut request = request(path, endpoint, 256 * 1024);
+    request.parts = parts;
+    request.state = state.map(StateStore::new);
+    request
+}
+
+/// What the state directory remembers about `request`'s file.
+fn remembered(request: &UploadRequest) -> Option<SavedUpload> {
+    let source = Source::inspect(&request.path).unwrap();
+    let fingerprint = Fingerprint::new(&source, request.endpoint.as_str(), "tus");
+    request.state.as_ref()?.load(&fingerprint)
+}
+
+fn count(creations: &[String], kind: &str) -> usize {
+    creations
+        .iter()
+        .filter(|concat| concat.starts_with(kind))
+        .count()
+}
+
+#[tokio::test]
+async fn a_file_in_four_parts_is_joined_by_the_server() {
+    let server = TestServer::start(Faults::default()).await;
+    // Failures on the way are each part's own to retry.
+    server.fail_appends(&[503, 409]);
+    let scratch = tempfile::tempdir().unwrap();
+    let (path, bytes) = source_file(scratch.path(), "data.bin", 5 * MIB + 12_345);
+    let client = client(quick_retries());
+    let request = in_parts(&path, server.tus(), 4, None);
+    let recorder = Recorder::default();
+    let record = |event: &UploadEvent| recorder.record(event);
+    let upload = client.upload(&request, &record);
+    fn assert_send<T: Send>(_: &T) {}
+    assert_send(&upload);
+    let outcome = upload.await.unwrap();
+
+    assert_eq!(outcome.parts, 4);
+    assert_eq!(outcome.retries, 2);
+    let creations = server.creations();
+    assert_eq!(creations.len(), 5, "{creations:?}");
+    assert_eq!(count(&creations[..4], "partial"), 4, "{creations:?}");
+    assert!(creations[4].starts_with("final;"), "{creations:?}");
+    let events = recorder.0.lock().unwrap().clone();
+    let part_urls = events.iter().find_map(|event| match event {
+        UploadEvent::CreatedParts { urls } => Some(urls.clone()),
+        _ => None,
+    });
+    let part_urls = part_urls.expect("the parts were announced");
+    let listed: Vec<String> = part_urls.iter().map(Url::to_string).collect();
+    assert_eq!(creations[4], format!("final;{}", listed.join(" ")));
+    let url = outcome.url.clone().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|event| matches!(event, UploadEvent::Created { url: created } if *created == url))
+    );
+    // Progress is the file's: the sum over the parts, never going back, ending at the size.
+    let totals: Vec<(u64, u64, u64)> = events
+        .iter()
+        .filter_map(|event| match event {
+            UploadEvent::Progress(progress) => {
+                Some((progress.sent, progress.confirmed, progress.total))
+            }
+            _ => None,
+        })
+        .collect();
+    let size = bytes.len() as u64;
+    assert!(
+        totals.iter().all(|&(sent, confirmed, total)| {
+            total == size && confirmed <= sent && sent <= size
+        })
+    );
+    let confirmed = recorder.confirmed();
+    assert!(confirmed.windows(2).all(|pair| pair[0] <= pair[1]));
+    assert_eq!(confirmed.last(), Some(&size));
+
+    let status = client.status(&url).await.unwrap();
+    assert!(status.is_complete());
+    assert_eq!(status.metadata.filename(), Some("data.bin"));
+    let downloaded = download(&client, &url, scratch.path()).await;
+    assert_eq!(sha256(&downloaded), sha256(&bytes));
+}
+
+#[tokio::test]
+async fn small_files_are_sent_whole_even_when_parts_are_asked_for() {
+    let server = TestServer::start(Faults::default()).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let (path, bytes) = source_file(scratch.path(), "small.bin", MIB + 1);
+    let client = client(quick_retries());
+    let outcome = client
+        .upload(&in_parts(&path, server.tus(), 4, None), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(outcome.parts, 1);
+    assert_eq!(server.creations(), [""]);
+    let url = outcome.url.unwrap();
+    assert_eq!(download(&client, &url, scratch.path()).await, bytes);
+}
+
+#[tokio::test]
+async fn parts_are_refused_by_a_server_that_cannot_join_them() {
+    let server = TestServer::start(Faults {
+        hide_concatenation: true,
+        ..Faults::default()
+    })
+    .await;
+    let scratch = tempfile::tempdir().unwrap();
+    let (path, _) = source_file(scratch.path(), "data.bin", 4 * MIB);
+    let error = client(quick_retries())
+        .upload(&in_parts(&path, server.tus(), 4, None), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ClientError::Unsupported(_)), "{error}");
+    assert!(error.to_string().contains("concatenation"), "{error}");
+    assert!(server.creations().is_empty(), "nothing was created");
+
+    let mut simple = in_parts(&path, Url::parse(&server.base).unwrap(), 4, None);
+    simple.protocol = Protocol::Simple;
+    let error = client(quick_retries())
+        .upload(&simple, &|_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ClientError::Unsupported(_)), "{error}");
+}
+
+#[tokio::test]
+async fn an_interrupted_split_upload_resumes_each_part_at_its_offset() {
+    let server = TestServer::start(Faults::default()).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let state = scratch.path().join("state");
+    let (path, bytes) = source_file(scratch.path(), "data.bin", 4 * MIB + 999);
+    let mut request = in_parts(&path, server.tus(), 4, Some(&state));
+    // Slow enough that the interruption comes mid-way.
+    request.rate_limit = Some(8 * MIB as u64);
+    let client = client(quick_retries());
+    interrupt_after(&client, &request, MIB as u64).await;
+
+    let saved = remembered(&request).expect("the parts are remembered");
+    assert_eq!(saved.parts.len(), 4);
+    assert_eq!(
+        saved.url, None,
+        "no final upload before the parts are complete"
+    );
+    let mut offsets = Vec::new();
+    for part in &saved.parts {
+        let status = client
+            .status(&Url::parse(&part.url).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(status.length, Some(part.end - part.start));
+        offsets.push(status.offset);
+    }
+    let stored: u64 = offsets.iter().sum();
+    assert!(stored >= MIB as u64, "{offsets:?}");
+    assert!(
+        offsets.iter().all(|&offset| offset > 0),
+        "every part was moving: {offsets:?}"
+    );
+
+    request.rate_limit = None;
+    let recorder = Recorder::default();
+    let outcome = client
+        .upload(&request, &|event| recorder.record(event))
+        .await
+        .unwrap();
+    let resumed_from = outcome.resumed_from.expect("resumed");
+    assert!(resumed_from >= stored, "{resumed_from} < {stored}");
+    let creations = server.creations();
+    assert_eq!(
+        count(&creations, "partial"),
+        4,
+        "no part made twice: {creations:?}"
+    );
+    assert_eq!(count(&creations, "final;"), 1, "{creations:?}");
+    let events = recorder.0.lock().unwrap().clone();
+    assert!(
+        !events
+            .iter()
+            .any(|event| matches!(event, UploadEvent::CreatedParts { .. })),
+        "{events:?}"
+    );
+    let url = outcome.url.unwrap();
+    assert_eq!(
+        sha256(&download(&client, &url, scratch.path()).await),
+        sha256(&bytes)
+    );
+    assert_eq!(remembered(&request), None, "a finished upload is forgotten");
+}
+
+#[tokio::test]
+async fn a_rerun_after_the_final_upload_exists_only_checks_it() {
+    let server = TestServer::start(Faults::default()).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let state = scratch.path().join("state");
+    let (path, bytes) = source_file(scratch.path(), "data.bin", 3 * MIB);
+    let request = in_parts(&path, server.tus(), 3, Some(&state));
+    let client = client(quick_retries());
+    // Stop as soon as the final upload is announced (it is remembered before that).
+    let created = Notify::new();
+    let watch = |event: &UploadEvent| {
+        if matches!(event, UploadEvent::Created { .. }) {
+            created.notify_one();
+        }
+    };
+    tokio::select! {
+        // The notification first: the upload is cut at its next await, before it finishes.
+        biased;
+        () = created.notified() => {}
+        result = client.upload(&request, &watch) => panic!("not interrupted: {result:?}"),
+    }
+    let saved = remembered(&request).unwrap();
+    let final_url = saved.url.expect("the final upload is remembered");
+
+    let recorder = Recorder::default();
+    let outcome = client
+        .upload(&request, &|event| recorder.record(event))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.url.as_ref().map(Url::as_str),
+        Some(final_url.as_str())
+    );
+    assert_eq!(outcome.resumed_from, Some(bytes.len() as u64));
+    assert_eq!(outcome.parts, 3);
+    assert_eq!(server.creations().len(), 4, "nothing created again");
+    let url = outcome.url.unwrap();
+    assert_eq!(download(&client, &url, scratch.path()).await, bytes);
+}
+
+#[tokio::test]
+async fn a_split_upload_with_a_part_gone_starts_over_cleanly() {
+    let server = TestServer::start(Faults::default()).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let state = scratch.path().join("state");
+    let (path, bytes) = source_file(scratch.path(), "data.bin", 4 * MIB);
+    let mut request = in_parts(&path, server.tus(), 4, Some(&state));
+    request.rate_limit = Some(8 * MIB as u64);
+    let client = client(quick_retries());
+    interrupt_after(&client, &request, 512 * 1024).await;
+    let old: Vec<Url> = remembered(&request)
+        .unwrap()
+        .parts
+        .iter()
+        .map(|part| Url::parse(&part.url).unwrap())
+        .collect();
+    client.terminate(&old[2]).await.unwrap();
+
+    request.rate_limit = None;
+    let recorder = Recorder::default();
+    let outcome = client
+        .upload(&request, &|event| recorder.record(event))
+        .await
+        .unwrap();
+    assert!(outcome.started_over);
+    assert_eq!(outcome.resumed_from, None);
+    let events = recorder.0.lock().unwrap().clone();
+    assert!(
+        events.iter().any(|event| matches!(
+            event,
+            UploadEvent::StartedOver { previous, .. } if *previous == old[2]
+        )),
+        "{events:?}"
+    );
+    assert_eq!(count(&server.creations(), "partial"), 8);
+    // The parts left behind were deleted, not left to expire.
+    for url in &old {
+        let error = client.status(url).await.unwrap_err();
+        assert!(matches!(error, ClientError::Gone { .. }), "{url}: {error}");
+    }
+    let url = outcome.url.unwrap();
+    assert_eq!(
+        sha256(&download(&client, &url, scratch.path()).await),
+        sha256(&bytes)
+    );
 }

@@ -57,6 +57,59 @@ pub(crate) fn files_size(dir: &Path, select: impl Fn(&Path) -> bool) -> u64 {
         .sum()
 }
 
+/// The uploads in a `resumable serve` data dir, by their role in concatenation.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct UploadKinds {
+    /// Created with `Upload-Concat: partial`.
+    pub(crate) partial: usize,
+    /// Created with `Upload-Concat: final;...`.
+    pub(crate) finals: usize,
+    /// Plain uploads.
+    pub(crate) whole: usize,
+}
+
+/// Counts the uploads of a `resumable serve` data dir from their info files.
+pub(crate) fn upload_kinds(data_dir: &Path) -> UploadKinds {
+    let mut kinds = UploadKinds::default();
+    let Ok(entries) = std::fs::read_dir(data_dir.join("uploads")) else {
+        return kinds;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        if path.extension().is_none_or(|extension| extension != "info") {
+            continue;
+        }
+        let text = std::fs::read(&path).expect("read an upload's info");
+        let info: Value = serde_json::from_slice(&text).expect("info is JSON");
+        match &info["concat"] {
+            Value::String(role) if role == "partial" => kinds.partial += 1,
+            Value::Object(role) if role.contains_key("final") => kinds.finals += 1,
+            Value::Null => kinds.whole += 1,
+            other => panic!("unknown concat {other} in {}", path.display()),
+        }
+    }
+    kinds
+}
+
+/// The resume state files in `state_dir`, parsed.
+pub(crate) fn remembered_uploads(state_dir: &Path) -> Vec<Value> {
+    let Ok(entries) = std::fs::read_dir(state_dir.join("uploads")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "json")
+        })
+        .map(|path| {
+            let text = std::fs::read(&path).expect("read a state file");
+            serde_json::from_slice(&text).expect("state is JSON")
+        })
+        .collect()
+}
+
 /// A running client, killed when dropped.
 pub(crate) struct Running {
     child: Child,
