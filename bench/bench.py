@@ -343,6 +343,11 @@ def machine() -> dict:
     }
 
 
+def load_average() -> str:
+    """The 1-minute load average: how busy the shared machine was."""
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
 def versions() -> dict:
     def output(*command: str) -> str:
         return subprocess.run(command, capture_output=True, text=True, check=False,
@@ -502,8 +507,9 @@ def write_report(results: dict, out: Path, quick: bool) -> None:
         f"- {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB memory, data on {m['disk']}, "
         f"Linux {m['kernel']}",
         f"- resumable: {v['resumable']}; rustus: {v['rustus']}; {v['tus-node']}",
-        "- A shared virtual machine: other engineers' builds and tests run on the same two "
-        "cores and disk, so figures move between runs (see the spread in results.json).",
+        "- A shared virtual machine: other engineers' builds and tests run on the same "
+        f"{m['nproc']} cores and disk (1-minute load average {m['load']}), so figures move "
+        "between runs, the disk limit included (see the spread in results.json).",
         "",
     ]
     notes = [(key, s, note) for key, rows in results["summary"].items()
@@ -580,6 +586,7 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.monotonic()
+    load_at_start = load_average()
     out = BENCH / ".quick" if args.quick else BENCH
     out.mkdir(exist_ok=True)
     (DATA / "logs").mkdir(parents=True, exist_ok=True)
@@ -612,7 +619,8 @@ def main() -> None:
 
     results = {
         "quick": args.quick,
-        "machine": machine(),
+        "machine": {**machine(), "load": f"{load_at_start} at the start, "
+                                         f"{load_average()} at the end"},
         "versions": versions(),
         "limits": limits,
         "scenarios": {s.key: s.__dict__ for s in plan},
