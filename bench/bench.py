@@ -18,6 +18,7 @@ import os
 import platform
 import queue
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -122,6 +123,7 @@ class RunningServer:
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
     def memory_kib(self, key: str) -> int:
+        """A number from /proc/PID/status (kB for the Vm* keys)."""
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             if line.startswith(key + ":"):
                 return int(line.split()[1])
@@ -255,6 +257,7 @@ def measure_idle(server: RunningServer, scenario: Scenario) -> Run:
         holding = json.loads(lines.get(timeout=240))
         time.sleep(2)  # let the server settle before reading its memory
         rss_mib = server.memory_kib("VmRSS") / 1024
+        threads = server.memory_kib("Threads")  # a count, read from the same file
         process.stdin.write("probe\n")
         process.stdin.flush()
         probe = json.loads(lines.get(timeout=120))
@@ -272,7 +275,7 @@ def measure_idle(server: RunningServer, scenario: Scenario) -> Run:
     return Run(ok=ok, errors=holding["failed"], note="; ".join(notes), idle={
         "holding": holding["holding"], "held_at_probe": held,
         "answered_while_held": probe["answered_while_held"],
-        "setup_seconds": holding["setup_seconds"], "rss_mib": rss_mib,
+        "setup_seconds": holding["setup_seconds"], "rss_mib": rss_mib, "threads": threads,
         "probe_ok": probe["probe_ok"], "probe_seconds": probe["probe_seconds"]})
 
 
@@ -339,6 +342,7 @@ def machine() -> dict:
         "memory_gib": round(int(memory.group(1)) / (1 << 20), 1) if memory else 0,
         "disk": " ".join(disk) or "unknown",
         "kernel": platform.release(),
+        "open_files": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
@@ -370,6 +374,17 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
+def value_range(values: list[float]) -> list[float]:
+    return [min(values), max(values)] if values else [0.0, 0.0]
+
+
+def spread(values: list[float]) -> str:
+    """A median with its range, e.g. "758 (581–1012)"; just the value for one run."""
+    if len(values) == 1:
+        return f"{values[0]:,.0f}"
+    return f"{median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
+
+
 def summarize(results: dict, limits: dict) -> dict:
     """Medians per scenario and server, and ratios to the best peer and to the disk."""
     summary = {}
@@ -380,7 +395,9 @@ def summarize(results: dict, limits: dict) -> dict:
             good = [run for run in runs if run["ok"]] or runs
             rows[name] = {
                 "mb_per_s": median([run["mb_per_s"] for run in good]),
+                "mb_per_s_range": value_range([run["mb_per_s"] for run in good]),
                 "requests_per_s": median([run["requests_per_s"] for run in good]),
+                "requests_per_s_range": value_range([run["requests_per_s"] for run in good]),
                 "cpu_per_gib": median([run["cpu_per_gib"] for run in good]),
                 "cpu_seconds": median([run["cpu_seconds"] for run in good]),
                 "peak_rss_mib": max(run["peak_rss_mib"] for run in runs),
@@ -401,7 +418,7 @@ def summarize(results: dict, limits: dict) -> dict:
 
 
 def results_table(results: dict) -> str:
-    header = ("| scenario | server | MB/s (median) | × best peer | × disk | "
+    header = ("| scenario | server | MB/s: median (range) | × best peer | × disk | "
               "CPU s/GiB | peak RSS MiB | errors |")
     lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|"]
     for key, rows in results["summary"].items():
@@ -412,17 +429,21 @@ def results_table(results: dict) -> str:
                 continue
             label = f"{scenario['title']} ({row['runs']} run{'s' * (row['runs'] > 1)})"
             if scenario["kind"] == "upload":
-                speed = f"{row['mb_per_s']:.0f}"
+                low, high = row["mb_per_s_range"]
+                speed = f"{row['mb_per_s']:,.0f}" + (f" ({low:,.0f}–{high:,.0f})"
+                                                      if row["runs"] > 1 else "")
                 disk = f"{row['vs_disk']:.2f}"
                 cpu = f"{row['cpu_per_gib']:.2f}"
             elif scenario["kind"] == "heads":
-                speed = f"{row['requests_per_s']:,.0f} HEAD/s"
+                low, high = row["requests_per_s_range"]
+                speed = f"{row['requests_per_s']:,.0f} HEAD/s" + (
+                    f" ({low:,.0f}–{high:,.0f})" if row["runs"] > 1 else "")
                 disk, cpu = "", ""
             else:
                 idle = row["idle"]
                 speed = (f"{idle.get('held_at_probe', 0):,} held, RSS "
-                         f"{idle.get('rss_mib', 0):.0f} MiB, new upload "
-                         f"{'ok' if idle.get('probe_ok') else 'FAILED'}")
+                         f"{idle.get('rss_mib', 0):.0f} MiB, {idle.get('threads', 0)} threads, "
+                         f"new upload {'ok' if idle.get('probe_ok') else 'FAILED'}")
                 disk, cpu = "", ""
             ratio = "" if scenario["kind"] == "idle" else f"{row['vs_best_peer']:.2f}"
             errors = str(row["errors"]) + (f" ({row['failed_runs']} failed runs)"
@@ -430,9 +451,10 @@ def results_table(results: dict) -> str:
             lines.append(f"| {label} | {server.label} | {speed} | {ratio} | {disk} | {cpu} | "
                          f"{row['peak_rss_mib']:.0f} | {errors} |")
     limits = results["limits"]
-    lines.append(f"| disk: `dd bs=1M conv=fdatasync` | — | {limits['disk']:.0f} | | 1.00 | | | |")
-    lines.append(f"| loopback: client → discard listener | — | {limits['loopback']:.0f} | | | "
-                 f"| | |")
+    lines.append(f"| disk: `dd bs=1M conv=fdatasync` ({len(limits['disk_runs'])} runs) | — | "
+                 f"{spread(limits['disk_runs'])} | | 1.00 | | | |")
+    lines.append(f"| loopback: client → discard listener ({len(limits['loopback_runs'])} runs) "
+                 f"| — | {spread(limits['loopback_runs'])} | | | | | |")
     return "\n".join(lines)
 
 
@@ -505,7 +527,8 @@ def write_report(results: dict, out: Path, quick: bool) -> None:
         "## Machine",
         "",
         f"- {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB memory, data on {m['disk']}, "
-        f"Linux {m['kernel']}",
+        f"Linux {m['kernel']}; open files per process: {m['open_files']:,} (the hard "
+        "limit here: 10,000 held connections fit, with two descriptors each they do not)",
         f"- resumable: {v['resumable']}; rustus: {v['rustus']}; {v['tus-node']}",
         "- A shared virtual machine: other engineers' builds and tests run on the same "
         f"{m['nproc']} cores and disk (1-minute load average {m['load']}), so figures move "
@@ -522,40 +545,55 @@ def write_report(results: dict, out: Path, quick: bool) -> None:
 
 
 def plot(results: dict, out: Path) -> None:
+    """Bars of median MB/s per upload scenario and server (whiskers: the runs' range), the
+    disk limit as a dashed line over the band its runs spanned; HEADs/s beside them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    summary, scenario_info = results["summary"], results["scenarios"]
+    summary, scenario_info, limits = results["summary"], results["scenarios"], results["limits"]
     uploads = [k for k, s in scenario_info.items() if s["kind"] == "upload"]
     heads = [k for k, s in scenario_info.items() if s["kind"] == "heads"]
     colors = {"resumable": "#1f6f3f", "rustus": "#c4622d", "rustus-fsync": "#e8a87c",
               "tus-node": "#3a6ea5"}
+    short = {"resumable": "ours", "rustus": "rustus", "rustus-fsync": "rustus\nfsync",
+             "tus-node": "@tus/\nserver"}
     figure, (left, right) = plt.subplots(
-        1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [4, 1]})
+        1, 2, figsize=(12, 5.6), gridspec_kw={"width_ratios": [4, 1.2]})
     width = 0.8 / len(SERVERS)
+
+    def bars(axis, xs, rows, metric, **style):
+        values = [row.get(metric, 0) for row in rows]
+        ranges = [row.get(metric + "_range", [0, 0]) for row in rows]
+        whiskers = [[max(v - r[0], 0) for v, r in zip(values, ranges)],
+                    [max(r[1] - v, 0) for v, r in zip(values, ranges)]]
+        drawn = axis.bar(xs, values, yerr=whiskers, capsize=2,
+                         error_kw={"linewidth": 0.8}, **style)
+        axis.bar_label(drawn, fmt="%.0f", fontsize=7, padding=2)
+
     for index, server in enumerate(SERVERS):
-        xs = [i + (index - (len(SERVERS) - 1) / 2) * width for i in range(len(uploads))]
-        values = [summary[k].get(server.name, {}).get("mb_per_s", 0) for k in uploads]
-        bars = left.bar(xs, values, width, label=server.label, color=colors[server.name])
-        left.bar_label(bars, fmt="%.0f", fontsize=7)
-        rate = [summary[k].get(server.name, {}).get("requests_per_s", 0) for k in heads]
-        right_bars = right.bar([index], rate, 0.8, color=colors[server.name])
-        right.bar_label(right_bars, fmt="%.0f", fontsize=7)
-    left.axhline(results["limits"]["disk"], color="black", linestyle="--", linewidth=1,
-                 label=f"disk (dd fdatasync) {results['limits']['disk']:.0f} MB/s")
+        offset = (index - (len(SERVERS) - 1) / 2) * width
+        rows = [summary[k].get(server.name, {}) for k in uploads]
+        bars(left, [i + offset for i in range(len(uploads))], rows, "mb_per_s", width=width,
+             label=server.label, color=colors[server.name])
+        bars(right, [index], [summary[k].get(server.name, {}) for k in heads[:1]],
+             "requests_per_s", width=0.8, color=colors[server.name])
+    left.axhspan(min(limits["disk_runs"]), max(limits["disk_runs"]), color="black", alpha=0.06)
+    left.axhline(limits["disk"], color="black", linestyle="--", linewidth=1,
+                 label=f"disk: dd fdatasync, median {limits['disk']:.0f} MB/s (band: its range)")
     left.set_xticks(range(len(uploads)), [scenario_info[k]["title"] for k in uploads],
                     fontsize=8)
-    left.set_ylabel("MB/s (median)")
-    left.set_title(f"Uploads (loopback ceiling {results['limits']['loopback']:.0f} MB/s)")
-    left.legend(fontsize=8)
-    right.set_xticks(range(len(SERVERS)), [s.name for s in SERVERS], fontsize=8)
+    left.set_ylabel("MB/s (median of runs; whiskers: range)")
+    left.set_title(f"Uploads (loopback ceiling {limits['loopback']:.0f} MB/s)", fontsize=10)
+    left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=3,
+                frameon=False)
+    right.set_xticks(range(len(SERVERS)), [short[s.name] for s in SERVERS], fontsize=8)
     right.set_title(scenario_info[heads[0]]["title"] if heads else "HEADs", fontsize=9)
     right.set_ylabel("HEAD requests/s")
-    figure.suptitle(f"resumable vs peers — {results['machine']['date']}"
-                    f"{' (quick)' if results['quick'] else ''}; ours fdatasyncs, peers don't",
-                    fontsize=10)
+    figure.suptitle(f"resumable vs peers, {results['machine']['date']}"
+                    f"{' (quick)' if results['quick'] else ''}: ours fdatasyncs before "
+                    "answering, the peers by default do not", fontsize=10)
     figure.tight_layout()
     figure.savefig(out / "results.png", dpi=110)
 
@@ -595,15 +633,21 @@ def main() -> None:
         plan = [s for s in plan if s.key in args.only.split(",")]
     servers = [s for s in SERVERS if not args.servers or s.name in args.servers.split(",")]
 
+    # The limits are measured before and after the scenarios: on a shared machine they drift.
     limit_runs = 1 if args.quick else 3
     limit_size = 64 * MIB if args.quick else GIB
-    print(f"limits: dd {limit_size // MIB} MiB and loopback, {limit_runs} runs each", flush=True)
-    limits = {
-        "disk": median([disk_limit(limit_size // MIB) for _ in range(limit_runs)]),
-        "loopback": median([loopback_limit(limit_size) for _ in range(limit_runs)]),
-    }
-    print(f"  disk {limits['disk']:.0f} MB/s, loopback {limits['loopback']:.0f} MB/s",
-          flush=True)
+    limit_samples: dict = {"disk": [], "loopback": []}
+
+    def measure_limits(when: str) -> None:
+        print(f"limits ({when}): dd {limit_size // MIB} MiB and loopback, {limit_runs} runs each",
+              flush=True)
+        disk = [disk_limit(limit_size // MIB) for _ in range(limit_runs)]
+        loopback = [loopback_limit(limit_size) for _ in range(limit_runs)]
+        limit_samples["disk"] += disk
+        limit_samples["loopback"] += loopback
+        print(f"  disk {spread(disk)} MB/s, loopback {spread(loopback)} MB/s", flush=True)
+
+    measure_limits("before")
 
     runs: dict = {}
     for scenario in plan:
@@ -617,6 +661,13 @@ def main() -> None:
                       flush=True)
             runs[scenario.key][server.name] = outcomes
 
+    measure_limits("after")
+    limits = {
+        "disk": median(limit_samples["disk"]),
+        "loopback": median(limit_samples["loopback"]),
+        "disk_runs": limit_samples["disk"],
+        "loopback_runs": limit_samples["loopback"],
+    }
     results = {
         "quick": args.quick,
         "machine": {**machine(), "load": f"{load_at_start} at the start, "
@@ -642,7 +693,8 @@ def main() -> None:
 def describe(run: Run) -> str:
     if run.idle:
         i = run.idle
-        text = (f"{i['held_at_probe']} held, RSS {i['rss_mib']:.0f} MiB, setup "
+        text = (f"{i['held_at_probe']} held, RSS {i['rss_mib']:.0f} MiB, {i['threads']} threads, "
+                f"setup "
                 f"{i['setup_seconds']:.1f} s, new upload {'ok' if i['probe_ok'] else 'FAILED'}")
     elif run.requests_per_s:
         text = f"{run.requests_per_s:,.0f} HEAD/s"
