@@ -77,14 +77,14 @@ SERVERS = [
         peer=False),
     ServerKind(
         "rustus", "rustus", "/files/",
-        "no fsync by default (`--force-fsync` is opt-in, not used here); the offset lives in an "
+        "no fsync by default (`--force-fsync` is opt-in: next line); the offset lives in an "
         ".info JSON file rewritten in place without fsync; each PATCH body is buffered whole "
         "in memory before it is written",
         peer=True),
     # Not a default configuration, so not a "best peer": how rustus fares when it syncs too.
     ServerKind(
         "rustus-fsync", "rustus --force-fsync", "/files/",
-        "`--force-fsync`: fdatasync of the data after each PATCH's write; the .info file is "
+        "fdatasync of the data after each PATCH's write, before answering; the .info file is "
         "still rewritten in place without fsync",
         peer=False),
     ServerKind(
@@ -271,7 +271,7 @@ def measure_idle(server: RunningServer, scenario: Scenario) -> Run:
     notes = [n for n in (holding.get("first_error"), probe.get("probe_error")) if n]
     if probe["answered_while_held"]:
         notes.append(f"{probe['answered_while_held']} held requests were answered or cut "
-                     "before the probe")
+                     f"before the probe (the first: {probe['first_answer']})")
     return Run(ok=ok, errors=holding["failed"], note="; ".join(notes), idle={
         "holding": holding["holding"], "held_at_probe": held,
         "answered_while_held": probe["answered_while_held"],

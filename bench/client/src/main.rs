@@ -153,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
                 report: ProbeReport {
                     still_holding,
                     answered_while_held: counts.answered.load(Ordering::Relaxed),
+                    first_answer: counts.first_answer.lock().expect("not poisoned").clone(),
                     ..probe
                 },
             });
@@ -185,6 +186,8 @@ struct ProbeReport {
     probe_error: Option<String>,
     still_holding: usize,
     answered_while_held: usize,
+    /// What the first held request that ended got (see `IdleCounts::first_answer`).
+    first_answer: Option<String>,
 }
 
 async fn probe_upload(endpoint: &Endpoint, pattern: &Pattern, size: u64) -> ProbeReport {
@@ -203,6 +206,7 @@ async fn probe_upload(endpoint: &Endpoint, pattern: &Pattern, size: u64) -> Prob
         probe_error,
         still_holding: 0,
         answered_while_held: 0,
+        first_answer: None,
     }
 }
 

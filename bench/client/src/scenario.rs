@@ -149,6 +149,8 @@ pub struct IdleCounts {
     pub answered: AtomicUsize,
     /// The first failure, for the log.
     pub first_error: Mutex<Option<String>>,
+    /// What the first held request that ended got: an answer or the error that ended it.
+    pub first_answer: Mutex<Option<String>>,
 }
 
 impl IdleCounts {
@@ -244,9 +246,14 @@ async fn hold_one(
     drop(permit);
     counts.holding.fetch_add(1, Ordering::Relaxed);
     // Resolves only if the server answers or cuts the request while the client is quiet.
-    let _ = answer.await;
+    let answer = match answer.await {
+        Ok(_) => "answered 204 before the body ended".to_owned(),
+        Err(error) => error.to_string(),
+    };
     counts.holding.fetch_sub(1, Ordering::Relaxed);
     counts.answered.fetch_add(1, Ordering::Relaxed);
+    let mut first = counts.first_answer.lock().expect("not poisoned");
+    first.get_or_insert(answer);
 }
 
 /// Longest a HEAD loop's connection and creation may take.
