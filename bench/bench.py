@@ -1,0 +1,710 @@
+"""Runs the benchmark of resumable against its peers and writes the report.
+
+Started by bench/run.sh (which installs everything first); see README "Benchmarks".
+
+For every scenario and server: a fresh data dir, `sync` so no earlier run's dirty pages are
+still being written, a fresh server process (so its peak RSS belongs to this run), the bench
+client (bench/client, one client for every server), then the server's CPU time and VmHWM from
+/proc. The physical limits (dd to the data disk, the client to a loopback discard listener) are
+measured in the same run. Results: RESULTS.md, results.png and results.json in the output dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import queue
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+DATA = BENCH / ".data"
+CLIENT = ROOT / "target/release/resumable-bench"
+OURS = ROOT / "target/release/resumable"
+RUSTUS = BENCH / ".tools/bin/rustus"
+TUS_NODE = BENCH / "peers/tus-node-server.mjs"
+
+MB = 1_000_000  # MB/s are decimal, like dd's
+GIB = 1 << 30
+MIB = 1 << 20
+KIB = 1 << 10
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+# -------------------------------------------------------------------------------------------
+# Servers
+
+
+@dataclass
+class ServerKind:
+    name: str
+    label: str
+    endpoint_path: str
+    durability: str
+    peer: bool
+
+    def command(self, port: int, data_dir: Path) -> list[str]:
+        if self.name == "resumable":
+            return [str(OURS), "serve", "--listen", f"127.0.0.1:{port}",
+                    "--data-dir", str(data_dir), "--max-size", "unlimited"]
+        if self.name.startswith("rustus"):
+            # rustus reads a whole PATCH body into memory; the limit must fit the biggest chunk.
+            command = [str(RUSTUS), "--host", "127.0.0.1", "--port", str(port),
+                       "--data-dir", str(data_dir), "--info-dir", str(data_dir),
+                       "--max-body-size", str(2 * GIB)]
+            return command + (["--force-fsync", "true"] if self.name == "rustus-fsync" else [])
+        return ["node", str(TUS_NODE), str(port), str(data_dir)]
+
+
+SERVERS = [
+    ServerKind(
+        "resumable", "resumable (ours)", "/files/",
+        "fdatasync of the data before every answer that reports an offset; upload info written "
+        "atomically (temp file, fsync, rename, fsync dir)",
+        peer=False),
+    ServerKind(
+        "rustus", "rustus", "/files/",
+        "no fsync by default (`--force-fsync` is opt-in: next line); the offset lives in an "
+        ".info JSON file rewritten in place without fsync; each PATCH body is buffered whole "
+        "in memory before it is written",
+        peer=True),
+    # Not a default configuration, so not a "best peer": how rustus fares when it syncs too.
+    ServerKind(
+        "rustus-fsync", "rustus --force-fsync", "/files/",
+        "fdatasync of the data after each PATCH's write, before answering; the .info file is "
+        "still rewritten in place without fsync",
+        peer=False),
+    ServerKind(
+        "tus-node", "@tus/server + file-store", "/files",
+        "no fsync: file-store pipes the body into fs.createWriteStream and answers when the "
+        "stream ends (data in the page cache); the offset is the data file's size",
+        peer=True),
+]
+
+
+class RunningServer:
+    """A server process on a free loopback port, with its stdout/stderr in a log file."""
+
+    def __init__(self, kind: ServerKind, data_dir: Path, log: Path):
+        self.kind = kind
+        self.port = free_port()
+        self.log = log
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen(
+                kind.command(self.port, data_dir), stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while not port_open(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                sys.exit(f"{kind.name} did not start; see {log}")
+            time.sleep(0.05)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.kind.endpoint_path}"
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # utime and stime are the 14th and 15th fields; fields[0] is the 3rd (state).
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def memory_kib(self, key: str) -> int:
+        """A number from /proc/PID/status (kB for the Vm* keys)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+# -------------------------------------------------------------------------------------------
+# Scenarios
+
+
+@dataclass
+class Scenario:
+    key: str
+    title: str
+    kind: str  # "upload", "idle" or "heads"
+    runs: int
+    size: int = 0  # bytes per upload
+    chunk: int = 0  # bytes per PATCH
+    uploads: int = 1
+    connections: int = 0
+    seconds: float = 0
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    if quick:
+        return [
+            Scenario("one-patch", "64 MiB in one PATCH", "upload", 1, 64 * MIB, 64 * MIB),
+            Scenario("1mib", "64 MiB in 1 MiB PATCHes", "upload", 1, 64 * MIB, MIB),
+            Scenario("256kib", "16 MiB in 256 KiB PATCHes", "upload", 1, 16 * MIB, 256 * KIB),
+            Scenario("concurrent", "20 × 1 MiB at once", "upload", 1, MIB, MIB, uploads=20),
+            Scenario("idle", "200 idle connections", "idle", 1, connections=200),
+            Scenario("heads", "HEADs, 4 connections × 1 s", "heads", 1, connections=4,
+                     seconds=1),
+        ]
+    return [
+        Scenario("one-patch", "1 GiB in one PATCH", "upload", 5, GIB, GIB),
+        Scenario("1mib", "1 GiB in 1 MiB PATCHes", "upload", 3, GIB, MIB),
+        Scenario("256kib", "1 GiB in 256 KiB PATCHes", "upload", 3, GIB, 256 * KIB),
+        Scenario("concurrent", "200 × 16 MiB at once", "upload", 3, 16 * MIB, 16 * MIB,
+                 uploads=200),
+        Scenario("idle", "10,000 idle connections", "idle", 1, connections=10_000),
+        Scenario("heads", "HEADs, 20 connections × 5 s", "heads", 3, connections=20, seconds=5),
+    ]
+
+
+@dataclass
+class Run:
+    ok: bool
+    mb_per_s: float = 0  # upload scenarios
+    requests_per_s: float = 0  # heads
+    cpu_seconds: float = 0
+    cpu_per_gib: float = 0
+    peak_rss_mib: float = 0
+    errors: int = 0
+    note: str = ""
+    idle: dict = field(default_factory=dict)
+
+
+def run_scenario(kind: ServerKind, scenario: Scenario, number: int) -> Run:
+    data_dir = DATA / "store" / kind.name
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    settle_disk()
+    log = DATA / "logs" / f"{kind.name}-{scenario.key}-{number}.log"
+    server = RunningServer(kind, data_dir, log)
+    try:
+        cpu_before = server.cpu_seconds()
+        if scenario.kind == "upload":
+            run = measure_uploads(server, scenario)
+        elif scenario.kind == "heads":
+            run = measure_heads(server, scenario)
+        else:
+            run = measure_idle(server, scenario)
+        run.cpu_seconds = server.cpu_seconds() - cpu_before
+        if scenario.kind == "upload" and run.ok:
+            run.cpu_per_gib = run.cpu_seconds / (scenario.size * scenario.uploads / GIB)
+        run.peak_rss_mib = server.memory_kib("VmHWM") / 1024
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return run
+
+
+def measure_uploads(server: RunningServer, scenario: Scenario) -> Run:
+    report = client("upload", "--endpoint", server.endpoint, "--size", str(scenario.size),
+                    "--chunk", str(scenario.chunk), "--uploads", str(scenario.uploads),
+                    "--deadline", "240s", timeout=300)
+    ok = report["errors"] == 0
+    return Run(ok=ok, mb_per_s=report["bytes"] / MB / report["seconds"],
+               errors=report["errors"], note=report.get("first_error") or "")
+
+
+def measure_heads(server: RunningServer, scenario: Scenario) -> Run:
+    report = client("heads", "--endpoint", server.endpoint,
+                    "--connections", str(scenario.connections),
+                    "--duration", f"{scenario.seconds}s", timeout=scenario.seconds + 90)
+    return Run(ok=report["errors"] == 0, requests_per_s=report["requests"] / report["seconds"],
+               errors=report["errors"], note=report.get("first_error") or "")
+
+
+def measure_idle(server: RunningServer, scenario: Scenario) -> Run:
+    """Holds the connections, reads the server's RSS, then has a new upload made while they
+    are still held, then lets them all go."""
+    args = [str(CLIENT), "idle", "--endpoint", server.endpoint,
+            "--connections", str(scenario.connections), "--setup-deadline", "120s",
+            "--hold", "120s", "--probe-size", "1MiB"]
+    process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    lines = line_queue(process.stdout)
+    try:
+        holding = json.loads(lines.get(timeout=240))
+        time.sleep(2)  # let the server settle before reading its memory
+        rss_mib = server.memory_kib("VmRSS") / 1024
+        threads = server.memory_kib("Threads")  # a count, read from the same file
+        process.stdin.write("probe\n")
+        process.stdin.flush()
+        probe = json.loads(lines.get(timeout=120))
+        process.wait(timeout=60)
+    except (queue.Empty, subprocess.TimeoutExpired):
+        process.kill()
+        process.wait()
+        return Run(ok=False, note="the idle client did not report in time")
+    held = probe["still_holding"]
+    ok = held == scenario.connections and probe["probe_ok"]
+    notes = [n for n in (holding.get("first_error"), probe.get("probe_error")) if n]
+    if probe["answered_while_held"]:
+        notes.append(f"{probe['answered_while_held']} held requests were answered or cut "
+                     f"before the probe (the first: {probe['first_answer']})")
+    return Run(ok=ok, errors=holding["failed"], note="; ".join(notes), idle={
+        "holding": holding["holding"], "held_at_probe": held,
+        "answered_while_held": probe["answered_while_held"],
+        "setup_seconds": holding["setup_seconds"], "rss_mib": rss_mib, "threads": threads,
+        "probe_ok": probe["probe_ok"], "probe_seconds": probe["probe_seconds"]})
+
+
+def client(*args: str, timeout: float) -> dict:
+    result = subprocess.run([str(CLIENT), *args], capture_output=True, text=True,
+                            timeout=timeout, check=False)
+    if result.returncode != 0:
+        sys.exit(f"resumable-bench {' '.join(args)} failed:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def line_queue(stream) -> queue.Queue:
+    """The lines of `stream`, read on a thread so that every wait for one can be bounded."""
+    lines: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def settle_disk() -> None:
+    """Flushes dirty pages left by earlier runs (or other users of the disk)."""
+    subprocess.run(["sync"], timeout=180, check=False)
+
+
+# -------------------------------------------------------------------------------------------
+# Physical limits
+
+
+def disk_limit(size_mib: int) -> float:
+    """MB/s of `dd bs=1M conv=fdatasync` into the data dir's file system."""
+    target = DATA / "store" / "dd.bin"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    settle_disk()
+    started = time.monotonic()
+    subprocess.run(["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={size_mib}",
+                    "conv=fdatasync", "status=none"], timeout=300, check=True)
+    seconds = time.monotonic() - started
+    target.unlink()
+    return size_mib * MIB / MB / seconds
+
+
+def loopback_limit(size: int) -> float:
+    """MB/s of the bench client uploading to its own loopback listener that discards bodies."""
+    report = client("discard", "--size", str(size), timeout=120)
+    return report["bytes"] / MB / report["seconds"]
+
+
+# -------------------------------------------------------------------------------------------
+# Report
+
+
+def machine() -> dict:
+    cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+    memory = re.search(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text())
+    disk = subprocess.run(["findmnt", "-no", "SOURCE,FSTYPE", "-T", str(DATA)],
+                          capture_output=True, text=True, check=False).stdout.split()
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu.group(1) if cpu else "unknown",
+        "memory_gib": round(int(memory.group(1)) / (1 << 20), 1) if memory else 0,
+        "disk": " ".join(disk) or "unknown",
+        "kernel": platform.release(),
+        "open_files": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def load_average() -> str:
+    """The 1-minute load average: how busy the shared machine was."""
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
+def versions() -> dict:
+    def output(*command: str) -> str:
+        return subprocess.run(command, capture_output=True, text=True, check=False,
+                              cwd=ROOT).stdout.strip()
+
+    def npm_version(package: str) -> str:
+        path = BENCH / "peers/node_modules" / package / "package.json"
+        return json.loads(path.read_text())["version"]
+
+    commit = output("git", "rev-parse", "--short", "HEAD")
+    return {
+        "resumable": f"{output(str(OURS), '--version')} (commit {commit})",
+        "rustus": output(str(RUSTUS), "--version"),
+        "tus-node": f"@tus/server {npm_version('@tus/server')}, @tus/file-store "
+                    f"{npm_version('@tus/file-store')}, node {output('node', '--version')}",
+    }
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def value_range(values: list[float]) -> list[float]:
+    return [min(values), max(values)] if values else [0.0, 0.0]
+
+
+def spread(values: list[float]) -> str:
+    """A median with its range, e.g. "758 (581–1012)"; just the value for one run."""
+    if len(values) == 1:
+        return f"{values[0]:,.0f}"
+    return f"{median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
+
+
+def summarize(results: dict, limits: dict) -> dict:
+    """Medians per scenario and server, and ratios to the best peer and to the disk."""
+    summary = {}
+    for key, by_server in results["runs"].items():
+        kind = results["scenarios"][key]["kind"]
+        rows = {}
+        for name, runs in by_server.items():
+            good = [run for run in runs if run["ok"]] or runs
+            rows[name] = {
+                "mb_per_s": median([run["mb_per_s"] for run in good]),
+                "mb_per_s_range": value_range([run["mb_per_s"] for run in good]),
+                "requests_per_s": median([run["requests_per_s"] for run in good]),
+                "requests_per_s_range": value_range([run["requests_per_s"] for run in good]),
+                "cpu_per_gib": median([run["cpu_per_gib"] for run in good]),
+                "cpu_seconds": median([run["cpu_seconds"] for run in good]),
+                "peak_rss_mib": max(run["peak_rss_mib"] for run in runs),
+                "errors": sum(run["errors"] for run in runs),
+                "failed_runs": sum(not run["ok"] for run in runs),
+                "runs": len(runs),
+                "notes": sorted({run["note"] for run in runs if run["note"]}),
+                "idle": runs[0]["idle"],
+            }
+        metric = "requests_per_s" if kind == "heads" else "mb_per_s"
+        best_peer = max((rows[s.name][metric] for s in SERVERS if s.peer and s.name in rows),
+                        default=0)
+        for row in rows.values():
+            row["vs_best_peer"] = row[metric] / best_peer if best_peer else 0
+            row["vs_disk"] = row["mb_per_s"] / limits["disk"] if kind == "upload" else 0
+        summary[key] = rows
+    return summary
+
+
+def results_table(results: dict) -> str:
+    header = ("| scenario | server | MB/s: median (range) | × best peer | × disk | "
+              "CPU s/GiB | peak RSS MiB | errors |")
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for key, rows in results["summary"].items():
+        scenario = results["scenarios"][key]
+        for server in SERVERS:
+            row = rows.get(server.name)
+            if not row:
+                continue
+            label = f"{scenario['title']} ({row['runs']} run{'s' * (row['runs'] > 1)})"
+            if scenario["kind"] == "upload":
+                low, high = row["mb_per_s_range"]
+                speed = f"{row['mb_per_s']:,.0f}" + (f" ({low:,.0f}–{high:,.0f})"
+                                                      if row["runs"] > 1 else "")
+                disk = f"{row['vs_disk']:.2f}"
+                cpu = f"{row['cpu_per_gib']:.2f}"
+            elif scenario["kind"] == "heads":
+                low, high = row["requests_per_s_range"]
+                speed = f"{row['requests_per_s']:,.0f} HEAD/s" + (
+                    f" ({low:,.0f}–{high:,.0f})" if row["runs"] > 1 else "")
+                disk, cpu = "", ""
+            else:
+                idle = row["idle"]
+                speed = (f"{idle.get('held_at_probe', 0):,} held, RSS "
+                         f"{idle.get('rss_mib', 0):.0f} MiB, {idle.get('threads', 0)} threads, "
+                         f"new upload {'ok' if idle.get('probe_ok') else 'FAILED'}")
+                disk, cpu = "", ""
+            ratio = "" if scenario["kind"] == "idle" else f"{row['vs_best_peer']:.2f}"
+            errors = str(row["errors"]) + (f" ({row['failed_runs']} failed runs)"
+                                           if row["failed_runs"] else "")
+            lines.append(f"| {label} | {server.label} | {speed} | {ratio} | {disk} | {cpu} | "
+                         f"{row['peak_rss_mib']:.0f} | {errors} |")
+    limits = results["limits"]
+    lines.append(f"| disk: `dd bs=1M conv=fdatasync` ({len(limits['disk_runs'])} runs) | — | "
+                 f"{spread(limits['disk_runs'])} | | 1.00 | | | |")
+    lines.append(f"| loopback: client → discard listener ({len(limits['loopback_runs'])} runs) "
+                 f"| — | {spread(limits['loopback_runs'])} | | | | | |")
+    return "\n".join(lines)
+
+
+def targets(results: dict) -> list[tuple[str, bool, str]]:
+    """The project's performance targets, checked against this run."""
+    summary, disk = results["summary"], results["limits"]["disk"]
+    ours = {key: rows.get("resumable") for key, rows in summary.items()}
+    checks = []
+    if ours.get("one-patch"):
+        ratio = ours["one-patch"]["vs_disk"]
+        checks.append(("one 1 GiB PATCH ≥ 90% of dd", ratio >= 0.9, f"{ratio:.0%} of dd"))
+    for key, name in (("1mib", "1 MiB"), ("256kib", "256 KiB")):
+        if ours.get(key):
+            ratio = ours[key]["vs_best_peer"]
+            checks.append((f"{name} PATCHes ≥ 1.5× the best peer", ratio >= 1.5,
+                           f"{ratio:.2f}×"))
+    if ours.get("concurrent"):
+        row = ours["concurrent"]
+        ok = row["vs_disk"] >= 0.8 and row["errors"] == 0 and row["peak_rss_mib"] < 128
+        checks.append(("200×16 MiB ≥ 80% of disk, zero errors, RSS < 128 MiB", ok,
+                       f"{row['vs_disk']:.0%} of dd ({row['mb_per_s']:.0f} of {disk:.0f} MB/s), "
+                       f"{row['errors']} errors, peak RSS {row['peak_rss_mib']:.0f} MiB"))
+    if ours.get("idle"):
+        idle, wanted = ours["idle"]["idle"], results["scenarios"]["idle"]["connections"]
+        ok = (idle.get("held_at_probe") == wanted and idle.get("rss_mib", 1e9) < 256
+              and idle.get("probe_ok"))
+        checks.append((f"{wanted:,} idle connections held, RSS < 256 MiB, new upload completes",
+                       bool(ok), f"{idle.get('held_at_probe', 0):,} held, RSS "
+                       f"{idle.get('rss_mib', 0):.0f} MiB, new upload "
+                       f"{'completed' if idle.get('probe_ok') else 'FAILED'} "
+                       f"in {idle.get('probe_seconds', 0):.2f} s"))
+    return checks
+
+
+def write_report(results: dict, out: Path, quick: bool) -> None:
+    m, v = results["machine"], results["versions"]
+    text = [
+        "# Benchmark results" + (" (quick smoke run: small sizes, 1 run)" if quick else ""),
+        "",
+        f"Run by `bench/run.sh{' --quick' if quick else ''}` on {m['date']}, "
+        f"{results['minutes']:.1f} minutes. MB/s are decimal (10^6 bytes/s), like dd's; the "
+        "bench client, the server and anything else running share the same cores.",
+        "",
+        "![MB/s by scenario and server](results.png)",
+        "",
+        results_table(results),
+        "",
+        "Throughput is the median of the runs (uploads acknowledged by the server ÷ wall time "
+        "from the first connection to the last answer). *× best peer* compares with the faster "
+        "of rustus and @tus/server in their default configurations (`rustus --force-fsync` is "
+        "shown for comparison, not counted as a peer); *× disk* with `dd`. CPU s/GiB is the server process's "
+        "utime+stime over the run per GiB uploaded (median); peak RSS is the largest VmHWM of "
+        "the runs (each run starts a fresh server).",
+        "",
+        "## Targets (ours)",
+        "",
+        "| target | met | measured |",
+        "|---|---|---|",
+        *[f"| {name} | {'yes' if ok else '**no**'} | {detail} |"
+          for name, ok, detail in targets(results)],
+        "",
+        "## Durability: what an acknowledged byte means",
+        "",
+        *[f"- **{s.label}**: {s.durability}." for s in SERVERS],
+        "",
+        "So the default peers' figures are mostly page-cache speed: their bytes may still be "
+        "in memory when they answer (and would be lost with the machine, and with them the "
+        "offset they reported). Ours are on the disk when we answer.",
+        "",
+        "## Machine",
+        "",
+        f"- {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB memory, data on {m['disk']}, "
+        f"Linux {m['kernel']}; open files per process: {m['open_files']:,} (the hard "
+        "limit here: 10,000 held connections fit, with two descriptors each they do not)",
+        f"- resumable: {v['resumable']}; rustus: {v['rustus']}; {v['tus-node']}",
+        "- A shared virtual machine: other engineers' builds and tests run on the same "
+        f"{m['nproc']} cores and disk (1-minute load average {m['load']}), so figures move "
+        "between runs, the disk limit included (see the spread in results.json).",
+        "",
+    ]
+    notes = [(key, s, note) for key, rows in results["summary"].items()
+             for s, row in rows.items() for note in row["notes"]]
+    if notes:
+        text += ["## Errors seen", ""]
+        text += [f"- {key}, {server}: {note}" for key, server, note in notes]
+        text.append("")
+    (out / "RESULTS.md").write_text("\n".join(text))
+
+
+def plot(results: dict, out: Path) -> None:
+    """Bars of median MB/s per upload scenario and server (whiskers: the runs' range), the
+    disk limit as a dashed line over the band its runs spanned; HEADs/s beside them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary, scenario_info, limits = results["summary"], results["scenarios"], results["limits"]
+    uploads = [k for k, s in scenario_info.items() if s["kind"] == "upload"]
+    heads = [k for k, s in scenario_info.items() if s["kind"] == "heads"]
+    colors = {"resumable": "#1f6f3f", "rustus": "#c4622d", "rustus-fsync": "#e8a87c",
+              "tus-node": "#3a6ea5"}
+    short = {"resumable": "ours", "rustus": "rustus", "rustus-fsync": "rustus\nfsync",
+             "tus-node": "@tus/\nserver"}
+    figure, (left, right) = plt.subplots(
+        1, 2, figsize=(12, 5.6), gridspec_kw={"width_ratios": [4, 1.2]})
+    width = 0.8 / len(SERVERS)
+
+    def bars(axis, xs, rows, metric, **style):
+        values = [row.get(metric, 0) for row in rows]
+        ranges = [row.get(metric + "_range", [0, 0]) for row in rows]
+        whiskers = [[max(v - r[0], 0) for v, r in zip(values, ranges)],
+                    [max(r[1] - v, 0) for v, r in zip(values, ranges)]]
+        drawn = axis.bar(xs, values, yerr=whiskers, capsize=2,
+                         error_kw={"linewidth": 0.8}, **style)
+        axis.bar_label(drawn, fmt="%.0f", fontsize=7, padding=2)
+
+    for index, server in enumerate(SERVERS):
+        offset = (index - (len(SERVERS) - 1) / 2) * width
+        rows = [summary[k].get(server.name, {}) for k in uploads]
+        bars(left, [i + offset for i in range(len(uploads))], rows, "mb_per_s", width=width,
+             label=server.label, color=colors[server.name])
+        bars(right, [index], [summary[k].get(server.name, {}) for k in heads[:1]],
+             "requests_per_s", width=0.8, color=colors[server.name])
+    left.axhspan(min(limits["disk_runs"]), max(limits["disk_runs"]), color="black", alpha=0.06)
+    left.axhline(limits["disk"], color="black", linestyle="--", linewidth=1,
+                 label=f"disk: dd fdatasync, median {limits['disk']:.0f} MB/s (band: its range)")
+    left.set_xticks(range(len(uploads)), [scenario_info[k]["title"] for k in uploads],
+                    fontsize=8)
+    left.set_ylabel("MB/s (median of runs; whiskers: range)")
+    left.set_title(f"Uploads (loopback ceiling {limits['loopback']:.0f} MB/s)", fontsize=10)
+    left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=3,
+                frameon=False)
+    right.set_xticks(range(len(SERVERS)), [short[s.name] for s in SERVERS], fontsize=8)
+    right.set_title(scenario_info[heads[0]]["title"] if heads else "HEADs", fontsize=9)
+    right.set_ylabel("HEAD requests/s")
+    figure.suptitle(f"resumable vs peers, {results['machine']['date']}"
+                    f"{' (quick)' if results['quick'] else ''}: ours fdatasyncs before "
+                    "answering, the peers by default do not", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(out / "results.png", dpi=110)
+
+
+def update_readme(results: dict) -> None:
+    """Replaces the table between the markers in README.md's Benchmarks section."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+    if start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    table = (f"\n{results_table(results)}\n\n(Run of {results['machine']['date']}; details, "
+             "durability and machine in [bench/RESULTS.md](bench/RESULTS.md).)\n")
+    readme.write_text(head + start + table + end + tail)
+
+
+# -------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes, one run each: a smoke test of the whole benchmark")
+    parser.add_argument("--only", help="comma-separated scenario keys to run")
+    parser.add_argument("--servers", help="comma-separated servers (resumable,rustus,tus-node)")
+    args = parser.parse_args()
+
+    started = time.monotonic()
+    load_at_start = load_average()
+    out = BENCH / ".quick" if args.quick else BENCH
+    out.mkdir(exist_ok=True)
+    (DATA / "logs").mkdir(parents=True, exist_ok=True)
+    plan = scenarios(args.quick)
+    if args.only:
+        plan = [s for s in plan if s.key in args.only.split(",")]
+    servers = [s for s in SERVERS if not args.servers or s.name in args.servers.split(",")]
+
+    # The limits are measured before and after the scenarios: on a shared machine they drift.
+    limit_runs = 1 if args.quick else 3
+    limit_size = 64 * MIB if args.quick else GIB
+    limit_samples: dict = {"disk": [], "loopback": []}
+
+    def measure_limits(when: str) -> None:
+        print(f"limits ({when}): dd {limit_size // MIB} MiB and loopback, {limit_runs} runs each",
+              flush=True)
+        disk = [disk_limit(limit_size // MIB) for _ in range(limit_runs)]
+        loopback = [loopback_limit(limit_size) for _ in range(limit_runs)]
+        limit_samples["disk"] += disk
+        limit_samples["loopback"] += loopback
+        print(f"  disk {spread(disk)} MB/s, loopback {spread(loopback)} MB/s", flush=True)
+
+    measure_limits("before")
+
+    runs: dict = {}
+    for scenario in plan:
+        runs[scenario.key] = {}
+        for server in servers:
+            outcomes = []
+            for number in range(scenario.runs):
+                run = run_scenario(server, scenario, number)
+                outcomes.append(run.__dict__)
+                print(f"{scenario.key:>10} {server.name:>9} #{number + 1}: {describe(run)}",
+                      flush=True)
+            runs[scenario.key][server.name] = outcomes
+
+    measure_limits("after")
+    limits = {
+        "disk": median(limit_samples["disk"]),
+        "loopback": median(limit_samples["loopback"]),
+        "disk_runs": limit_samples["disk"],
+        "loopback_runs": limit_samples["loopback"],
+    }
+    results = {
+        "quick": args.quick,
+        "machine": {**machine(), "load": f"{load_at_start} at the start, "
+                                         f"{load_average()} at the end"},
+        "versions": versions(),
+        "limits": limits,
+        "scenarios": {s.key: s.__dict__ for s in plan},
+        "runs": runs,
+    }
+    results["summary"] = summarize(results, limits)
+    results["minutes"] = (time.monotonic() - started) / 60
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_report(results, out, args.quick)
+    plot(results, out)
+    if not args.quick and not args.only and not args.servers:
+        update_readme(results)
+    print(f"\nwrote {out / 'RESULTS.md'} and {out / 'results.png'} "
+          f"({results['minutes']:.1f} minutes)")
+    for name, ok, detail in targets(results):
+        print(f"  target {'met   ' if ok else 'MISSED'} {name}: {detail}")
+
+
+def describe(run: Run) -> str:
+    if run.idle:
+        i = run.idle
+        text = (f"{i['held_at_probe']} held, RSS {i['rss_mib']:.0f} MiB, {i['threads']} threads, "
+                f"setup "
+                f"{i['setup_seconds']:.1f} s, new upload {'ok' if i['probe_ok'] else 'FAILED'}")
+    elif run.requests_per_s:
+        text = f"{run.requests_per_s:,.0f} HEAD/s"
+    else:
+        text = f"{run.mb_per_s:.0f} MB/s, CPU {run.cpu_per_gib:.2f} s/GiB"
+    text += f", peak RSS {run.peak_rss_mib:.0f} MiB"
+    if not run.ok:
+        text += f", FAILED ({run.errors} errors: {run.note})"
+    return text
+
+
+if __name__ == "__main__":
+    main()
