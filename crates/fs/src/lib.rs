@@ -208,9 +208,21 @@ impl Store for FileStore {
                 stored: Offset(stored),
             });
         }
-        let written = write::stream_to_file(file, body, self.clock.clone()).await;
+        // Each batch takes the lock again (see `write`): nothing stays open while the client
+        // is quiet.
+        drop(file);
+        let path = self.data_path(id);
+        let written = write::stream_to_file(path, stored, body, self.clock.clone()).await;
         let offset = Offset(written.durable_length);
         match written.error {
+            Some(error)
+                if error
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<write::ConcurrentAppend>()) =>
+            {
+                tracing::warn!(upload = %id, %offset, "another process appended meanwhile");
+                Err(StoreError::Locked)
+            }
             Some(error) => {
                 tracing::warn!(upload = %id, %offset, %error, "append stopped by a write error");
                 Err(StoreError::from_io(error))

@@ -2,15 +2,19 @@
 //!
 //! Chunks gather in a small in-memory batch while the previous batch is being written by a
 //! blocking task: at most one write is in flight and one batch waits, so memory per upload is
-//! bounded by two batches, and an upload whose client has gone quiet holds no thread at all
-//! (a blocking thread per open upload would let a few hundred idle clients exhaust tokio's
-//! blocking pool and stall every other file operation). At the end the file is synced once.
+//! bounded by two batches. An upload whose client has gone quiet holds neither a thread nor a
+//! file descriptor: each batch opens the data file, takes its `flock`, checks that its length is
+//! what this append expects (so another process cannot have slipped bytes in between), writes
+//! and closes. (A blocking thread per open upload let a few hundred idle clients exhaust tokio's
+//! blocking pool; an open file per upload let ten thousand idle clients exhaust the descriptor
+//! limit.) At the end the file is synced once.
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use resumable_core::{BodyError, BodyStream, Clock};
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
@@ -27,16 +31,23 @@ pub(crate) struct Written {
     pub(crate) interruption: Option<BodyError>,
 }
 
-type WriteTask = JoinHandle<(File, io::Result<()>)>;
+/// The data file changed length under an append: another process wrote to it.
+#[derive(Debug, thiserror::Error)]
+#[error("another process appended to this upload")]
+pub(crate) struct ConcurrentAppend;
 
-/// Writes every chunk of `body`, in order, until it ends, fails, or a write fails; then syncs
-/// what reached the file and stamps its modification time from `clock`.
+type WriteTask = JoinHandle<io::Result<u64>>;
+
+/// Writes every chunk of `body`, in order, at the end of the file at `path` (whose length is
+/// `start`), until the body ends, fails, or a write fails; then syncs what reached the file and
+/// stamps its modification time from `clock`.
 pub(crate) async fn stream_to_file(
-    file: File,
+    path: PathBuf,
+    start: u64,
     mut body: BodyStream,
     clock: Arc<dyn Clock>,
 ) -> Written {
-    let mut file = Some(file);
+    let mut length = start;
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batch_bytes = 0;
     let mut writing: Option<WriteTask> = None;
@@ -45,8 +56,8 @@ pub(crate) async fn stream_to_file(
     let mut error = None;
     loop {
         if writing.is_none() && !batch.is_empty() && error.is_none() {
-            let owned = file.take().expect("the file is here while no write runs");
-            writing = Some(write_in_background(owned, std::mem::take(&mut batch)));
+            let batch = std::mem::take(&mut batch);
+            writing = Some(write_in_background(path.clone(), length, batch));
             batch_bytes = 0;
         }
         if writing.is_none() && (ended || error.is_some()) {
@@ -60,10 +71,8 @@ pub(crate) async fn stream_to_file(
             {
                 writing = None;
                 match done {
-                    Ok((returned, result)) => {
-                        file = Some(returned);
-                        error = result.err();
-                    }
+                    Ok(Ok(new_length)) => length = new_length,
+                    Ok(Err(failure)) => error = Some(failure),
                     Err(failure) => error = Some(io::Error::other(failure)),
                 }
             }
@@ -83,15 +92,7 @@ pub(crate) async fn stream_to_file(
             else => break,
         }
     }
-    let Some(file) = file else {
-        // The write task died with the file: nothing can be synced, so nothing is reported.
-        return Written {
-            durable_length: 0,
-            error: error.or_else(|| Some(io::Error::other("write task lost the file"))),
-            interruption,
-        };
-    };
-    let synced = tokio::task::spawn_blocking(move || finish(&file, clock.as_ref())).await;
+    let synced = tokio::task::spawn_blocking(move || finish(&path, clock.as_ref())).await;
     let (durable_length, sync_error) = match synced {
         Ok(Ok(length)) => (length, None),
         Ok(Err(failure)) => (0, Some(failure)),
@@ -104,15 +105,25 @@ pub(crate) async fn stream_to_file(
     }
 }
 
-fn write_in_background(mut file: File, batch: Vec<Bytes>) -> WriteTask {
+/// Appends `batch` to the file at `path`, which must be `length` bytes long; returns its new
+/// length. The file is open (and locked) only for this write.
+fn write_in_background(path: PathBuf, length: u64, batch: Vec<Bytes>) -> WriteTask {
     tokio::task::spawn_blocking(move || {
-        let result = write_batch(&mut file, &batch);
-        (file, result)
+        let mut file = OpenOptions::new().append(true).open(&path)?;
+        // Blocks only while another process writes one batch of its own.
+        file.lock()?;
+        if file.metadata()?.len() != length {
+            return Err(io::Error::other(ConcurrentAppend));
+        }
+        write_batch(&mut file, &batch)?;
+        Ok(length + batch.iter().map(|chunk| chunk.len() as u64).sum::<u64>())
     })
 }
 
 /// Makes the written bytes durable and stamps the write time; returns the durable length.
-fn finish(file: &File, clock: &dyn Clock) -> io::Result<u64> {
+fn finish(path: &Path, clock: &dyn Clock) -> io::Result<u64> {
+    // fdatasync flushes the file's pages whichever descriptor wrote them.
+    let file = OpenOptions::new().append(true).open(path)?;
     // Expiry counts from the last write, on the service's clock.
     file.set_modified(clock.now())?;
     file.sync_data()?;

@@ -93,11 +93,11 @@ async fn no_temporary_files_are_left_behind() {
 }
 
 #[tokio::test]
-async fn a_second_process_cannot_append_while_one_is_appending() {
+async fn two_processes_never_interleave_their_appends() {
     let root = fresh_root();
     let first = open(root.clone(), Duration::from_secs(5)).await;
     // A second store on the same directory stands for a second server process.
-    let second = open(root, Duration::from_millis(50)).await;
+    let second = open(root, Duration::from_secs(5)).await;
     let info = info(Length::Known(100));
     first.create(&info).await.unwrap();
 
@@ -106,20 +106,25 @@ async fn a_second_process_cannot_append_while_one_is_appending() {
     let id = info.id.clone();
     let in_flight = tokio::spawn(async move { first.append(&id, Offset(0), slow_body).await });
     sender.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
-    // Wait until the first append holds the lock (its byte reached the file).
     while second.status(&info.id).await.unwrap().offset < Offset(3) {
         tokio::task::yield_now().await;
     }
-    let blocked = second.append(&info.id, Offset(3), body(&[b"zzz"])).await;
-    assert!(matches!(blocked, Err(StoreError::Locked)), "{blocked:?}");
-
-    drop(sender);
-    assert_eq!(in_flight.await.unwrap().unwrap().offset, Offset(3));
+    // While the first append waits for its client, the second process appends at the end...
     let appended = second
-        .append(&info.id, Offset(3), body(&[b"def"]))
+        .append(&info.id, Offset(3), body(&[b"zzz"]))
         .await
         .unwrap();
     assert_eq!(appended.offset, Offset(6));
+    // ...so the first one's next bytes would land in the wrong place: it stops instead.
+    sender.send(Ok(Bytes::from_static(b"def"))).await.unwrap();
+    let stopped = in_flight.await.unwrap();
+    assert!(matches!(stopped, Err(StoreError::Locked)), "{stopped:?}");
+    let mut bytes = Vec::new();
+    let mut stream = second.read(&info.id, 0..6).await.unwrap();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(bytes, b"abczzz");
 }
 
 fn tokio_stream_from(

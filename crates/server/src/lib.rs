@@ -138,7 +138,9 @@ async fn sweep_expired(service: Arc<UploadService>) {
         return;
     };
     let period = (expire_after / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
-    let mut ticks = tokio::time::interval(period);
+    // The first sweep waits a period too: nothing can have expired at start-up that the first
+    // request would not find expired anyway.
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
