@@ -527,8 +527,9 @@ def write_report(results: dict, out: Path, quick: bool) -> None:
         "## Machine",
         "",
         f"- {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB memory, data on {m['disk']}, "
-        f"Linux {m['kernel']}; open files per process: {m['open_files']:,} (the hard "
-        "limit here: 10,000 held connections fit, with two descriptors each they do not)",
+        f"Linux {m['kernel']}; open files per process: {m['open_files']:,}, the hard limit "
+        "here (10,000 held connections fit; a server that also keeps each held upload's file "
+        "open, like @tus/file-store, runs out just short of 10,000)",
         f"- resumable: {v['resumable']}; rustus: {v['rustus']}; {v['tus-node']}",
         "- A shared virtual machine: other engineers' builds and tests run on the same "
         f"{m['nproc']} cores and disk (1-minute load average {m['load']}), so figures move "
@@ -539,7 +540,7 @@ def write_report(results: dict, out: Path, quick: bool) -> None:
              for s, row in rows.items() for note in row["notes"]]
     if notes:
         text += ["## Errors seen", ""]
-        text += [f"- {key}, {server}: {note}" for key, server, note in notes]
+        text += [f"- {key}, {server}: {' '.join(note.split())}" for key, server, note in notes]
         text.append("")
     (out / "RESULTS.md").write_text("\n".join(text))
 
@@ -620,8 +621,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="small sizes, one run each: a smoke test of the whole benchmark")
     parser.add_argument("--only", help="comma-separated scenario keys to run")
-    parser.add_argument("--servers", help="comma-separated servers (resumable,rustus,tus-node)")
+    parser.add_argument("--servers", help="comma-separated servers (resumable,rustus,"
+                        "rustus-fsync,tus-node)")
+    parser.add_argument("--report", metavar="RESULTS_JSON", type=Path,
+                        help="only rewrite RESULTS.md and results.png (beside the file) from a "
+                        "results.json of an earlier run")
     args = parser.parse_args()
+    if args.report:
+        results = json.loads(args.report.read_text())
+        write_report(results, args.report.parent, results["quick"])
+        plot(results, args.report.parent)
+        return
 
     started = time.monotonic()
     load_at_start = load_average()
