@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark: resumable side by side with rustus and @tus/server, plus the machine's limits.
-#   bench/run.sh            full run (~15 min): bench/RESULTS.md, bench/results.png, README table
-#   bench/run.sh --quick    smoke run (small sizes, 1 run): bench/.quick/
-# Extra flags go to bench/bench.py (--only SCENARIOS, --servers NAMES).
+#   bench/run.sh            full run (~10 min): bench/RESULTS.md, bench/results.png, README table
+#   bench/run.sh --quick    smoke run (small sizes, 1 run, under a minute): bench/.quick/
+# Extra flags go to bench/bench.py: --only SCENARIOS and --servers NAMES (comma-separated) run a
+# subset (and leave the README alone).
 #
 # Installs what is missing, all inside bench/ (gitignored): rustus with `cargo install` into
 # bench/.tools, the npm peers into bench/peers/node_modules, matplotlib into bench/.venv.
