@@ -114,6 +114,9 @@ pub enum UploadError {
     /// No storage space left.
     #[error("storage is full")]
     StorageFull,
+    /// The server is out of a resource (e.g. open files) for now; the client should retry.
+    #[error("the server is busy; retry later")]
+    Unavailable(String),
     /// The store cannot do this.
     #[error("not supported by this server's storage")]
     Unsupported,
@@ -132,6 +135,7 @@ impl From<StoreError> for UploadError {
             }
             StoreError::Locked => UploadError::Busy,
             StoreError::Full => UploadError::StorageFull,
+            StoreError::Exhausted(error) => UploadError::Unavailable(error.to_string()),
             StoreError::Unsupported => UploadError::Unsupported,
             StoreError::Io(error) => UploadError::Internal(error.to_string()),
         }

@@ -75,6 +75,9 @@ pub enum StoreError {
     /// The backend has no room left; what was written before is kept and synced.
     #[error("storage is full")]
     Full,
+    /// The process is out of a resource such as file descriptors; retrying later may work.
+    #[error("the server is out of resources: {0}")]
+    Exhausted(io::Error),
     /// The backend lacks this operation (see [`Capabilities`]).
     #[error("operation not supported by this store")]
     Unsupported,
@@ -89,6 +92,8 @@ impl StoreError {
         match error.kind() {
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StoreError::Full,
             io::ErrorKind::NotFound => StoreError::NotFound,
+            // EMFILE, ENFILE: too many open files, in this process or the system.
+            _ if matches!(error.raw_os_error(), Some(24 | 23)) => StoreError::Exhausted(error),
             _ => StoreError::Io(error),
         }
     }
@@ -176,4 +181,21 @@ pub fn client_key_digest(owner: &Owner, client_key: &str) -> String {
     hasher.update(owner.as_str());
     hasher.update(client_key);
     hex::encode(hasher.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_are_classified() {
+        let full = StoreError::from_io(io::Error::from(io::ErrorKind::StorageFull));
+        assert!(matches!(full, StoreError::Full));
+        let emfile = StoreError::from_io(io::Error::from_raw_os_error(24));
+        assert!(matches!(emfile, StoreError::Exhausted(_)));
+        let missing = StoreError::from_io(io::Error::from(io::ErrorKind::NotFound));
+        assert!(matches!(missing, StoreError::NotFound));
+        let other = StoreError::from_io(io::Error::other("boom"));
+        assert!(matches!(other, StoreError::Io(_)));
+    }
 }

@@ -163,6 +163,13 @@ fn upload_error(error: UploadError) -> Rejection {
         UploadError::Interrupted { reason, stored } => interrupted(reason, stored),
         UploadError::Busy => reject(StatusCode::LOCKED, error.to_string()),
         UploadError::StorageFull => reject(StatusCode::INSUFFICIENT_STORAGE, error.to_string()),
+        UploadError::Unavailable(cause) => {
+            tracing::warn!(%cause, "out of resources");
+            reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is busy; retry later",
+            )
+        }
         UploadError::Unsupported => reject(StatusCode::NOT_IMPLEMENTED, error.to_string()),
         UploadError::Internal(message) => internal(message),
     }
