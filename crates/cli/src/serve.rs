@@ -24,7 +24,7 @@ pub(crate) struct ServeArgs {
 
     /// Largest upload accepted: bytes, or with a unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB),
     /// or `unlimited`.
-    #[arg(long, env = "RESUMABLE_MAX_SIZE", default_value = "1TiB", value_parser = parse_size)]
+    #[arg(long, env = "RESUMABLE_MAX_SIZE", default_value = "1TiB", value_parser = parse_max_size)]
     max_size: MaxSize,
 
     /// How long a request waits for another request (or process) to let go of an upload.
@@ -88,34 +88,11 @@ fn parse_origins(text: &str) -> Result<CorsOrigins, String> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MaxSize(Option<u64>);
 
-fn parse_size(text: &str) -> Result<MaxSize, String> {
-    let text = text.trim();
-    if text.eq_ignore_ascii_case("unlimited") {
+fn parse_max_size(text: &str) -> Result<MaxSize, String> {
+    if text.trim().eq_ignore_ascii_case("unlimited") {
         return Ok(MaxSize(None));
     }
-    let split = text
-        .find(|character: char| !character.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size like 5000000, 512MiB or 2GB"))?;
-    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kib" | "k" => 1 << 10,
-        "mib" | "m" => 1 << 20,
-        "gib" | "g" => 1 << 30,
-        "tib" | "t" => 1 << 40,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        other => return Err(format!("unknown size unit {other:?}")),
-    };
-    number
-        .checked_mul(multiplier)
-        .map(|bytes| MaxSize(Some(bytes)))
-        .ok_or_else(|| format!("{text:?} is too large"))
+    crate::options::parse_size(text).map(|bytes| MaxSize(Some(bytes)))
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -187,16 +164,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_take_units() {
-        assert_eq!(parse_size("5000").unwrap().0, Some(5000));
-        assert_eq!(parse_size("512MiB").unwrap().0, Some(512 << 20));
-        assert_eq!(parse_size("2GB").unwrap().0, Some(2_000_000_000));
-        assert_eq!(parse_size("1TiB").unwrap().0, Some(1 << 40));
-        assert_eq!(parse_size("unlimited").unwrap().0, None);
-        assert!(parse_size("1e3").is_err());
-        assert!(parse_size("-1").is_err());
-        assert!(parse_size("99999999999TiB").is_err());
-        assert!(parse_size("5 parsecs").is_err());
+    fn max_sizes_take_units_or_unlimited() {
+        assert_eq!(parse_max_size("5000").unwrap().0, Some(5000));
+        assert_eq!(parse_max_size("512MiB").unwrap().0, Some(512 << 20));
+        assert_eq!(parse_max_size("2GB").unwrap().0, Some(2_000_000_000));
+        assert_eq!(parse_max_size("1TiB").unwrap().0, Some(1 << 40));
+        assert_eq!(parse_max_size("unlimited").unwrap().0, None);
+        assert!(parse_max_size("1e3").is_err());
+        assert!(parse_max_size("-1").is_err());
+        assert!(parse_max_size("99999999999TiB").is_err());
+        assert!(parse_max_size("5 parsecs").is_err());
     }
 
     #[test]
