@@ -230,11 +230,8 @@ async fn checksum_an_interrupted_checksummed_chunk_is_discarded() {
     let server = TestServer::start().await;
     let data = pattern(100_000, 1);
     let path = create_path(&server, &[("Upload-Length", "100000")]).await;
-    let head_of_request = format!(
-        "PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
-         Content-Type: {OCTETS}\r\nUpload-Checksum: {}\r\nContent-Length: 100000\r\n\r\n",
-        checksum("sha256", &data)
-    );
+    let checksum_line = format!("Upload-Checksum: {}\r\n", checksum("sha256", &data));
+    let head_of_request = common::patch_head(&path, 100_000, &checksum_line);
     let connection = server.send_partial(&head_of_request, &data[..30_000]).await;
     server
         .eventually(|| async { (server.stored_bytes() == 30_000).then_some(()) })

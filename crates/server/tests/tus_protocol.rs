@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{MAX_SIZE, OCTETS, TestServer, download, offset, path_of, pattern, sha256, tus};
+use common::{
+    MAX_SIZE, OCTETS, TestServer, download, offset, patch_head, path_of, pattern, sha256, tus,
+};
 use reqwest::{Method, StatusCode};
 
 async fn create(server: &TestServer, length: u64) -> String {
@@ -502,11 +504,7 @@ async fn an_interrupted_patch_keeps_every_byte_that_arrived() {
     let server = TestServer::start().await;
     let data = pattern(500_000, 8);
     let path = create(&server, data.len() as u64).await;
-    let head = format!(
-        "PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
-         Content-Type: {OCTETS}\r\nContent-Length: {}\r\n\r\n",
-        data.len()
-    );
+    let head = patch_head(&path, data.len(), "");
     let connection = server.send_partial(&head, &data[..123_456]).await;
     // Watch the file grow without a HEAD (a HEAD would take the upload over).
     server
@@ -524,11 +522,7 @@ async fn a_head_takes_over_a_stalled_patch_which_persists_what_it_has() {
     let server = TestServer::start().await;
     let data = pattern(100_000, 4);
     let path = create(&server, data.len() as u64).await;
-    let head = format!(
-        "PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
-         Content-Type: {OCTETS}\r\nContent-Length: {}\r\n\r\n",
-        data.len()
-    );
+    let head = patch_head(&path, data.len(), "");
     // The client still holds its connection open but sends nothing more (a half-dead link).
     let stalled = server.send_partial(&head, &data[..40_000]).await;
     server
@@ -608,10 +602,7 @@ async fn shutdown_lets_an_upload_in_flight_persist_and_answer() {
     let server = TestServer::start().await;
     let data = pattern(50_000, 3);
     let path = create(&server, 100_000).await;
-    let head = format!(
-        "PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
-         Content-Type: {OCTETS}\r\nContent-Length: 100000\r\n\r\n"
-    );
+    let head = patch_head(&path, 100000, "");
     let mut open = server.send_partial(&head, &data).await;
     server
         .eventually(|| async { (server.stored_bytes() == 50_000).then_some(()) })
@@ -648,46 +639,43 @@ fn idle_uploads_do_not_starve_other_requests() {
     let limit = std::time::Duration::from_secs(60);
     let outcome = runtime.block_on(async move {
         tokio::time::timeout(limit, async {
-        // Idle bodies must not be cut by the stall timeout during the test.
-        let config = resumable_core::ServiceConfig {
-            body_idle_timeout: std::time::Duration::from_secs(120),
-            ..common::config()
-        };
-        let server = TestServer::start_with(config).await;
-        let started = tokio::time::Instant::now();
-        let mut idle = Vec::new();
-        for _ in 0..40 {
-            let path = create(&server, 100).await;
-            let head = format!(
-                "PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
-                 Content-Type: {OCTETS}\r\nContent-Length: 100\r\n\r\n"
+            // Idle bodies must not be cut by the stall timeout during the test.
+            let config = resumable_core::ServiceConfig {
+                body_idle_timeout: std::time::Duration::from_secs(120),
+                ..common::config()
+            };
+            let server = TestServer::start_with(config).await;
+            let started = tokio::time::Instant::now();
+            let mut idle = Vec::new();
+            for _ in 0..40 {
+                let path = create(&server, 100).await;
+                let head = patch_head(&path, 100, "");
+                idle.push(server.send_partial(&head, b"0123456789").await);
+            }
+            server
+                .eventually(|| async { (server.stored_bytes() == 400).then_some(()) })
+                .await;
+            let fresh = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                let path = create(&server, 3).await;
+                let response = tus(&server, Method::PATCH, &path)
+                    .header("Upload-Offset", "0")
+                    .header("Content-Type", OCTETS)
+                    .body("abc")
+                    .send()
+                    .await
+                    .unwrap();
+                response.status()
+            })
+            .await
+            .expect("a new upload completes while others sit idle");
+            assert_eq!(fresh, StatusCode::NO_CONTENT);
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "requests were starved"
             );
-            idle.push(server.send_partial(&head, b"0123456789").await);
-        }
-        server
-            .eventually(|| async { (server.stored_bytes() == 400).then_some(()) })
-            .await;
-        let fresh = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-            let path = create(&server, 3).await;
-            let response = tus(&server, Method::PATCH, &path)
-                .header("Upload-Offset", "0")
-                .header("Content-Type", OCTETS)
-                .body("abc")
-                .send()
-                .await
-                .unwrap();
-            response.status()
+            drop(idle);
         })
         .await
-        .expect("a new upload completes while others sit idle");
-        assert_eq!(fresh, StatusCode::NO_CONTENT);
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(30),
-            "requests were starved"
-        );
-        drop(idle);
-    })
-    .await
     });
     outcome.expect("requests were starved by idle uploads");
 }

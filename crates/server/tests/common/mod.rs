@@ -222,3 +222,12 @@ pub async fn download(server: &TestServer, path: &str) -> Vec<u8> {
     assert_eq!(response.status(), reqwest::StatusCode::OK);
     response.bytes().await.expect("body").to_vec()
 }
+
+/// The head of a raw tus PATCH at offset 0 announcing `content_length` body bytes, with any
+/// `extra` header lines (each ending in `\r\n`); tests send part of the body after it.
+pub fn patch_head(path: &str, content_length: usize, extra: &str) -> String {
+    format!(
+        "PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
+         Content-Type: {OCTETS}\r\n{extra}Content-Length: {content_length}\r\n\r\n"
+    )
+}
