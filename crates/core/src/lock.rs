@@ -52,10 +52,17 @@ impl LockGuard {
 ///   is asked to let go as soon as it gets the lock.
 /// - If the holder does not let go within the locker's timeout, `lock` fails with
 ///   [`LockError::Timeout`].
+/// - `try_lock` returns a guard only if no guard for the key is alive; otherwise `None`, and
+///   the holder is not disturbed. A `lock` call that starts while a `try_lock` guard is alive
+///   asks it to let go like any other holder.
 #[async_trait::async_trait]
 pub trait Locker: Send + Sync + 'static {
     /// Takes the lock of `key`.
     async fn lock(&self, key: &str) -> Result<LockGuard, LockError>;
+
+    /// Takes the lock of `key` if it is free, without asking anyone to let go. Lets a caller
+    /// skip checks that only matter before interrupting someone else.
+    async fn try_lock(&self, key: &str) -> Result<Option<LockGuard>, LockError>;
 }
 
 /// The in-process locker: one async mutex per key currently in use.
@@ -161,6 +168,31 @@ impl Locker for MemoryLocker {
             },
         ))
     }
+
+    async fn try_lock(&self, key: &str) -> Result<Option<LockGuard>, LockError> {
+        let handle = self.handle(key);
+        let slot = handle.slot.clone();
+        if slot.waiting.load(Ordering::SeqCst) > 0 {
+            return Ok(None);
+        }
+        let Ok(permit) = slot.mutex.clone().try_lock_owned() else {
+            return Ok(None);
+        };
+        let takeover = CancellationToken::new();
+        *lock_holder(&slot) = Some(takeover.clone());
+        // A `lock` that began after the check above may have looked for a holder before this
+        // one was recorded: it is waiting now, so ask at once (as `lock` does for its waiters).
+        if slot.waiting.load(Ordering::SeqCst) > 0 {
+            takeover.cancel();
+        }
+        Ok(Some(LockGuard::new(
+            takeover,
+            MemoryRelease {
+                _permit: permit,
+                _handle: handle,
+            },
+        )))
+    }
 }
 
 #[cfg(test)]
@@ -208,6 +240,42 @@ mod tests {
         let _stubborn = locker.lock("a").await.unwrap();
         assert_eq!(locker.lock("a").await.err(), Some(LockError::Timeout));
         assert_eq!(locker.keys_in_use(), 1);
+    }
+
+    #[tokio::test]
+    async fn try_lock_takes_only_a_free_lock_and_disturbs_no_holder() {
+        let locker = Arc::new(MemoryLocker::new(Duration::from_secs(5)));
+        let first = locker
+            .try_lock("a")
+            .await
+            .unwrap()
+            .expect("the lock is free");
+        assert!(locker.try_lock("a").await.unwrap().is_none());
+        assert!(!is_ready(first.takeover_requested()));
+        // A plain lock asks a try_lock holder to let go like any other.
+        let waiter = tokio::spawn({
+            let locker = locker.clone();
+            async move { locker.lock("a").await.map(|_| ()) }
+        });
+        first.takeover_requested().await;
+        drop(first);
+        waiter.await.unwrap().unwrap();
+        assert!(locker.try_lock("a").await.unwrap().is_some());
+        assert_eq!(locker.keys_in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn try_lock_leaves_a_lock_with_waiters_to_them() {
+        let locker = Arc::new(MemoryLocker::new(Duration::from_secs(5)));
+        let first = locker.lock("a").await.unwrap();
+        let waiter = tokio::spawn({
+            let locker = locker.clone();
+            async move { locker.lock("a").await.map(|_| ()) }
+        });
+        first.takeover_requested().await;
+        assert!(locker.try_lock("a").await.unwrap().is_none());
+        drop(first);
+        waiter.await.unwrap().unwrap();
     }
 
     #[tokio::test]

@@ -591,6 +591,10 @@ impl UploadService {
         owner: &Owner,
         id: &UploadId,
     ) -> Result<(LockGuard, UploadStatus), UploadError> {
+        // Nobody to interrupt: one look under the lock checks everything.
+        if let Some(guard) = self.locker.try_lock(id.as_str()).await? {
+            return Ok((guard, self.inspect(owner, id).await?));
+        }
         // Check ownership first so a stranger cannot interrupt someone else's upload.
         self.inspect(owner, id).await?;
         let guard = self.locker.lock(id.as_str()).await?;
