@@ -1,25 +1,38 @@
 //! Streaming a request body into a data file.
 //!
-//! Chunks gather in a small in-memory batch while the previous batch is being written by a
-//! blocking task: at most one write is in flight and one batch waits, so memory per upload is
-//! bounded by two batches. An upload whose client has gone quiet holds neither a thread nor a
-//! file descriptor: each batch opens the data file, takes its `flock`, checks that its length is
-//! what this append expects (so another process cannot have slipped bytes in between), writes
-//! and closes. (A blocking thread per open upload let a few hundred idle clients exhaust tokio's
-//! blocking pool; an open file per upload let ten thousand idle clients exhaust the descriptor
-//! limit.) At the end the file is synced once.
+//! Chunks gather in an in-memory batch; a batch is written by a short blocking task once it
+//! holds [`BATCH_BYTES`] or its first bytes have waited [`LINGER`] (while it is written the next
+//! one gathers, so memory per upload is bounded by about two batches). When the body ends, the
+//! last batch is written and the file synced in the same trip to the blocking pool: a body of
+//! up to one batch costs one trip.
+//! An upload whose client has gone quiet holds neither a thread nor a file descriptor: each
+//! write opens the data file, takes its `flock`, checks that its length is what this append
+//! expects (so another process cannot have slipped bytes in between), writes and closes. (A
+//! blocking thread per open upload let a few hundred idle clients exhaust tokio's blocking
+//! pool; an open file per upload let ten thousand idle clients exhaust the descriptor limit.)
+//!
+//! Bytes that arrived but were not yet written when the process dies are lost; they were never
+//! acknowledged (an offset is reported only after `fdatasync`), so the client sends them again.
 
+use crate::direct::DirectWriter;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use resumable_core::{BodyError, BodyStream, Clock};
 use std::fs::{File, OpenOptions};
-use std::io::{self, IoSlice, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-/// Bytes gathered before reading pauses for the write in flight to finish.
+/// Bytes gathered before a write starts.
 const BATCH_BYTES: usize = 512 * 1024;
+
+/// How long bytes wait in memory for a batch to fill. A fast client fills a batch in about a
+/// millisecond; a slow one has its bytes written a few times a second, so ten thousand slow
+/// clients do not hold ten thousand batches in memory, and a crashed process loses little.
+const LINGER: Duration = Duration::from_millis(100);
 
 /// What an append achieved.
 pub(crate) struct Written {
@@ -31,22 +44,30 @@ pub(crate) struct Written {
     pub(crate) interruption: Option<BodyError>,
 }
 
-/// The data file changed length under an append: another process wrote to it.
+/// The data file was not as long as an append expected: another process wrote to it.
 #[derive(Debug, thiserror::Error)]
-#[error("another process appended to this upload")]
-pub(crate) struct ConcurrentAppend;
+#[error("the data file is {found} bytes long, not {expected}: another process appended")]
+pub(crate) struct LengthChanged {
+    /// The length the append expected.
+    pub(crate) expected: u64,
+    /// The length it found.
+    pub(crate) found: u64,
+}
+
+/// Where and how an append writes.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub(crate) path: PathBuf,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) direct: Arc<DirectWriter>,
+}
 
 type WriteTask = JoinHandle<io::Result<u64>>;
 
-/// Writes every chunk of `body`, in order, at the end of the file at `path` (whose length is
-/// `start`), until the body ends, fails, or a write fails; then syncs what reached the file and
-/// stamps its modification time from `clock`.
-pub(crate) async fn stream_to_file(
-    path: PathBuf,
-    start: u64,
-    mut body: BodyStream,
-    clock: Arc<dyn Clock>,
-) -> Written {
+/// Writes every chunk of `body`, in order, at the end of the file (whose length is `start`),
+/// until the body ends, fails, or a write fails; then syncs what reached the file and stamps
+/// its modification time.
+pub(crate) async fn stream_to_file(target: Target, start: u64, mut body: BodyStream) -> Written {
     let mut length = start;
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batch_bytes = 0;
@@ -54,16 +75,23 @@ pub(crate) async fn stream_to_file(
     let mut ended = false;
     let mut interruption = None;
     let mut error = None;
+    // When the batch gathering now must be written even if it is not full.
+    let mut write_by: Option<Instant> = None;
     loop {
-        if writing.is_none() && !batch.is_empty() && error.is_none() {
+        let due = batch_bytes >= BATCH_BYTES || write_by.is_some_and(|at| at <= Instant::now());
+        if writing.is_none() && due && error.is_none() {
             let batch = std::mem::take(&mut batch);
-            writing = Some(write_in_background(path.clone(), length, batch));
+            let target = target.clone();
+            writing = Some(tokio::task::spawn_blocking(move || {
+                append_batch(&target, length, &batch)
+            }));
             batch_bytes = 0;
+            write_by = None;
         }
-        if writing.is_none() && (ended || error.is_some()) {
+        let reading = !ended && error.is_none() && batch_bytes < BATCH_BYTES;
+        if writing.is_none() && !reading {
             break;
         }
-        let can_read = !ended && error.is_none() && batch_bytes < BATCH_BYTES;
         tokio::select! {
             biased;
             done = async { writing.as_mut().expect("guarded by the condition").await },
@@ -76,11 +104,12 @@ pub(crate) async fn stream_to_file(
                     Err(failure) => error = Some(io::Error::other(failure)),
                 }
             }
-            next = body.next(), if can_read => match next {
+            next = body.next(), if reading => match next {
                 Some(Ok(chunk)) => {
                     if !chunk.is_empty() {
                         batch_bytes += chunk.len();
                         batch.push(chunk);
+                        write_by.get_or_insert_with(|| Instant::now() + LINGER);
                     }
                 }
                 Some(Err(reason)) => {
@@ -89,57 +118,77 @@ pub(crate) async fn stream_to_file(
                 }
                 None => ended = true,
             },
-            else => break,
+            () = tokio::time::sleep_until(write_by.unwrap_or_else(Instant::now)),
+                if writing.is_none() && write_by.is_some() => {}
         }
     }
-    let synced = tokio::task::spawn_blocking(move || finish(&path, clock.as_ref())).await;
+    // The last batch (unless a write already failed) and the sync, in one trip.
+    if error.is_some() {
+        batch.clear();
+    }
+    let last = tokio::task::spawn_blocking(move || write_last(&target, length, &batch)).await;
+    let (write_error, synced) = match last {
+        Ok(outcome) => outcome,
+        Err(failure) => (None, Err(io::Error::other(failure))),
+    };
     let (durable_length, sync_error) = match synced {
-        Ok(Ok(length)) => (length, None),
-        Ok(Err(failure)) => (0, Some(failure)),
-        Err(failure) => (0, Some(io::Error::other(failure))),
+        Ok(length) => (length, None),
+        Err(failure) => (0, Some(failure)),
     };
     Written {
         durable_length,
-        error: error.or(sync_error),
+        error: error.or(write_error).or(sync_error),
         interruption,
     }
 }
 
-/// Appends `batch` to the file at `path`, which must be `length` bytes long; returns its new
-/// length. The file is open (and locked) only for this write.
-fn write_in_background(path: PathBuf, length: u64, batch: Vec<Bytes>) -> WriteTask {
-    tokio::task::spawn_blocking(move || {
-        let mut file = OpenOptions::new().append(true).open(&path)?;
-        // Blocks only while another process writes one batch of its own.
-        file.lock()?;
-        if file.metadata()?.len() != length {
-            return Err(io::Error::other(ConcurrentAppend));
-        }
-        write_batch(&mut file, &batch)?;
-        Ok(length + batch.iter().map(|chunk| chunk.len() as u64).sum::<u64>())
-    })
+/// Appends `batch` to the file, which must be `length` bytes long; returns its new length.
+/// The file is open (and locked) only for this write.
+fn append_batch(target: &Target, length: u64, batch: &[Bytes]) -> io::Result<u64> {
+    let mut file = OpenOptions::new().append(true).open(&target.path)?;
+    append_to(target, &mut file, length, batch)
 }
 
-/// Makes the written bytes durable and stamps the write time; returns the durable length.
-fn finish(path: &Path, clock: &dyn Clock) -> io::Result<u64> {
-    // fdatasync flushes the file's pages whichever descriptor wrote them.
-    let file = OpenOptions::new().append(true).open(path)?;
-    // Expiry counts from the last write, on the service's clock.
-    file.set_modified(clock.now())?;
-    file.sync_data()?;
-    Ok(file.metadata()?.len())
-}
-
-fn write_batch(file: &mut File, batch: &[Bytes]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|chunk| IoSlice::new(chunk)).collect();
-    let mut remaining = &mut slices[..];
-    while !remaining.is_empty() {
-        match file.write_vectored(remaining) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => IoSlice::advance_slices(&mut remaining, written),
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
+fn append_to(target: &Target, file: &mut File, length: u64, batch: &[Bytes]) -> io::Result<u64> {
+    // Blocks only while another process writes one batch of its own.
+    file.lock()?;
+    let found = file.metadata()?.len();
+    if found != length {
+        return Err(io::Error::other(LengthChanged {
+            expected: length,
+            found,
+        }));
     }
-    Ok(())
+    target.direct.append(&target.path, file, length, batch)?;
+    Ok(length + batch.iter().map(|chunk| chunk.len() as u64).sum::<u64>())
+}
+
+/// Writes the last batch, if any, then makes what reached the file durable and stamps the
+/// write time. Returns the write's error, if it failed, and the durable length.
+fn write_last(
+    target: &Target,
+    length: u64,
+    batch: &[Bytes],
+) -> (Option<io::Error>, io::Result<u64>) {
+    let mut file = match OpenOptions::new().append(true).open(&target.path) {
+        Ok(file) => file,
+        Err(error) => return (None, Err(error)),
+    };
+    let written = if batch.is_empty() {
+        Ok(length)
+    } else {
+        append_to(target, &mut file, length, batch)
+    };
+    // fdatasync flushes the file's pages whichever descriptor wrote them.
+    let synced = (|| {
+        // Expiry counts from the last write, on the service's clock.
+        file.set_modified(target.clock.now())?;
+        file.sync_data()?;
+        match written {
+            Ok(length) => Ok(length),
+            // After a failed write only the file knows how much reached it.
+            Err(_) => Ok(file.metadata()?.len()),
+        }
+    })();
+    (written.err(), synced)
 }

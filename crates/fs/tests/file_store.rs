@@ -20,6 +20,7 @@ async fn open(root: PathBuf, lock_timeout: Duration) -> FileStore {
         root,
         lock_timeout,
         clock: std::sync::Arc::new(resumable_core::SystemClock),
+        direct_io: true,
     })
     .await
     .expect("open store")
@@ -98,33 +99,104 @@ async fn two_processes_never_interleave_their_appends() {
     let first = open(root.clone(), Duration::from_secs(5)).await;
     // A second store on the same directory stands for a second server process.
     let second = open(root, Duration::from_secs(5)).await;
-    let info = info(Length::Known(100));
+    let info = info(Length::Known(4 << 20));
     first.create(&info).await.unwrap();
 
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, BodyError>>(1);
     let slow_body = tokio_stream_from(receiver);
     let id = info.id.clone();
     let in_flight = tokio::spawn(async move { first.append(&id, Offset(0), slow_body).await });
-    sender.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
-    while second.status(&info.id).await.unwrap().offset < Offset(3) {
+    // A chunk bigger than a batch is written at once.
+    let big = Bytes::from(vec![b'a'; 1 << 20]);
+    sender.send(Ok(big.clone())).await.unwrap();
+    while second.status(&info.id).await.unwrap().offset < Offset(1 << 20) {
         tokio::task::yield_now().await;
     }
     // While the first append waits for its client, the second process appends at the end...
     let appended = second
-        .append(&info.id, Offset(3), body(&[b"zzz"]))
+        .append(&info.id, Offset(1 << 20), body(&[b"zzz"]))
         .await
         .unwrap();
-    assert_eq!(appended.offset, Offset(6));
+    assert_eq!(appended.offset, Offset((1 << 20) + 3));
     // ...so the first one's next bytes would land in the wrong place: it stops instead.
     sender.send(Ok(Bytes::from_static(b"def"))).await.unwrap();
+    drop(sender);
     let stopped = in_flight.await.unwrap();
     assert!(matches!(stopped, Err(StoreError::Locked)), "{stopped:?}");
+    let stored = read_all(&second, &info.id, (1 << 20) + 3).await;
+    assert!(stored[..1 << 20] == big[..]);
+    assert_eq!(&stored[1 << 20..], b"zzz");
+}
+
+#[tokio::test]
+async fn an_append_overtaken_before_its_first_write_reports_the_new_offset() {
+    let root = fresh_root();
+    let first = open(root.clone(), Duration::from_secs(5)).await;
+    let second = open(root, Duration::from_secs(5)).await;
+    let info = info(Length::Known(100));
+    first.create(&info).await.unwrap();
+
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, BodyError>>(1);
+    let id = info.id.clone();
+    let in_flight = tokio::spawn(async move {
+        first
+            .append(&id, Offset(0), tokio_stream_from(receiver))
+            .await
+    });
+    // The first append's bytes are still gathering in memory when the other process appends.
+    sender.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
+    let appended = second
+        .append(&info.id, Offset(0), body(&[b"zzz"]))
+        .await
+        .unwrap();
+    assert_eq!(appended.offset, Offset(3));
+    drop(sender);
+    let stopped = in_flight.await.unwrap();
+    assert!(
+        matches!(
+            stopped,
+            Err(StoreError::OffsetMismatch { stored: Offset(3) })
+        ),
+        "{stopped:?}"
+    );
+    assert_eq!(read_all(&second, &info.id, 3).await, b"zzz");
+}
+
+/// A slow client's bytes must not wait in memory for a batch to fill: ten thousand slow
+/// clients would hold ten thousand batches, and a crash would lose what they sent.
+#[tokio::test]
+async fn a_slow_body_reaches_the_file_before_a_batch_fills() {
+    let store = open(fresh_root(), Duration::from_secs(5)).await;
+    let info = info(Length::Known(100));
+    store.create(&info).await.unwrap();
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, BodyError>>(1);
+    let id = info.id.clone();
+    let writer = store.clone();
+    let in_flight = tokio::spawn(async move {
+        writer
+            .append(&id, Offset(0), tokio_stream_from(receiver))
+            .await
+    });
+    sender.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.status(&info.id).await.unwrap().offset < Offset(3) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bytes never reached the file"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(sender);
+    assert_eq!(in_flight.await.unwrap().unwrap().offset, Offset(3));
+}
+
+async fn read_all(store: &FileStore, id: &UploadId, length: u64) -> Vec<u8> {
     let mut bytes = Vec::new();
-    let mut stream = second.read(&info.id, 0..6).await.unwrap();
+    let mut stream = store.read(id, 0..length).await.unwrap();
     while let Some(chunk) = stream.next().await {
         bytes.extend_from_slice(&chunk.unwrap());
     }
-    assert_eq!(bytes, b"abczzz");
+    bytes
 }
 
 fn tokio_stream_from(

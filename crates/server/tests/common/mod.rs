@@ -54,6 +54,7 @@ impl TestServer {
             root: data_dir.clone(),
             lock_timeout: Duration::from_secs(5),
             clock: clock.clone(),
+            direct_io: true,
         })
         .await
         .expect("open store");
