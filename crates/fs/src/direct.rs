@@ -52,76 +52,87 @@ impl DirectWriter {
 
     /// Appends `batch` to `file` (open for appending, `length` bytes long, locked by the
     /// caller) whose path is `path`: the aligned middle with direct writes when possible, the
-    /// rest through the page cache.
+    /// rest through the page cache. The batch is released as soon as its bytes are copied,
+    /// before the disk is done with them, so an upload holds no memory while its write is in
+    /// flight (the pool's buffers are the only memory direct writes hold).
     pub(crate) fn append(
         &self,
         path: &Path,
         file: &mut File,
         length: u64,
-        batch: &[Bytes],
+        mut batch: Vec<Bytes>,
     ) -> io::Result<()> {
         let total: usize = batch.iter().map(Bytes::len).sum();
         let head = ((ALIGN - (length % ALIGN as u64) as usize) % ALIGN).min(total);
         let middle = (total - head) / ALIGN * ALIGN;
-        let buffer = (middle >= MIN_DIRECT && self.enabled.load(Ordering::Relaxed))
+        let lease = (middle >= MIN_DIRECT && self.enabled.load(Ordering::Relaxed))
             .then(|| self.take())
             .flatten();
-        let Some(mut buffer) = buffer else {
-            return write_range(file, batch, 0..total);
+        let Some(mut lease) = lease else {
+            return write_range(file, &batch, 0..total);
         };
-        write_range(file, batch, 0..head)?;
-        let direct = match OpenOptions::new()
+        write_range(file, &batch, 0..head)?;
+        let mut direct = match OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_DIRECT)
             .open(path)
         {
-            Ok(direct) => direct,
+            Ok(direct) => Some(direct),
             Err(error) if error.kind() == io::ErrorKind::InvalidInput => {
                 self.disable(&error);
-                self.give_back(buffer);
-                return write_range(file, batch, head..total);
+                None
             }
             Err(error) => return Err(error),
         };
-        let mut done = head;
         let direct_end = head + middle;
-        let result = loop {
-            if done == direct_end {
-                break Ok(());
-            }
+        let mut tail = None;
+        let mut done = head;
+        while done < direct_end {
+            let piece_start = done;
             let piece = (direct_end - done).min(PIECE);
-            let aligned = aligned_window(&mut buffer, piece);
-            copy_range(batch, done..done + piece, aligned);
-            match write_all_at(&direct, aligned, length + done as u64, &mut done) {
-                Ok(()) => {}
-                Err(error) if error.kind() == io::ErrorKind::InvalidInput => {
-                    // Alignment stricter than ours: the page cache takes it from here.
-                    self.disable(&error);
-                    break Ok(());
-                }
-                Err(error) => break Err(error),
+            let aligned = aligned_window(&mut lease.buffer, piece);
+            copy_range(&batch, done..done + piece, aligned);
+            if done + piece == direct_end {
+                // Every byte is copied but the short tail: let the batch go now.
+                tail = Some(gather(&batch, direct_end..total));
+                batch = Vec::new();
             }
-        };
-        self.give_back(buffer);
-        result?;
-        write_range(file, batch, done..total)
+            if let Some(writer) = &direct {
+                match write_all_at(writer, aligned, length + done as u64, &mut done) {
+                    Ok(()) => continue,
+                    Err(error) if error.kind() == io::ErrorKind::InvalidInput => {
+                        // Alignment stricter than ours: the page cache takes it from here.
+                        self.disable(&error);
+                        direct = None;
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            file.write_all(&aligned[done - piece_start..])?;
+            done = piece_start + piece;
+        }
+        match tail {
+            Some(tail) => file.write_all(&tail),
+            None => write_range(file, &batch, done..total),
+        }
     }
 
-    fn take(&self) -> Option<Vec<u8>> {
+    /// A buffer from the pool, if one is free or may still be made.
+    fn take(&self) -> Option<Lease<'_>> {
         let reused = self
             .free
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
             .pop();
-        if reused.is_some() {
-            return reused;
-        }
-        let created = self
-            .created
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |created| {
-                (created < self.max_buffers).then_some(created + 1)
-            });
-        created.ok().map(|_| vec![0; PIECE + ALIGN])
+        let buffer = reused.or_else(|| {
+            let created =
+                self.created
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |created| {
+                        (created < self.max_buffers).then_some(created + 1)
+                    });
+            created.ok().map(|_| vec![0; PIECE + ALIGN])
+        })?;
+        Some(Lease { pool: self, buffer })
     }
 
     fn give_back(&self, buffer: Vec<u8>) {
@@ -135,6 +146,18 @@ impl DirectWriter {
         if self.enabled.swap(false, Ordering::Relaxed) {
             tracing::info!(%error, "direct I/O refused here; writing through the page cache");
         }
+    }
+}
+
+/// A pooled buffer, back in the pool when dropped.
+struct Lease<'a> {
+    pool: &'a DirectWriter,
+    buffer: Vec<u8>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        self.pool.give_back(std::mem::take(&mut self.buffer));
     }
 }
 
@@ -178,6 +201,13 @@ fn copy_range(batch: &[Bytes], range: std::ops::Range<usize>, target: &mut [u8])
             copied += part.len();
         }
     }
+}
+
+/// Bytes `range` of the concatenation of `batch`, copied.
+fn gather(batch: &[Bytes], range: std::ops::Range<usize>) -> Vec<u8> {
+    let mut bytes = vec![0; range.len()];
+    copy_range(batch, range, &mut bytes);
+    bytes
 }
 
 /// Writes bytes `range` of the concatenation of `batch` at the end of `file`, through the page
@@ -242,7 +272,7 @@ mod tests {
             let (batch, bytes) = batch_of(sizes);
             let mut file = OpenOptions::new().append(true).open(&path).unwrap();
             let length = file.metadata().unwrap().len();
-            writer.append(&path, &mut file, length, &batch).unwrap();
+            writer.append(&path, &mut file, length, batch).unwrap();
             expected.extend_from_slice(&bytes);
             assert_eq!(
                 std::fs::metadata(&path).unwrap().len(),
@@ -274,9 +304,9 @@ mod tests {
         let first = writer.take().unwrap();
         let second = writer.take().unwrap();
         assert!(writer.take().is_none(), "a third buffer is over the limit");
-        writer.give_back(first);
+        drop(first);
         assert!(writer.take().is_some(), "a returned buffer is reused");
-        writer.give_back(second);
+        drop(second);
         assert_eq!(writer.created.load(Ordering::SeqCst), 2);
     }
 

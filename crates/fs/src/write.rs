@@ -83,7 +83,7 @@ pub(crate) async fn stream_to_file(target: Target, start: u64, mut body: BodyStr
             let batch = std::mem::take(&mut batch);
             let target = target.clone();
             writing = Some(tokio::task::spawn_blocking(move || {
-                append_batch(&target, length, &batch)
+                append_batch(&target, length, batch)
             }));
             batch_bytes = 0;
             write_by = None;
@@ -126,7 +126,7 @@ pub(crate) async fn stream_to_file(target: Target, start: u64, mut body: BodyStr
     if error.is_some() {
         batch.clear();
     }
-    let last = tokio::task::spawn_blocking(move || write_last(&target, length, &batch)).await;
+    let last = tokio::task::spawn_blocking(move || write_last(&target, length, batch)).await;
     let (write_error, synced) = match last {
         Ok(outcome) => outcome,
         Err(failure) => (None, Err(io::Error::other(failure))),
@@ -144,12 +144,12 @@ pub(crate) async fn stream_to_file(target: Target, start: u64, mut body: BodyStr
 
 /// Appends `batch` to the file, which must be `length` bytes long; returns its new length.
 /// The file is open (and locked) only for this write.
-fn append_batch(target: &Target, length: u64, batch: &[Bytes]) -> io::Result<u64> {
+fn append_batch(target: &Target, length: u64, batch: Vec<Bytes>) -> io::Result<u64> {
     let mut file = OpenOptions::new().append(true).open(&target.path)?;
     append_to(target, &mut file, length, batch)
 }
 
-fn append_to(target: &Target, file: &mut File, length: u64, batch: &[Bytes]) -> io::Result<u64> {
+fn append_to(target: &Target, file: &mut File, length: u64, batch: Vec<Bytes>) -> io::Result<u64> {
     // Blocks only while another process writes one batch of its own.
     file.lock()?;
     let found = file.metadata()?.len();
@@ -159,8 +159,9 @@ fn append_to(target: &Target, file: &mut File, length: u64, batch: &[Bytes]) -> 
             found,
         }));
     }
+    let new_length = length + batch.iter().map(|chunk| chunk.len() as u64).sum::<u64>();
     target.direct.append(&target.path, file, length, batch)?;
-    Ok(length + batch.iter().map(|chunk| chunk.len() as u64).sum::<u64>())
+    Ok(new_length)
 }
 
 /// Writes the last batch, if any, then makes what reached the file durable and stamps the
@@ -168,7 +169,7 @@ fn append_to(target: &Target, file: &mut File, length: u64, batch: &[Bytes]) -> 
 fn write_last(
     target: &Target,
     length: u64,
-    batch: &[Bytes],
+    batch: Vec<Bytes>,
 ) -> (Option<io::Error>, io::Result<u64>) {
     let mut file = match OpenOptions::new().append(true).open(&target.path) {
         Ok(file) => file,

@@ -15,6 +15,7 @@
 //! Each front-end parses a request into a typed value before any I/O, calls the service, and
 //! maps [`resumable_core::UploadError`] to its own status codes in one exhaustive `match`.
 
+mod connections;
 mod cors;
 mod download;
 mod simple;
@@ -110,23 +111,14 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|stream| {
-        // Small responses (offsets) must not wait for Nagle.
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
     let stopper = service.clone();
     let sweeper = tokio::spawn(sweep_expired(service.clone()));
-    let make_service = app(service, config).into_make_service();
-    let served = axum::serve(listener, make_service)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: uploads in flight persist and answer");
-            stopper.shutdown();
-        })
-        .await;
+    let served = connections::serve(listener, app(service, config), async move {
+        shutdown.await;
+        tracing::info!("shutting down: uploads in flight persist and answer");
+        stopper.shutdown();
+    })
+    .await;
     sweeper.abort();
     served
 }
