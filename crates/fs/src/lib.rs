@@ -14,9 +14,10 @@
 //! was sent. An append holds an exclusive `flock` on the data file, so two server processes
 //! sharing a data dir cannot interleave writes to one upload.
 //!
-//! Appends gather chunks into batches written by short blocking tasks (one vectored write per
-//! batch, at most one in flight per upload), so memory per upload is bounded whatever its size
-//! and an idle upload holds no thread.
+//! Appends gather chunks into batches written by short blocking tasks (at most one in flight
+//! per upload; the last batch and the sync share one task), so memory per upload is bounded
+//! whatever its size and an idle upload holds no thread (`write`). Long aligned runs skip the
+//! page cache (`direct`).
 
 mod direct;
 mod write;
