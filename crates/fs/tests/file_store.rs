@@ -16,11 +16,15 @@ fn fresh_root() -> PathBuf {
 }
 
 async fn open(root: PathBuf, lock_timeout: Duration) -> FileStore {
+    open_with(root, lock_timeout, true).await
+}
+
+async fn open_with(root: PathBuf, lock_timeout: Duration, direct_io: bool) -> FileStore {
     FileStore::open(FileStoreConfig {
         root,
         lock_timeout,
         clock: std::sync::Arc::new(resumable_core::SystemClock),
-        direct_io: true,
+        direct_io,
     })
     .await
     .expect("open store")
@@ -30,8 +34,17 @@ async fn fresh() -> FileStore {
     open(fresh_root(), Duration::from_secs(5)).await
 }
 
+async fn fresh_buffered() -> FileStore {
+    open_with(fresh_root(), Duration::from_secs(5), false).await
+}
+
 mod conformance {
     resumable_core::store_conformance_tests!(super::fresh());
+}
+
+/// The same contract with every byte written through the page cache (`--no-direct-io`).
+mod conformance_buffered {
+    resumable_core::store_conformance_tests!(super::fresh_buffered());
 }
 
 fn info(length: Length) -> UploadInfo {
