@@ -186,20 +186,24 @@ fn write_all_at(file: &File, mut bytes: &[u8], offset: u64, done: &mut usize) ->
     Ok(())
 }
 
+/// The pieces of `batch`'s chunks that hold bytes `range` of their concatenation, in order.
+fn parts(batch: &[Bytes], range: std::ops::Range<usize>) -> impl Iterator<Item = &[u8]> {
+    let mut at = 0;
+    batch.iter().filter_map(move |chunk| {
+        let chunk_start = at;
+        at += chunk.len();
+        let start = range.start.max(chunk_start);
+        let end = range.end.min(at);
+        (start < end).then(|| &chunk[start - chunk_start..end - chunk_start])
+    })
+}
+
 /// Copies bytes `range` of the concatenation of `batch` into `target` (of the range's length).
 fn copy_range(batch: &[Bytes], range: std::ops::Range<usize>, target: &mut [u8]) {
-    let mut at = 0;
     let mut copied = 0;
-    for chunk in batch {
-        let chunk_range = at..at + chunk.len();
-        at += chunk.len();
-        let start = range.start.max(chunk_range.start);
-        let end = range.end.min(chunk_range.end);
-        if start < end {
-            let part = &chunk[start - chunk_range.start..end - chunk_range.start];
-            target[copied..copied + part.len()].copy_from_slice(part);
-            copied += part.len();
-        }
+    for part in parts(batch, range) {
+        target[copied..copied + part.len()].copy_from_slice(part);
+        copied += part.len();
     }
 }
 
@@ -213,19 +217,7 @@ fn gather(batch: &[Bytes], range: std::ops::Range<usize>) -> Vec<u8> {
 /// Writes bytes `range` of the concatenation of `batch` at the end of `file`, through the page
 /// cache, with as few system calls as the kernel allows.
 fn write_range(file: &mut File, batch: &[Bytes], range: std::ops::Range<usize>) -> io::Result<()> {
-    let mut at = 0;
-    let mut slices = Vec::with_capacity(batch.len());
-    for chunk in batch {
-        let chunk_range = at..at + chunk.len();
-        at += chunk.len();
-        let start = range.start.max(chunk_range.start);
-        let end = range.end.min(chunk_range.end);
-        if start < end {
-            slices.push(io::IoSlice::new(
-                &chunk[start - chunk_range.start..end - chunk_range.start],
-            ));
-        }
-    }
+    let mut slices: Vec<io::IoSlice<'_>> = parts(batch, range).map(io::IoSlice::new).collect();
     let mut remaining = &mut slices[..];
     while !remaining.is_empty() {
         match file.write_vectored(remaining) {
