@@ -15,10 +15,11 @@
 use bytes::Bytes;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::ops::Range;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Offsets, lengths and addresses of direct writes are multiples of this. 4096 covers disks
 /// with 512-byte and 4 KiB logical blocks.
@@ -50,75 +51,110 @@ impl DirectWriter {
         }
     }
 
+    /// Copies bytes `range` of `batch`, which belong at file offset `start`, into a pooled
+    /// aligned buffer laid out like the file's blocks, ready for [`DirectWriter::write`].
+    /// `None` when direct I/O is off or refused, the pool is empty, the range does not fit
+    /// one buffer, or its aligned middle is too short to be worth it.
+    pub(crate) fn prepare(
+        self: &Arc<Self>,
+        batch: &[Bytes],
+        range: Range<usize>,
+        start: u64,
+    ) -> Option<Prepared> {
+        let pad = (start % ALIGN as u64) as usize;
+        let end = pad + range.len();
+        let middle = (end / ALIGN * ALIGN).saturating_sub(pad.next_multiple_of(ALIGN));
+        if end > PIECE || middle < MIN_DIRECT || !self.enabled.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut lease = self.take()?;
+        copy_range(
+            batch,
+            range,
+            &mut aligned_window(&mut lease.buffer)[pad..end],
+        );
+        Some(Prepared {
+            lease,
+            start,
+            pad,
+            end,
+        })
+    }
+
     /// Appends `batch` to `file` (open for appending, `length` bytes long, locked by the
     /// caller) whose path is `path`: the aligned middle with direct writes when possible, the
     /// rest through the page cache. The batch is released as soon as its bytes are copied,
     /// before the disk is done with them, so an upload holds no memory while its write is in
     /// flight (the pool's buffers are the only memory direct writes hold).
     pub(crate) fn append(
-        &self,
+        self: &Arc<Self>,
         path: &Path,
         file: &mut File,
         length: u64,
         mut batch: Vec<Bytes>,
     ) -> io::Result<()> {
         let total: usize = batch.iter().map(Bytes::len).sum();
-        let head = ((ALIGN - (length % ALIGN as u64) as usize) % ALIGN).min(total);
-        let middle = (total - head) / ALIGN * ALIGN;
-        let lease = (middle >= MIN_DIRECT && self.enabled.load(Ordering::Relaxed))
-            .then(|| self.take())
-            .flatten();
-        let Some(mut lease) = lease else {
-            return write_range(file, &batch, 0..total);
-        };
-        write_range(file, &batch, 0..head)?;
-        let mut direct = match OpenOptions::new()
+        let mut done = 0;
+        while done < total {
+            let start = length + done as u64;
+            let fits = PIECE - (start % ALIGN as u64) as usize;
+            let range = done..total.min(done + fits);
+            let Some(prepared) = self.prepare(&batch, range.clone(), start) else {
+                return write_range(file, &batch, done..total);
+            };
+            if range.end == total {
+                // Every byte is copied: let the batch go before the disk is done.
+                batch = Vec::new();
+            }
+            self.write(path, file, prepared)?;
+            done = range.end;
+        }
+        Ok(())
+    }
+
+    /// Appends `prepared` to `file` (open for appending, exactly `prepared.start()` bytes long,
+    /// locked by the caller) whose path is `path`: the whole blocks straight to the disk, the
+    /// partial ones at either end through the page cache.
+    pub(crate) fn write(
+        &self,
+        path: &Path,
+        file: &mut File,
+        mut prepared: Prepared,
+    ) -> io::Result<()> {
+        let Prepared {
+            start, pad, end, ..
+        } = prepared;
+        let block_start = start - pad as u64;
+        let bytes = &aligned_window(&mut prepared.lease.buffer)[..end];
+        let middle_start = pad.next_multiple_of(ALIGN).min(end);
+        let middle_end = (end / ALIGN * ALIGN).max(middle_start);
+        file.write_all(&bytes[pad..middle_start])?;
+        let mut done = middle_start;
+        match OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_DIRECT)
             .open(path)
         {
-            Ok(direct) => Some(direct),
-            Err(error) if error.kind() == io::ErrorKind::InvalidInput => {
-                self.disable(&error);
-                None
-            }
-            Err(error) => return Err(error),
-        };
-        let direct_end = head + middle;
-        let mut tail = None;
-        let mut done = head;
-        while done < direct_end {
-            let piece_start = done;
-            let piece = (direct_end - done).min(PIECE);
-            let aligned = aligned_window(&mut lease.buffer, piece);
-            copy_range(&batch, done..done + piece, aligned);
-            if done + piece == direct_end {
-                // Every byte is copied but the short tail: let the batch go now.
-                tail = Some(gather(&batch, direct_end..total));
-                batch = Vec::new();
-            }
-            if let Some(writer) = &direct {
-                match write_all_at(writer, aligned, length + done as u64, &mut done) {
-                    Ok(()) => continue,
+            Ok(direct) => {
+                let middle = &bytes[middle_start..middle_end];
+                let offset = block_start + middle_start as u64;
+                match write_all_at(&direct, middle, offset, &mut done) {
+                    Ok(()) => {}
+                    // Alignment stricter than ours: the page cache takes it from here.
                     Err(error) if error.kind() == io::ErrorKind::InvalidInput => {
-                        // Alignment stricter than ours: the page cache takes it from here.
                         self.disable(&error);
-                        direct = None;
                     }
                     Err(error) => return Err(error),
                 }
             }
-            file.write_all(&aligned[done - piece_start..])?;
-            done = piece_start + piece;
+            Err(error) if error.kind() == io::ErrorKind::InvalidInput => self.disable(&error),
+            Err(error) => return Err(error),
         }
-        match tail {
-            Some(tail) => file.write_all(&tail),
-            None => write_range(file, &batch, done..total),
-        }
+        file.write_all(&bytes[done..end])
     }
 
     /// A buffer from the pool, if one is free or may still be made.
-    fn take(&self) -> Option<Lease<'_>> {
+    fn take(self: &Arc<Self>) -> Option<Lease> {
         let reused = self
             .free
             .lock()
@@ -132,7 +168,10 @@ impl DirectWriter {
                     });
             created.ok().map(|_| vec![0; PIECE + ALIGN])
         })?;
-        Some(Lease { pool: self, buffer })
+        Some(Lease {
+            pool: self.clone(),
+            buffer,
+        })
     }
 
     fn give_back(&self, buffer: Vec<u8>) {
@@ -149,22 +188,43 @@ impl DirectWriter {
     }
 }
 
+/// Bytes laid out in a pooled buffer as they will lie in the file's blocks: byte `pad` of the
+/// aligned window goes to file offset `start`.
+pub(crate) struct Prepared {
+    lease: Lease,
+    start: u64,
+    pad: usize,
+    end: usize,
+}
+
+impl Prepared {
+    /// The file offset of the first byte.
+    pub(crate) fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// How many bytes it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.end - self.pad
+    }
+}
+
 /// A pooled buffer, back in the pool when dropped.
-struct Lease<'a> {
-    pool: &'a DirectWriter,
+struct Lease {
+    pool: Arc<DirectWriter>,
     buffer: Vec<u8>,
 }
 
-impl Drop for Lease<'_> {
+impl Drop for Lease {
     fn drop(&mut self) {
         self.pool.give_back(std::mem::take(&mut self.buffer));
     }
 }
 
-/// The first `length` bytes of `buffer` from its first `ALIGN`-aligned address.
-fn aligned_window(buffer: &mut [u8], length: usize) -> &mut [u8] {
+/// The `PIECE` bytes of a pooled buffer from its first `ALIGN`-aligned address.
+fn aligned_window(buffer: &mut [u8]) -> &mut [u8] {
     let skip = buffer.as_ptr().align_offset(ALIGN);
-    &mut buffer[skip..skip + length]
+    &mut buffer[skip..skip + PIECE]
 }
 
 /// Writes `bytes` at `offset`, advancing `done` by what reached the file so that a caller
@@ -187,7 +247,7 @@ fn write_all_at(file: &File, mut bytes: &[u8], offset: u64, done: &mut usize) ->
 }
 
 /// The pieces of `batch`'s chunks that hold bytes `range` of their concatenation, in order.
-fn parts(batch: &[Bytes], range: std::ops::Range<usize>) -> impl Iterator<Item = &[u8]> {
+fn parts(batch: &[Bytes], range: Range<usize>) -> impl Iterator<Item = &[u8]> {
     let mut at = 0;
     batch.iter().filter_map(move |chunk| {
         let chunk_start = at;
@@ -199,7 +259,7 @@ fn parts(batch: &[Bytes], range: std::ops::Range<usize>) -> impl Iterator<Item =
 }
 
 /// Copies bytes `range` of the concatenation of `batch` into `target` (of the range's length).
-fn copy_range(batch: &[Bytes], range: std::ops::Range<usize>, target: &mut [u8]) {
+fn copy_range(batch: &[Bytes], range: Range<usize>, target: &mut [u8]) {
     let mut copied = 0;
     for part in parts(batch, range) {
         target[copied..copied + part.len()].copy_from_slice(part);
@@ -207,16 +267,9 @@ fn copy_range(batch: &[Bytes], range: std::ops::Range<usize>, target: &mut [u8])
     }
 }
 
-/// Bytes `range` of the concatenation of `batch`, copied.
-fn gather(batch: &[Bytes], range: std::ops::Range<usize>) -> Vec<u8> {
-    let mut bytes = vec![0; range.len()];
-    copy_range(batch, range, &mut bytes);
-    bytes
-}
-
 /// Writes bytes `range` of the concatenation of `batch` at the end of `file`, through the page
 /// cache, with as few system calls as the kernel allows.
-fn write_range(file: &mut File, batch: &[Bytes], range: std::ops::Range<usize>) -> io::Result<()> {
+fn write_range(file: &mut File, batch: &[Bytes], range: Range<usize>) -> io::Result<()> {
     let mut slices: Vec<io::IoSlice<'_>> = parts(batch, range).map(io::IoSlice::new).collect();
     let mut remaining = &mut slices[..];
     while !remaining.is_empty() {
@@ -249,7 +302,7 @@ mod tests {
 
     /// Appends batches of awkward sizes at awkward offsets; the file must hold exactly the
     /// bytes in order, whichever way each run was written.
-    fn appends_in_order(writer: &DirectWriter) {
+    fn appends_in_order(writer: &Arc<DirectWriter>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data.bin");
         std::fs::write(&path, b"abc").unwrap();
@@ -276,7 +329,7 @@ mod tests {
 
     #[test]
     fn direct_appends_keep_every_byte_in_order() {
-        let writer = DirectWriter::new(2);
+        let writer = Arc::new(DirectWriter::new(2));
         appends_in_order(&writer);
         assert!(writer.created.load(Ordering::SeqCst) > 0);
         assert!(
@@ -285,14 +338,47 @@ mod tests {
         );
     }
 
+    /// What the streaming side does: copy a batch while the previous write is in flight, then
+    /// write it once the file has reached its start.
+    #[test]
+    fn prepared_batches_land_where_they_belong() {
+        let writer = Arc::new(DirectWriter::new(2));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.bin");
+        let mut expected = Vec::new();
+        for sizes in [
+            &[MIN_DIRECT + ALIGN + 3][..],
+            &[300_000, 7][..],
+            &[2 * ALIGN - 3, 200_000][..],
+        ] {
+            let (batch, bytes) = batch_of(sizes);
+            let start = expected.len() as u64;
+            let prepared = writer
+                .prepare(&batch, 0..bytes.len(), start)
+                .expect("a buffer is free and the run is long enough");
+            assert_eq!((prepared.start(), prepared.len()), (start, bytes.len()));
+            drop(batch);
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap();
+            writer.write(&path, &mut file, prepared).unwrap();
+            expected.extend_from_slice(&bytes);
+        }
+        assert!(std::fs::read(&path).unwrap() == expected);
+        let (small, _) = batch_of(&[MIN_DIRECT / 2]);
+        assert!(writer.prepare(&small, 0..MIN_DIRECT / 2, 0).is_none());
+    }
+
     #[test]
     fn buffered_appends_keep_every_byte_in_order() {
-        appends_in_order(&DirectWriter::new(0));
+        appends_in_order(&Arc::new(DirectWriter::new(0)));
     }
 
     #[test]
     fn the_pool_never_holds_more_buffers_than_its_limit() {
-        let writer = DirectWriter::new(2);
+        let writer = Arc::new(DirectWriter::new(2));
         let first = writer.take().unwrap();
         let second = writer.take().unwrap();
         assert!(writer.take().is_none(), "a third buffer is over the limit");

@@ -14,9 +14,9 @@
 //! Bytes that arrived but were not yet written when the process dies are lost; they were never
 //! acknowledged (an offset is reported only after `fdatasync`), so the client sends them again.
 
-use crate::direct::DirectWriter;
+use crate::direct::{DirectWriter, Prepared};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use resumable_core::{BodyError, BodyStream, Clock};
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -71,25 +71,70 @@ pub(crate) async fn stream_to_file(target: Target, start: u64, mut body: BodyStr
     let mut length = start;
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batch_bytes = 0;
+    // A full batch already copied into an aligned buffer, waiting for the write in flight.
+    let mut prepared: Option<Prepared> = None;
     let mut writing: Option<WriteTask> = None;
+    // Bytes of the write in flight.
+    let mut in_flight = 0;
     let mut ended = false;
     let mut interruption = None;
     let mut error = None;
     // When the batch gathering now must be written even if it is not full.
     let mut write_by: Option<Instant> = None;
     loop {
-        let due = batch_bytes >= BATCH_BYTES || write_by.is_some_and(|at| at <= Instant::now());
+        if error.is_some() {
+            prepared = None;
+        }
+        if writing.is_none() && prepared.is_some() && !ended {
+            // Whether the body has ended already decides if the prepared batch is the last
+            // one, which goes with the sync in one trip.
+            match body.next().now_or_never() {
+                Some(Some(Ok(chunk))) if !chunk.is_empty() => {
+                    batch_bytes += chunk.len();
+                    batch.push(chunk);
+                    write_by.get_or_insert_with(|| Instant::now() + LINGER);
+                }
+                Some(Some(Err(reason))) => {
+                    interruption = Some(reason);
+                    ended = true;
+                }
+                Some(None) => ended = true,
+                Some(Some(Ok(_))) | None => {}
+            }
+        }
+        if writing.is_none()
+            && !ended
+            && let Some(ready) = prepared.take()
+        {
+            in_flight = ready.len() as u64;
+            let target = target.clone();
+            writing = Some(tokio::task::spawn_blocking(move || {
+                append_prepared(&target, length, ready)
+            }));
+        }
+        let full = batch_bytes >= BATCH_BYTES;
+        let due = full || write_by.is_some_and(|at| at <= Instant::now());
         if writing.is_none() && due && error.is_none() {
             let batch = std::mem::take(&mut batch);
+            in_flight = batch_bytes as u64;
             let target = target.clone();
             writing = Some(tokio::task::spawn_blocking(move || {
                 append_batch(&target, length, batch)
             }));
             batch_bytes = 0;
             write_by = None;
+        } else if full && writing.is_some() && prepared.is_none() {
+            // Copy now, while the disk is busy with the write in flight, rather than after it.
+            let start = length + in_flight;
+            prepared = target.direct.prepare(&batch, 0..batch_bytes, start);
+            if prepared.is_some() {
+                batch.clear();
+                batch_bytes = 0;
+                write_by = None;
+            }
         }
-        let reading = !ended && error.is_none() && batch_bytes < BATCH_BYTES;
-        if writing.is_none() && !reading {
+        let reading = !ended && error.is_none() && batch_bytes < BATCH_BYTES && prepared.is_none();
+        if writing.is_none() && !reading && (prepared.is_none() || ended) {
             break;
         }
         tokio::select! {
@@ -125,8 +170,10 @@ pub(crate) async fn stream_to_file(target: Target, start: u64, mut body: BodyStr
     // The last batch (unless a write already failed) and the sync, in one trip.
     if error.is_some() {
         batch.clear();
+        prepared = None;
     }
-    let last = tokio::task::spawn_blocking(move || write_last(&target, length, batch)).await;
+    let last =
+        tokio::task::spawn_blocking(move || write_last(&target, length, prepared, batch)).await;
     let (write_error, synced) = match last {
         Ok(outcome) => outcome,
         Err(failure) => (None, Err(io::Error::other(failure))),
@@ -150,6 +197,40 @@ fn append_batch(target: &Target, length: u64, batch: Vec<Bytes>) -> io::Result<u
 }
 
 fn append_to(target: &Target, file: &mut File, length: u64, batch: Vec<Bytes>) -> io::Result<u64> {
+    lock_at(file, length)?;
+    let new_length = length + batch.iter().map(|chunk| chunk.len() as u64).sum::<u64>();
+    target.direct.append(&target.path, file, length, batch)?;
+    Ok(new_length)
+}
+
+/// Appends a batch prepared while the previous write was in flight; returns the new length.
+fn append_prepared(target: &Target, length: u64, prepared: Prepared) -> io::Result<u64> {
+    let mut file = OpenOptions::new().append(true).open(&target.path)?;
+    append_prepared_to(target, &mut file, length, prepared)
+}
+
+fn append_prepared_to(
+    target: &Target,
+    file: &mut File,
+    length: u64,
+    prepared: Prepared,
+) -> io::Result<u64> {
+    // Prepared for the length the previous write was to reach, which it did if it succeeded;
+    // written anywhere else, its direct part would land at the wrong offset.
+    if prepared.start() != length {
+        return Err(io::Error::other(format!(
+            "a batch prepared for offset {} met a file of {length} bytes",
+            prepared.start()
+        )));
+    }
+    lock_at(file, length)?;
+    let new_length = length + prepared.len() as u64;
+    target.direct.write(&target.path, file, prepared)?;
+    Ok(new_length)
+}
+
+/// Takes the data file's lock and checks that it is `length` bytes long.
+fn lock_at(file: &File, length: u64) -> io::Result<()> {
     // Blocks only while another process writes one batch of its own.
     file.lock()?;
     let found = file.metadata()?.len();
@@ -159,26 +240,29 @@ fn append_to(target: &Target, file: &mut File, length: u64, batch: Vec<Bytes>) -
             found,
         }));
     }
-    let new_length = length + batch.iter().map(|chunk| chunk.len() as u64).sum::<u64>();
-    target.direct.append(&target.path, file, length, batch)?;
-    Ok(new_length)
+    Ok(())
 }
 
-/// Writes the last batch, if any, then makes what reached the file durable and stamps the
-/// write time. Returns the write's error, if it failed, and the durable length.
+/// Writes the last batch (prepared, gathered, or both in that order), if any, then makes what
+/// reached the file durable and stamps the write time. Returns the write's error, if it
+/// failed, and the durable length.
 fn write_last(
     target: &Target,
     length: u64,
+    prepared: Option<Prepared>,
     batch: Vec<Bytes>,
 ) -> (Option<io::Error>, io::Result<u64>) {
     let mut file = match OpenOptions::new().append(true).open(&target.path) {
         Ok(file) => file,
         Err(error) => return (None, Err(error)),
     };
-    let written = if batch.is_empty() {
-        Ok(length)
-    } else {
-        append_to(target, &mut file, length, batch)
+    let written = match prepared {
+        Some(prepared) => append_prepared_to(target, &mut file, length, prepared),
+        None => Ok(length),
+    };
+    let written = match written {
+        Ok(length) if !batch.is_empty() => append_to(target, &mut file, length, batch),
+        other => other,
     };
     // fdatasync flushes the file's pages whichever descriptor wrote them.
     let synced = (|| {
