@@ -85,7 +85,9 @@ pub fn app(service: Arc<UploadService>, config: ServerConfig) -> Router {
             cors_origins,
             cors::cors,
         ))
-        .layer(axum::middleware::map_response(no_sniff));
+        // A plain function through tower's MapResponse: unlike axum's `map_response` it boxes
+        // no future per request, which held ~0.4 KiB per open upload (massif, 1,000 held).
+        .layer(tower::util::MapResponseLayer::new(no_sniff));
     // Method override must act before routing, so it wraps the router instead of being a layer.
     Router::new().fallback_service(routes.map_request(tus::apply_method_override))
 }
@@ -95,7 +97,7 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn no_sniff(mut response: Response) -> Response {
+fn no_sniff(mut response: Response) -> Response {
     response.headers_mut().insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
