@@ -4,6 +4,7 @@
 //!
 //! - [`app`] builds the router (tests drive it in-process); [`run`] serves it on a listener
 //!   until a shutdown signal, letting uploads in flight persist and answer first.
+//! - `connections`: the accept loop and hyper's per-connection settings (read buffer size).
 //! - `simple`: the seed's protocol, `GET /status` and `POST /upload`.
 //! - `tus`: tus 1.0.0 on `/files/`.
 //! - `download`: `GET /files/{id}` of completed uploads, with `Range`.
