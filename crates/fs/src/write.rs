@@ -68,124 +68,182 @@ type WriteTask = JoinHandle<io::Result<u64>>;
 /// until the body ends, fails, or a write fails; then syncs what reached the file and stamps
 /// its modification time.
 pub(crate) async fn stream_to_file(target: Target, start: u64, mut body: BodyStream) -> Written {
-    let mut length = start;
-    let mut batch: Vec<Bytes> = Vec::new();
-    let mut batch_bytes = 0;
-    // A full batch already copied into an aligned buffer, waiting for the write in flight.
-    let mut prepared: Option<Prepared> = None;
-    let mut writing: Option<WriteTask> = None;
-    // Bytes of the write in flight.
-    let mut in_flight = 0;
-    let mut ended = false;
-    let mut interruption = None;
-    let mut error = None;
-    // When the batch gathering now must be written even if it is not full.
-    let mut write_by: Option<Instant> = None;
+    let mut append = Append::new(target, start);
     loop {
-        if error.is_some() {
-            prepared = None;
+        append.start_writes(&mut body);
+        if append.is_done() {
+            break;
         }
-        if writing.is_none() && prepared.is_some() && !ended {
+        let reading = append.is_reading();
+        let linger = append.linger_deadline();
+        tokio::select! {
+            biased;
+            done = async { append.writing.as_mut().expect("guarded by the condition").await },
+                if append.writing.is_some() => append.write_finished(done),
+            next = body.next(), if reading => append.receive(next),
+            () = tokio::time::sleep_until(linger.unwrap_or_else(Instant::now)),
+                if linger.is_some() => {}
+        }
+    }
+    append.finish().await
+}
+
+/// The state of one append between its body and its data file.
+struct Append {
+    target: Target,
+    /// The file's length after the writes that have finished; the one in flight starts here.
+    length: u64,
+    /// Chunks gathering for the next write.
+    batch: Vec<Bytes>,
+    batch_bytes: usize,
+    /// When the gathering batch must be written even if it is not full.
+    write_by: Option<Instant>,
+    /// A full batch already copied into an aligned buffer, waiting for the write in flight.
+    prepared: Option<Prepared>,
+    writing: Option<WriteTask>,
+    /// Bytes of the write in flight.
+    in_flight: u64,
+    ended: bool,
+    interruption: Option<BodyError>,
+    error: Option<io::Error>,
+}
+
+impl Append {
+    fn new(target: Target, start: u64) -> Self {
+        Append {
+            target,
+            length: start,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            write_by: None,
+            prepared: None,
+            writing: None,
+            in_flight: 0,
+            ended: false,
+            interruption: None,
+            error: None,
+        }
+    }
+
+    /// Starts the next write if none is in flight and one is ready; otherwise, with a full
+    /// batch, copies it into an aligned buffer now, while the disk is busy with the write in
+    /// flight, rather than after it.
+    fn start_writes(&mut self, body: &mut BodyStream) {
+        if self.error.is_some() {
+            self.prepared = None;
+        }
+        if self.writing.is_none() && self.prepared.is_some() && !self.ended {
             // Whether the body has ended already decides if the prepared batch is the last
             // one, which goes with the sync in one trip.
-            match body.next().now_or_never() {
-                Some(Some(Ok(chunk))) if !chunk.is_empty() => {
-                    batch_bytes += chunk.len();
-                    batch.push(chunk);
-                    write_by.get_or_insert_with(|| Instant::now() + LINGER);
-                }
-                Some(Some(Err(reason))) => {
-                    interruption = Some(reason);
-                    ended = true;
-                }
-                Some(None) => ended = true,
-                Some(Some(Ok(_))) | None => {}
+            if let Some(next) = body.next().now_or_never() {
+                self.receive(next);
             }
         }
-        if writing.is_none()
-            && !ended
-            && let Some(ready) = prepared.take()
+        if self.writing.is_none()
+            && !self.ended
+            && let Some(ready) = self.prepared.take()
         {
-            in_flight = ready.len() as u64;
-            let target = target.clone();
-            writing = Some(tokio::task::spawn_blocking(move || {
+            self.in_flight = ready.len() as u64;
+            let (target, length) = (self.target.clone(), self.length);
+            self.writing = Some(tokio::task::spawn_blocking(move || {
                 append_prepared(&target, length, ready)
             }));
         }
-        let full = batch_bytes >= BATCH_BYTES;
-        let due = full || write_by.is_some_and(|at| at <= Instant::now());
-        if writing.is_none() && due && error.is_none() {
-            let batch = std::mem::take(&mut batch);
-            in_flight = batch_bytes as u64;
-            let target = target.clone();
-            writing = Some(tokio::task::spawn_blocking(move || {
+        let full = self.batch_bytes >= BATCH_BYTES;
+        let due = full || self.write_by.is_some_and(|at| at <= Instant::now());
+        if self.writing.is_none() && due && self.error.is_none() {
+            let batch = std::mem::take(&mut self.batch);
+            self.in_flight = self.batch_bytes as u64;
+            let (target, length) = (self.target.clone(), self.length);
+            self.writing = Some(tokio::task::spawn_blocking(move || {
                 append_batch(&target, length, batch)
             }));
-            batch_bytes = 0;
-            write_by = None;
-        } else if full && writing.is_some() && prepared.is_none() {
-            // Copy now, while the disk is busy with the write in flight, rather than after it.
-            let start = length + in_flight;
-            prepared = target.direct.prepare(&batch, 0..batch_bytes, start);
-            if prepared.is_some() {
-                batch.clear();
-                batch_bytes = 0;
-                write_by = None;
+            self.clear_batch();
+        } else if full && self.writing.is_some() && self.prepared.is_none() {
+            let start = self.length + self.in_flight;
+            self.prepared = self
+                .target
+                .direct
+                .prepare(&self.batch, 0..self.batch_bytes, start);
+            if self.prepared.is_some() {
+                self.batch.clear();
+                self.clear_batch();
             }
         }
-        let reading = !ended && error.is_none() && batch_bytes < BATCH_BYTES && prepared.is_none();
-        if writing.is_none() && !reading && (prepared.is_none() || ended) {
-            break;
-        }
-        tokio::select! {
-            biased;
-            done = async { writing.as_mut().expect("guarded by the condition").await },
-                if writing.is_some() =>
-            {
-                writing = None;
-                match done {
-                    Ok(Ok(new_length)) => length = new_length,
-                    Ok(Err(failure)) => error = Some(failure),
-                    Err(failure) => error = Some(io::Error::other(failure)),
+    }
+
+    fn clear_batch(&mut self) {
+        self.batch_bytes = 0;
+        self.write_by = None;
+    }
+
+    /// Whether the next chunk of the body is wanted now.
+    fn is_reading(&self) -> bool {
+        !self.ended
+            && self.error.is_none()
+            && self.batch_bytes < BATCH_BYTES
+            && self.prepared.is_none()
+    }
+
+    /// Whether only the last trip (the last batch and the sync) is left.
+    fn is_done(&self) -> bool {
+        self.writing.is_none() && !self.is_reading() && (self.prepared.is_none() || self.ended)
+    }
+
+    /// When a partial batch must be written, if it may be written now.
+    fn linger_deadline(&self) -> Option<Instant> {
+        self.write_by.filter(|_| self.writing.is_none())
+    }
+
+    fn receive(&mut self, next: Option<Result<Bytes, BodyError>>) {
+        match next {
+            Some(Ok(chunk)) => {
+                if !chunk.is_empty() {
+                    self.batch_bytes += chunk.len();
+                    self.batch.push(chunk);
+                    self.write_by.get_or_insert_with(|| Instant::now() + LINGER);
                 }
             }
-            next = body.next(), if reading => match next {
-                Some(Ok(chunk)) => {
-                    if !chunk.is_empty() {
-                        batch_bytes += chunk.len();
-                        batch.push(chunk);
-                        write_by.get_or_insert_with(|| Instant::now() + LINGER);
-                    }
-                }
-                Some(Err(reason)) => {
-                    interruption = Some(reason);
-                    ended = true;
-                }
-                None => ended = true,
-            },
-            () = tokio::time::sleep_until(write_by.unwrap_or_else(Instant::now)),
-                if writing.is_none() && write_by.is_some() => {}
+            Some(Err(reason)) => {
+                self.interruption = Some(reason);
+                self.ended = true;
+            }
+            None => self.ended = true,
         }
     }
-    // The last batch (unless a write already failed) and the sync, in one trip.
-    if error.is_some() {
-        batch.clear();
-        prepared = None;
+
+    fn write_finished(&mut self, done: Result<io::Result<u64>, tokio::task::JoinError>) {
+        self.writing = None;
+        match done {
+            Ok(Ok(new_length)) => self.length = new_length,
+            Ok(Err(failure)) => self.error = Some(failure),
+            Err(failure) => self.error = Some(io::Error::other(failure)),
+        }
     }
-    let last =
-        tokio::task::spawn_blocking(move || write_last(&target, length, prepared, batch)).await;
-    let (write_error, synced) = match last {
-        Ok(outcome) => outcome,
-        Err(failure) => (None, Err(io::Error::other(failure))),
-    };
-    let (durable_length, sync_error) = match synced {
-        Ok(length) => (length, None),
-        Err(failure) => (0, Some(failure)),
-    };
-    Written {
-        durable_length,
-        error: error.or(write_error).or(sync_error),
-        interruption,
+
+    /// The last batch (unless a write already failed) and the sync, in one trip.
+    async fn finish(mut self) -> Written {
+        if self.error.is_some() {
+            self.batch.clear();
+            self.prepared = None;
+        }
+        let (target, length) = (self.target, self.length);
+        let (prepared, batch) = (self.prepared, self.batch);
+        let last =
+            tokio::task::spawn_blocking(move || write_last(&target, length, prepared, batch)).await;
+        let (write_error, synced) = match last {
+            Ok(outcome) => outcome,
+            Err(failure) => (None, Err(io::Error::other(failure))),
+        };
+        let (durable_length, sync_error) = match synced {
+            Ok(length) => (length, None),
+            Err(failure) => (0, Some(failure)),
+        };
+        Written {
+            durable_length,
+            error: self.error.or(write_error).or(sync_error),
+            interruption: self.interruption,
+        }
     }
 }
 
