@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use uploader::{
-    MIB, Running, files_size, number, run, single_report, text, wait_for, write_source,
+    MIB, Running, files_size, number, run, single_report, text, upload_big_args, wait_for,
+    write_source,
 };
 
 /// A running `node tests/peer/server.mjs DIR`, killed when dropped.
@@ -103,19 +104,10 @@ fn uploads_and_resumes_against_tus_node_server() {
     let size = 32 * MIB;
     let source_sha = write_source(&work.join("big.bin"), size, 0x9EE);
     let endpoint = format!("{}/files/", peer.base);
-    let args = [
-        "upload",
-        "big.bin",
-        "--to",
+    let args = upload_big_args(
         &endpoint,
-        "--state-dir",
-        "state",
-        "--json",
-        "--chunk-size",
-        "4MiB",
-        "--limit-rate",
-        "32MiB",
-    ];
+        &["--chunk-size", "4MiB", "--limit-rate", "32MiB"],
+    );
     let first = Running::start(work, "first", &args);
     wait_for(
         "a quarter of the file is on the peer's disk",

@@ -12,7 +12,7 @@ use common::{Server, scratch};
 use std::time::Duration;
 use uploader::{
     MIB, Running, download_sha256, json_lines, mask, number, run, serve_at, single_report,
-    stored_bytes, text, tus_endpoint, wait_for, write_source,
+    stored_bytes, text, tus_endpoint, upload_big_args, wait_for, write_source,
 };
 
 const SIZE: u64 = 64 * MIB;
@@ -39,19 +39,7 @@ fn stop_and_rerun(stop: Stop) {
     let server = Server::serve(&data_dir, &[]);
     let source_sha = write_source(&work.join("big.bin"), SIZE, 0xC11);
     let endpoint = tus_endpoint(&server);
-    let args = [
-        "upload",
-        "big.bin",
-        "--to",
-        &endpoint,
-        "--state-dir",
-        "state",
-        "--json",
-        "--chunk-size",
-        "8MiB",
-        "--limit-rate",
-        RATE,
-    ];
+    let args = upload_big_args(&endpoint, &["--chunk-size", "8MiB", "--limit-rate", RATE]);
 
     let mut first = Running::start(work, "first", &args);
     wait_for(
@@ -143,19 +131,7 @@ fn a_server_restart_during_the_upload_is_waited_out() {
     let address = server.address;
     let source_sha = write_source(&work.join("big.bin"), SIZE, 0xC12);
     let endpoint = tus_endpoint(&server);
-    let args = [
-        "upload",
-        "big.bin",
-        "--to",
-        &endpoint,
-        "--state-dir",
-        "state",
-        "--json",
-        "--chunk-size",
-        "8MiB",
-        "--limit-rate",
-        RATE,
-    ];
+    let args = upload_big_args(&endpoint, &["--chunk-size", "8MiB", "--limit-rate", RATE]);
     let client = Running::start(work, "client", &args);
     wait_for(
         "a quarter of the file is on the server's disk",
@@ -443,19 +419,7 @@ fn a_remembered_upload_deleted_on_the_server_starts_over() {
     let server = Server::serve(&data_dir, &[]);
     let source_sha = write_source(&work.join("big.bin"), 8 * MIB, 5);
     let endpoint = tus_endpoint(&server);
-    let args = [
-        "upload",
-        "big.bin",
-        "--to",
-        &endpoint,
-        "--state-dir",
-        "state",
-        "--json",
-        "--chunk-size",
-        "1MiB",
-        "--limit-rate",
-        "8MiB",
-    ];
+    let args = upload_big_args(&endpoint, &["--chunk-size", "1MiB", "--limit-rate", "8MiB"]);
     let first = Running::start(work, "first", &args);
     wait_for(
         "bytes are stored",

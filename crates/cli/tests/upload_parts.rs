@@ -14,7 +14,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 use uploader::{
     MIB, Running, UploadKinds, download_sha256, number, remembered_uploads, run, single_report,
-    stored_bytes, text, tus_endpoint, upload_kinds, wait_for, write_source,
+    stored_bytes, text, tus_endpoint, upload_big_args, upload_kinds, wait_for, write_source,
 };
 
 const RUN_DEADLINE: Duration = Duration::from_secs(60);
@@ -94,21 +94,17 @@ fn sigkill_mid_upload_then_rerun_resumes_every_part_from_its_offset() {
     let source_sha = write_source(&work.join("big.bin"), size, 0xA12);
     let endpoint = tus_endpoint(&server);
     // 16 MiB/s for the file, 4 MiB/s per part: about 2 s in all, cut after a quarter.
-    let args = [
-        "upload",
-        "big.bin",
-        "--to",
+    let args = upload_big_args(
         &endpoint,
-        "--state-dir",
-        "state",
-        "--json",
-        "--parts",
-        "4",
-        "--chunk-size",
-        "1MiB",
-        "--limit-rate",
-        "16MiB",
-    ];
+        &[
+            "--parts",
+            "4",
+            "--chunk-size",
+            "1MiB",
+            "--limit-rate",
+            "16MiB",
+        ],
+    );
     let mut first = Running::start(work, "first", &args);
     wait_for(
         "a quarter of the file is on the server's disk",

@@ -6,7 +6,7 @@ mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::{OCTETS, TestServer, download, head, offset, path_of, pattern, sha256, tus};
+use common::{OCTETS, TestServer, download, head, offset, options, path_of, pattern, sha256, tus};
 use reqwest::{Method, StatusCode};
 use sha2::Digest;
 use std::time::{Duration, SystemTime};
@@ -57,12 +57,7 @@ fn expires_in(response: &reqwest::Response) -> Duration {
 #[tokio::test]
 async fn expiration_is_advertised() {
     let server = TestServer::start().await;
-    let response = server
-        .client
-        .request(Method::OPTIONS, server.url("/files/"))
-        .send()
-        .await
-        .unwrap();
+    let response = options(&server).await;
     let extensions = response.headers()["tus-extension"]
         .to_str()
         .unwrap()
@@ -155,12 +150,7 @@ fn checksum(algorithm: &str, bytes: &[u8]) -> String {
 #[tokio::test]
 async fn checksum_options_lists_the_algorithms_including_sha1() {
     let server = TestServer::start().await;
-    let response = server
-        .client
-        .request(Method::OPTIONS, server.url("/files/"))
-        .send()
-        .await
-        .unwrap();
+    let response = options(&server).await;
     assert_eq!(
         response.headers()["tus-checksum-algorithm"],
         "sha1,md5,sha256,sha512,crc32"

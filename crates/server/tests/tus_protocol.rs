@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    MAX_SIZE, OCTETS, TestServer, download, offset, patch_head, path_of, pattern, sha256, tus,
+    MAX_SIZE, OCTETS, TestServer, download, offset, options, patch_head, path_of, pattern, sha256,
+    tus,
 };
 use reqwest::{Method, StatusCode};
 
@@ -49,12 +50,7 @@ async fn healthz_answers_ok() {
 #[tokio::test]
 async fn options_advertises_version_extensions_and_max_size() {
     let server = TestServer::start().await;
-    let response = server
-        .client
-        .request(Method::OPTIONS, server.url("/files/"))
-        .send()
-        .await
-        .unwrap();
+    let response = options(&server).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     let headers = response.headers();
     assert_eq!(headers["tus-version"], "1.0.0");

@@ -113,6 +113,21 @@ export async function makeRandomFile(filePath, mib) {
   return filePath;
 }
 
+/**
+ * A fresh temp dir holding `name`, `mib` MiB of random bytes: { dir, path, sha } (its hex
+ * SHA-256), for a test file's `before` hook; `removeDir(dir)` in `after` cleans up.
+ */
+export async function makeRandomSource(mib, name) {
+  const dir = await makeTempDir();
+  const filePath = await makeRandomFile(path.join(dir, name), mib);
+  return { dir, path: filePath, sha: await sha256File(filePath) };
+}
+
+/** Removes a directory made by makeTempDir, if it was made. */
+export async function removeDir(dir) {
+  if (dir) await rm(dir, { recursive: true, force: true });
+}
+
 /** Hex SHA-256 of a file. */
 export async function sha256File(filePath) {
   const h = createHash('sha256');

@@ -9,10 +9,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { rm } from 'node:fs/promises';
 import {
-  MiB, startServer, makeTempDir, makeRandomFile, sha256File, downloadSha256,
-  tusHead, stableOffset, expectHttpDateAhead, runTusExtPhase,
+  MiB, startServer, downloadSha256, tusHead, stableOffset, expectHttpDateAhead,
+  runTusExtPhase, makeRandomSource, removeDir,
 } from './helpers.mjs';
 
 const SIZE_MIB = 24;
@@ -25,15 +24,10 @@ let file;
 let fileSha;
 
 before(async () => {
-  tmp = await makeTempDir();
-  file = path.join(tmp, 'random-24MiB.bin');
-  await makeRandomFile(file, SIZE_MIB);
-  fileSha = await sha256File(file);
+  ({ dir: tmp, path: file, sha: fileSha } = await makeRandomSource(SIZE_MIB, 'random-24MiB.bin'));
 });
 
-after(async () => {
-  if (tmp) await rm(tmp, { recursive: true, force: true });
-});
+after(() => removeDir(tmp));
 
 test('tus-js-client uploadLengthDeferred (1 MiB chunks) — abort at >=30%, resume in a new process, length sent on the last PATCH', { timeout: 60000 }, async (t) => {
   const server = await startServer();

@@ -9,10 +9,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { rm } from 'node:fs/promises';
 import {
-  MiB, startServer, makeTempDir, makeRandomFile, sha256File, downloadSha256,
-  tusHead, stableOffset, expectHttpDateAhead, runTusExtPhase, sleep,
+  MiB, startServer, downloadSha256, tusHead, stableOffset, expectHttpDateAhead,
+  runTusExtPhase, sleep, makeRandomSource, removeDir,
 } from './helpers.mjs';
 
 const SIZE_MIB = 16;
@@ -25,15 +24,10 @@ let file;
 let fileSha;
 
 before(async () => {
-  tmp = await makeTempDir();
-  file = path.join(tmp, 'random-16MiB.bin');
-  await makeRandomFile(file, SIZE_MIB);
-  fileSha = await sha256File(file);
+  ({ dir: tmp, path: file, sha: fileSha } = await makeRandomSource(SIZE_MIB, 'random-16MiB.bin'));
 });
 
-after(async () => {
-  if (tmp) await rm(tmp, { recursive: true, force: true });
-});
+after(() => removeDir(tmp));
 
 test('Upload-Expires with --expire-after 1h: on POST, PATCH and HEAD of the unfinished upload, ~1 h ahead; gone once complete', { timeout: 60000 }, async (t) => {
   const server = await startServer({ extraArgs: ['--expire-after', '1h'] });

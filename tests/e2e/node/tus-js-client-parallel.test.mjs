@@ -9,10 +9,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { rm } from 'node:fs/promises';
 import {
-  MiB, startServer, makeTempDir, makeRandomFile, sha256File, downloadSha256,
-  runNodeChild, lastJsonLine, tusHead, stableOffset,
+  MiB, startServer, downloadSha256, runNodeChild, lastJsonLine, tusHead, stableOffset,
+  makeRandomSource, removeDir,
 } from './helpers.mjs';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'tus-ext-child.mjs');
@@ -25,15 +24,10 @@ let file;
 let fileSha;
 
 before(async () => {
-  tmp = await makeTempDir();
-  file = path.join(tmp, 'random-24MiB.bin');
-  await makeRandomFile(file, SIZE_MIB);
-  fileSha = await sha256File(file);
+  ({ dir: tmp, path: file, sha: fileSha } = await makeRandomSource(SIZE_MIB, 'random-24MiB.bin'));
 });
 
-after(async () => {
-  if (tmp) await rm(tmp, { recursive: true, force: true });
-});
+after(() => removeDir(tmp));
 
 const pathOf = (u, base) => new URL(u, base).pathname;
 

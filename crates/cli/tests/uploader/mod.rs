@@ -32,6 +32,22 @@ pub(crate) fn run(work: &Path, args: &[&str], deadline: Duration) -> Finished {
     common::run_to_exit(&mut resumable(work, args), work, deadline)
 }
 
+/// `resumable upload big.bin --to ENDPOINT --state-dir state --json EXTRA...`: the upload the
+/// stop-and-resume tests start, stop and run again.
+pub(crate) fn upload_big_args<'a>(endpoint: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "upload",
+        "big.bin",
+        "--to",
+        endpoint,
+        "--state-dir",
+        "state",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// The tus creation URL of a server.
 pub(crate) fn tus_endpoint(server: &Server) -> String {
     format!("{}/files/", server.base)

@@ -194,6 +194,16 @@ pub fn path_of(response: &reqwest::Response) -> String {
     location[location.find("/files/").expect("an upload URL")..].to_owned()
 }
 
+/// A plain `OPTIONS /files/`: what the server advertises.
+pub async fn options(server: &TestServer) -> reqwest::Response {
+    server
+        .client
+        .request(reqwest::Method::OPTIONS, server.url("/files/"))
+        .send()
+        .await
+        .expect("OPTIONS")
+}
+
 pub async fn head(server: &TestServer, path: &str) -> reqwest::Response {
     tus(server, reqwest::Method::HEAD, path)
         .send()
