@@ -3,6 +3,12 @@
 //! `axum::serve` would do this but offers no way to size hyper's read buffer, and that buffer is
 //! a large part of the memory of an upload in flight: hyper grows it up to 408 KiB per
 //! connection, so 200 concurrent uploads could hold 80 MiB in read buffers alone.
+//!
+//! Whether a connection speaks HTTP/1.1 or HTTP/2 (prior knowledge, as from a proxy) is told by
+//! peeking at its first bytes, not by hyper-util's detection: that one reads up to 24 bytes and
+//! hands them back to hyper as a first read, which leaves a partial request head in hyper's
+//! 8 KiB read buffer and makes it grow to 16 KiB for the life of the connection (10,000 held
+//! uploads: 78 MiB). Peeking also means a connection that has sent nothing holds no HTTP state.
 
 use axum::Router;
 use axum::extract::Request;
@@ -13,8 +19,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 /// The largest read buffer hyper may grow per connection (bodies arrive in chunks of at most
@@ -23,6 +31,48 @@ use tower::ServiceExt;
 /// but cost a single upload a fifth more CPU in system calls.
 const READ_BUFFER_MAX: usize = 256 * 1024;
 
+/// What an HTTP/2 client sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The protocol a connection's first bytes show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+    /// The bytes so far are a beginning of the HTTP/2 preface: hyper-util reads on to decide.
+    Undecided,
+}
+
+/// One builder per [`Protocol`], with the same settings.
+struct Builders {
+    http1: Builder<TokioExecutor>,
+    http2: Builder<TokioExecutor>,
+    undecided: Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new() -> Self {
+        let builder = || {
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder.http1().max_buf_size(READ_BUFFER_MAX);
+            builder
+        };
+        Builders {
+            http1: builder().http1_only(),
+            http2: builder().http2_only(),
+            undecided: builder(),
+        }
+    }
+
+    fn get(&self, protocol: Protocol) -> &Builder<TokioExecutor> {
+        match protocol {
+            Protocol::Http1 => &self.http1,
+            Protocol::Http2 => &self.http2,
+            Protocol::Undecided => &self.undecided,
+        }
+    }
+}
+
 /// Serves `router` on every connection `listener` accepts until `shutdown` resolves, then stops
 /// accepting, lets each connection finish the request it is serving, and returns once all have.
 pub(crate) async fn serve(
@@ -30,9 +80,10 @@ pub(crate) async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().max_buf_size(READ_BUFFER_MAX);
+    let builders = Arc::new(Builders::new());
     let connections = GracefulShutdown::new();
+    // Connections still waiting for their first bytes are not watched yet: this stops them.
+    let stopping = CancellationToken::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -52,17 +103,27 @@ pub(crate) async fn serve(
         let service = router
             .clone()
             .map_request(|request: Request<Incoming>| request.map(axum::body::Body::new));
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = connections.watch(connection);
+        let (builders, watcher, stopping) =
+            (builders.clone(), connections.watcher(), stopping.clone());
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let protocol = tokio::select! {
+                protocol = first_bytes(&stream) => match protocol {
+                    Ok(Some(protocol)) => protocol,
+                    Ok(None) => return,
+                    Err(error) => return tracing::debug!(%error, "connection lost before a request"),
+                },
+                () = stopping.cancelled() => return,
+            };
+            let connection = builders
+                .get(protocol)
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%error, "connection ended with an error");
             }
         });
     }
     drop(listener);
+    stopping.cancel();
     connections.shutdown().await;
     Ok(())
 }
@@ -79,5 +140,70 @@ async fn back_off_after(error: io::Error) {
     if !gone {
         tracing::error!(%error, "cannot accept connections; retrying in a second");
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Waits for a connection's first bytes and tells its protocol from them, without consuming
+/// them; `None` if the client closed without sending any.
+async fn first_bytes(stream: &TcpStream) -> io::Result<Option<Protocol>> {
+    let mut start = [0; H2_PREFACE.len()];
+    let seen = stream.peek(&mut start).await?;
+    Ok(match seen {
+        0 => None,
+        _ if start[..seen] != H2_PREFACE[..seen] => Some(Protocol::Http1),
+        _ if seen == H2_PREFACE.len() => Some(Protocol::Http2),
+        _ => Some(Protocol::Undecided),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// What `first_bytes` makes of a connection whose client sent `sent` and then, if `close`,
+    /// closed it.
+    async fn protocol_after(sent: &[u8], close: bool) -> Option<Protocol> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        client.write_all(sent).await.unwrap();
+        if close {
+            client.shutdown().await.unwrap();
+        }
+        let protocol = first_bytes(&server).await.unwrap();
+        // Peeking leaves the bytes for hyper.
+        let mut again = vec![0; sent.len()];
+        let peeked = server.peek(&mut again).await.unwrap();
+        assert_eq!(&again[..peeked], &sent[..peeked]);
+        protocol
+    }
+
+    #[tokio::test]
+    async fn a_request_line_is_http1() {
+        let request = b"PATCH /files/abc HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(protocol_after(request, false).await, Some(Protocol::Http1));
+        assert_eq!(protocol_after(b"P", true).await, Some(Protocol::Undecided));
+        assert_eq!(protocol_after(b"PO", false).await, Some(Protocol::Http1));
+    }
+
+    #[tokio::test]
+    async fn the_whole_preface_is_http2() {
+        let mut preface = H2_PREFACE.to_vec();
+        preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        assert_eq!(protocol_after(&preface, false).await, Some(Protocol::Http2));
+    }
+
+    #[tokio::test]
+    async fn part_of_the_preface_is_left_to_hyper_util() {
+        let part = &H2_PREFACE[..10];
+        assert_eq!(protocol_after(part, false).await, Some(Protocol::Undecided));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_closes_silently_is_nothing() {
+        assert_eq!(protocol_after(b"", true).await, None);
     }
 }

@@ -236,3 +236,50 @@ async fn a_page_on_another_origin_may_import_the_client() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["access-control-allow-origin"], "*");
 }
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_served() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let created = client
+        .post(server.url("/files/"))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", "5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.version(), reqwest::Version::HTTP_2);
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let path = common::path_of(&created);
+    let appended = client
+        .patch(server.url(&path))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Offset", "0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(appended.status(), StatusCode::NO_CONTENT);
+    assert_eq!(appended.headers()["upload-offset"], "5");
+    assert_eq!(common::download(&server, &path).await, b"hello");
+}
+
+/// A connection that never sends a byte is not yet an HTTP connection; it must not keep the
+/// server from stopping.
+#[tokio::test]
+async fn a_silent_connection_does_not_hold_up_shutdown() {
+    let server = TestServer::start().await;
+    let silent = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    let listed = common::options(&server).await;
+    assert_eq!(listed.status(), StatusCode::NO_CONTENT);
+    tokio::time::timeout(std::time::Duration::from_secs(10), server.shutdown())
+        .await
+        .expect("the server stopped with a silent connection open");
+    drop(silent);
+}
