@@ -45,7 +45,9 @@ impl CorsOrigins {
             CorsOrigins::List(origins) => origins
                 .iter()
                 .any(|allowed| allowed.as_bytes() == origin.as_bytes())
-                .then(|| origin.clone()),
+                // A copy: a clone would share, and so keep alive, the buffer the request head
+                // was read into for as long as the response takes.
+                .then(|| HeaderValue::from_bytes(origin.as_bytes()).expect("was a header value")),
         }
     }
 }

@@ -108,6 +108,9 @@ pub(crate) async fn upload(
 ) -> Result<Response, Rejection> {
     let (parts, body) = request.into_parts();
     let upload = parse_upload(&parts.headers)?;
+    // The request head shares hyper's read buffer: holding it while a slow body streams would
+    // keep that buffer alive beside the one the body is read into.
+    drop(parts);
     let service = &state.service;
     let id = if upload.start == 0 {
         // Only a request starting at 0 may create the upload (or replace an expired one).

@@ -278,6 +278,10 @@ async fn create(
     };
     let service = &state.service;
     let mut status = service.create(new).await.map_err(upload_error)?;
+    let location = location(&parts.headers, &status.info.id, state.config.behind_proxy);
+    // The request head shares hyper's read buffer: holding it while a slow body streams would
+    // keep that buffer alive beside the one the body is read into.
+    drop(parts);
     if create.with_body {
         let append = Append {
             offset: Offset(0),
@@ -292,11 +296,7 @@ async fn create(
             .await
             .map_err(upload_error)?;
     }
-    let behind_proxy = state.config.behind_proxy;
-    let mut headers = vec![(
-        header::LOCATION,
-        location(&parts.headers, &status.info.id, behind_proxy),
-    )];
+    let mut headers = vec![(header::LOCATION, location)];
     if !status.info.is_final() {
         headers.push((name(UPLOAD_OFFSET), number(status.offset.0)));
     }
@@ -430,6 +430,7 @@ async fn append(
         checksum: expected_checksum(&mut request, trailers),
         body,
     };
+    drop(parts); // see `create`
     let service = &state.service;
     let status = service
         .append(&owner, &request.id, append)
