@@ -14,7 +14,7 @@
 //! Bytes that arrived but were not yet written when the process dies are lost; they were never
 //! acknowledged (an offset is reported only after `fdatasync`), so the client sends them again.
 
-use crate::direct::{DirectWriter, Prepared};
+use crate::direct::{ALIGN, DirectWriter, Prepared};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use resumable_core::{BodyError, BodyStream, Clock};
@@ -152,29 +152,61 @@ impl Append {
         let full = self.batch_bytes >= BATCH_BYTES;
         let due = full || self.write_by.is_some_and(|at| at <= Instant::now());
         if self.writing.is_none() && due && self.error.is_none() {
-            let batch = std::mem::take(&mut self.batch);
-            self.in_flight = self.batch_bytes as u64;
+            let tail = if full {
+                self.unaligned_tail(self.length)
+            } else {
+                0
+            };
+            let batch = self.take_batch(tail);
+            self.in_flight = batch.iter().map(|chunk| chunk.len() as u64).sum();
             let (target, length) = (self.target.clone(), self.length);
             self.writing = Some(tokio::task::spawn_blocking(move || {
                 append_batch(&target, length, batch)
             }));
-            self.clear_batch();
         } else if full && self.writing.is_some() && self.prepared.is_none() {
             let start = self.length + self.in_flight;
-            self.prepared = self
-                .target
-                .direct
-                .prepare(&self.batch, 0..self.batch_bytes, start);
+            let tail = self.unaligned_tail(start);
+            self.prepared =
+                self.target
+                    .direct
+                    .prepare(&self.batch, 0..self.batch_bytes - tail, start);
             if self.prepared.is_some() {
-                self.batch.clear();
-                self.clear_batch();
+                self.take_batch(tail);
             }
         }
     }
 
-    fn clear_batch(&mut self) {
-        self.batch_bytes = 0;
-        self.write_by = None;
+    /// How many bytes at the end of the gathering batch, written from file offset `start`,
+    /// would end in a partial block. A full batch leaves them for the next one, so that in a
+    /// long body every write but the last covers whole blocks and goes straight to the disk
+    /// (a partial block goes through the page cache, and the next write must fill the rest).
+    fn unaligned_tail(&self, start: u64) -> usize {
+        let end = start + self.batch_bytes as u64;
+        let tail = (end % ALIGN as u64) as usize;
+        if tail < self.batch_bytes { tail } else { 0 }
+    }
+
+    /// Takes the gathering batch but its last `keep` bytes, which start the next one.
+    fn take_batch(&mut self, keep: usize) -> Vec<Bytes> {
+        let mut batch = std::mem::take(&mut self.batch);
+        let mut kept = Vec::new();
+        let mut missing = keep;
+        while missing > 0 {
+            let Some(mut last) = batch.pop() else { break };
+            if last.len() > missing {
+                kept.push(last.split_off(last.len() - missing));
+                batch.push(last);
+                missing = 0;
+            } else {
+                missing -= last.len();
+                kept.push(last);
+            }
+        }
+        kept.reverse();
+        self.batch = kept;
+        self.batch_bytes = keep;
+        self.write_by = (keep > 0).then(|| Instant::now() + LINGER);
+        batch
     }
 
     /// Whether the next chunk of the body is wanted now.
@@ -334,4 +366,64 @@ fn write_last(
         }
     })();
     (written.err(), synced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use resumable_core::SystemClock;
+
+    fn append_gathering(start: u64, sizes: &[usize]) -> (Append, Vec<u8>) {
+        let target = Target {
+            path: PathBuf::from("unused"),
+            clock: Arc::new(SystemClock),
+            direct: Arc::new(DirectWriter::new(0)),
+        };
+        let mut append = Append::new(target, start);
+        let mut all = Vec::new();
+        for &size in sizes {
+            let chunk: Vec<u8> = (all.len()..all.len() + size).map(|i| i as u8).collect();
+            all.extend_from_slice(&chunk);
+            append.receive(Some(Ok(Bytes::from(chunk))));
+        }
+        (append, all)
+    }
+
+    fn joined(chunks: &[Bytes]) -> Vec<u8> {
+        chunks.concat()
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_leaves_its_partial_block_for_the_next() {
+        // From offset 1000, 10,000 bytes end at 11,000: 2,808 bytes past the block at 8,192.
+        let (mut append, all) = append_gathering(1000, &[3000, 5000, 2000]);
+        let tail = append.unaligned_tail(1000);
+        assert_eq!(tail, 11_000 - 2 * ALIGN);
+        let batch = append.take_batch(tail);
+        assert_eq!(joined(&batch), all[..10_000 - tail]);
+        assert_eq!(joined(&append.batch), all[10_000 - tail..]);
+        assert_eq!(append.batch_bytes, tail);
+        assert!(
+            append.write_by.is_some(),
+            "the kept bytes are written in time"
+        );
+        assert_eq!((1000 + 10_000 - tail) % ALIGN, 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_within_one_block_or_ending_on_a_boundary_keeps_nothing() {
+        let (append, _) = append_gathering(100, &[200]);
+        assert_eq!(append.unaligned_tail(100), 0);
+        let (append, _) = append_gathering(96, &[4000, 4096]);
+        assert_eq!(append.unaligned_tail(96), 0);
+    }
+
+    #[tokio::test]
+    async fn taking_the_whole_batch_leaves_it_empty() {
+        let (mut append, all) = append_gathering(0, &[10, 20]);
+        assert_eq!(joined(&append.take_batch(0)), all);
+        assert!(append.batch.is_empty());
+        assert_eq!(append.batch_bytes, 0);
+        assert!(append.write_by.is_none());
+    }
 }
