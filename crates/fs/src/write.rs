@@ -186,24 +186,34 @@ impl Append {
         if tail < self.batch_bytes { tail } else { 0 }
     }
 
-    /// Takes the gathering batch but its last `keep` bytes, which start the next one.
+    /// Takes the gathering batch but its last `keep` bytes, which start the next one. They are
+    /// copied (at most a block): a slice would pin the whole buffer hyper read them into, up
+    /// to 256 KiB per upload (200 concurrent 16 MiB uploads: 127 MiB peak RSS, copied 106).
     fn take_batch(&mut self, keep: usize) -> Vec<Bytes> {
         let mut batch = std::mem::take(&mut self.batch);
-        let mut kept = Vec::new();
+        let mut pieces = Vec::new();
         let mut missing = keep;
         while missing > 0 {
             let Some(mut last) = batch.pop() else { break };
             if last.len() > missing {
-                kept.push(last.split_off(last.len() - missing));
+                pieces.push(last.split_off(last.len() - missing));
                 batch.push(last);
                 missing = 0;
             } else {
                 missing -= last.len();
-                kept.push(last);
+                pieces.push(last);
             }
         }
-        kept.reverse();
-        self.batch = kept;
+        let kept: Vec<u8> = pieces
+            .iter()
+            .rev()
+            .flat_map(|piece| piece.iter().copied())
+            .collect();
+        self.batch = if kept.is_empty() {
+            Vec::new()
+        } else {
+            vec![Bytes::from(kept)]
+        };
         self.batch_bytes = keep;
         self.write_by = (keep > 0).then(|| Instant::now() + LINGER);
         batch
