@@ -25,8 +25,10 @@ use std::sync::{Arc, Mutex};
 /// with 512-byte and 4 KiB logical blocks.
 pub(crate) const ALIGN: usize = 4096;
 
-/// Bytes per direct write (and per pooled buffer).
-const PIECE: usize = 1024 * 1024;
+/// Bytes per direct write (and per pooled buffer): a largest batch (2 MiB) and the chunk that
+/// carried it over its limit (hyper reads at most 256 KiB), so a batch is one write. A buffer's
+/// pages are touched (resident) only as far as batches fill it.
+const PIECE: usize = 5 * 512 * 1024;
 
 /// Shorter aligned runs are not worth a second open and a copy.
 const MIN_DIRECT: usize = 64 * 1024;

@@ -60,9 +60,10 @@ pub struct FileStore {
     lock_timeout: Duration,
     clock: Arc<dyn Clock>,
     direct: Arc<direct::DirectWriter>,
+    streams: Arc<write::Streams>,
 }
 
-/// Aligned 1 MiB buffers for direct writes, shared by all uploads: enough to keep the disk busy
+/// Aligned buffers (2.5 MiB) for direct writes, shared by all uploads: enough to keep the disk busy
 /// on two cores, few enough that memory stays flat under hundreds of uploads (the others write
 /// through the page cache meanwhile).
 const DIRECT_BUFFERS: usize = 8;
@@ -83,6 +84,7 @@ impl FileStore {
             } else {
                 0
             })),
+            streams: Arc::default(),
         };
         tokio::fs::create_dir_all(&store.uploads).await?;
         tokio::fs::create_dir_all(&store.keys).await?;
@@ -233,6 +235,7 @@ impl Store for FileStore {
             path: self.data_path(id),
             clock: self.clock.clone(),
             direct: self.direct.clone(),
+            streams: self.streams.clone(),
         };
         let written = write::stream_to_file(target, offset.0, body).await;
         let durable = Offset(written.durable_length);
