@@ -35,6 +35,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RESUMABLE_BODY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     body_timeout: Duration,
 
+    /// How long a connection may stay silent before sending a request (after it opens, and
+    /// between requests on a kept-alive connection) before it is closed.
+    #[arg(long, env = "RESUMABLE_HEAD_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    head_timeout: Duration,
+
     /// How long after its last write an unfinished upload expires and is removed (`never` to
     /// keep unfinished uploads forever). Finished uploads never expire.
     #[arg(long, env = "RESUMABLE_EXPIRE_AFTER", default_value = "24h", value_parser = parse_expiry)]
@@ -134,6 +139,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server_config = ServerConfig {
         cors_origins: args.cors_origins,
         behind_proxy: args.behind_proxy,
+        head_timeout: args.head_timeout,
     };
     resumable_server::run(
         listener,

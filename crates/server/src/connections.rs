@@ -13,7 +13,7 @@
 use axum::Router;
 use axum::extract::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -51,10 +51,14 @@ struct Builders {
 }
 
 impl Builders {
-    fn new() -> Self {
+    fn new(head_timeout: Duration) -> Self {
         let builder = || {
             let mut builder = Builder::new(TokioExecutor::new());
-            builder.http1().max_buf_size(READ_BUFFER_MAX);
+            builder
+                .http1()
+                .max_buf_size(READ_BUFFER_MAX)
+                .timer(TokioTimer::new())
+                .header_read_timeout(head_timeout);
             builder
         };
         Builders {
@@ -78,9 +82,10 @@ impl Builders {
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
+    head_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let builders = Arc::new(Builders::new());
+    let builders = Arc::new(Builders::new(head_timeout));
     let connections = GracefulShutdown::new();
     // Connections still waiting for their first bytes are not watched yet: this stops them.
     let stopping = CancellationToken::new();
@@ -106,11 +111,13 @@ pub(crate) async fn serve(
         let (builders, watcher, stopping) =
             (builders.clone(), connections.watcher(), stopping.clone());
         tokio::spawn(async move {
+            let first = tokio::time::timeout(head_timeout, first_bytes(&stream));
             let protocol = tokio::select! {
-                protocol = first_bytes(&stream) => match protocol {
-                    Ok(Some(protocol)) => protocol,
-                    Ok(None) => return,
-                    Err(error) => return tracing::debug!(%error, "connection lost before a request"),
+                protocol = first => match protocol {
+                    Ok(Ok(Some(protocol))) => protocol,
+                    Ok(Ok(None)) => return,
+                    Ok(Err(error)) => return tracing::debug!(%error, "connection lost before a request"),
+                    Err(_) => return tracing::debug!("connection silent for too long: closed"),
                 },
                 () = stopping.cancelled() => return,
             };

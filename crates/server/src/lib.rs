@@ -46,6 +46,10 @@ pub struct ServerConfig {
     /// Trust `Forwarded` / `X-Forwarded-Host` / `X-Forwarded-Proto` when building upload URLs.
     /// Only for a server reachable solely through a proxy that sets them.
     pub behind_proxy: bool,
+    /// How long a connection may stay silent before sending a request head, from when it opens
+    /// and between requests on a kept-alive HTTP/1.1 connection; then it is closed. (A stalled
+    /// body is cut by [`resumable_core::ServiceConfig::body_idle_timeout`] instead.)
+    pub head_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +57,7 @@ impl Default for ServerConfig {
         ServerConfig {
             cors_origins: CorsOrigins::Any,
             behind_proxy: false,
+            head_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -116,7 +121,9 @@ pub async fn run(
 ) -> io::Result<()> {
     let stopper = service.clone();
     let sweeper = tokio::spawn(sweep_expired(service.clone()));
-    let served = connections::serve(listener, app(service, config), async move {
+    let head_timeout = config.head_timeout;
+    let router = app(service, config);
+    let served = connections::serve(listener, router, head_timeout, async move {
         shutdown.await;
         tracing::info!("shutting down: uploads in flight persist and answer");
         stopper.shutdown();

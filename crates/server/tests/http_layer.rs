@@ -283,3 +283,91 @@ async fn a_silent_connection_does_not_hold_up_shutdown() {
         .expect("the server stopped with a silent connection open");
     drop(silent);
 }
+
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(300);
+
+async fn start_with_head_timeout() -> TestServer {
+    start(ServerConfig {
+        head_timeout: HEAD_TIMEOUT,
+        ..ServerConfig::default()
+    })
+    .await
+}
+
+/// Reads until the server closes the connection (or resets it); how long that took.
+async fn time_until_closed(stream: &mut tokio::net::TcpStream) -> std::time::Duration {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let closed = async {
+        let mut buffer = [0; 1024];
+        while let Ok(read @ 1..) = stream.read(&mut buffer).await {
+            let _ = read;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), closed)
+        .await
+        .expect("the server closed the connection");
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_head_timeout() {
+    let server = start_with_head_timeout().await;
+    let mut silent = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    assert!(time_until_closed(&mut silent).await >= HEAD_TIMEOUT);
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_is_closed_once_silent_for_the_head_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let server = start_with_head_timeout().await;
+    let mut stream = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(time_until_closed(&mut stream).await >= HEAD_TIMEOUT);
+}
+
+/// The head timeout is about request heads: a body that pauses for longer is governed by the
+/// body timeout alone.
+#[tokio::test]
+async fn a_body_pausing_longer_than_the_head_timeout_still_completes() {
+    use tokio::io::AsyncWriteExt;
+    let server = start_with_head_timeout().await;
+    let path = common::path_of(
+        &common::tus(&server, Method::POST, "/files/")
+            .header("Upload-Length", "10")
+            .send()
+            .await
+            .unwrap(),
+    );
+    let head = common::patch_head(&path, 10, "");
+    let mut stream = server.send_partial(&head, b"01234").await;
+    server
+        .eventually(|| async { (server.stored_bytes() == 5).then_some(()) })
+        .await;
+    tokio::time::sleep(HEAD_TIMEOUT * 2).await;
+    stream.write_all(b"56789").await.unwrap();
+    let mut response = Vec::new();
+    let read_head = async {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = [0; 1024];
+        while !response.windows(4).any(|window| window == b"\r\n\r\n") {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => response.extend_from_slice(&buffer[..read]),
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), read_head)
+        .await
+        .unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 204"), "{response}");
+    assert!(response.contains("upload-offset: 10\r\n"), "{response}");
+}
