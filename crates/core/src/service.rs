@@ -16,6 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
+/// How long what a crash left behind (see [`Store::remove_leftovers`]) must have gone
+/// untouched before the expiry sweep removes it: far longer than any creation or removal takes.
+pub const LEFTOVER_AGE: Duration = Duration::from_secs(60 * 60);
+
 /// Settings of an [`UploadService`].
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -541,7 +545,8 @@ impl UploadService {
         Ok(self.store.read(id, range).await?)
     }
 
-    /// Removes every expired unfinished upload; returns how many were removed.
+    /// Removes every expired unfinished upload, and what crashes left behind that belongs to
+    /// no upload (untouched for [`LEFTOVER_AGE`]); returns how many uploads were removed.
     pub async fn remove_expired(&self) -> Result<usize, UploadError> {
         if self.config.expire_after.is_none() || !self.capabilities().list {
             return Ok(0);
@@ -555,6 +560,7 @@ impl UploadService {
         if removed > 0 {
             tracing::info!(removed, "expired uploads removed");
         }
+        self.store.remove_leftovers(LEFTOVER_AGE).await?;
         Ok(removed)
     }
 

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use std::io;
 use std::ops::Range;
+use std::time::Duration;
 
 /// Why a request body ended before its natural end.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -170,6 +171,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every upload's id.
     async fn list(&self) -> Result<Vec<UploadId>, StoreError>;
+
+    /// Removes what a crash can leave behind that belongs to no upload (a file store's data
+    /// file whose info was never written, or whose upload was being removed; half-written
+    /// temporary files), once nothing has touched it for `min_age`. Returns how many things it
+    /// removed. Backends without such leftovers keep the default.
+    async fn remove_leftovers(&self, min_age: Duration) -> Result<usize, StoreError> {
+        let _ = min_age;
+        Ok(0)
+    }
 }
 
 /// A stable, path-safe name for an (owner, client key) pair: hex SHA-256 of both, length-prefixed

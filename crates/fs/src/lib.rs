@@ -34,7 +34,7 @@ use std::io::{self, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 /// Settings of a [`FileStore`].
@@ -363,6 +363,14 @@ impl Store for FileStore {
         .await
     }
 
+    async fn remove_leftovers(&self, min_age: Duration) -> Result<usize, StoreError> {
+        let (uploads, keys) = (self.uploads.clone(), self.keys.clone());
+        let cutoff = SystemTime::now()
+            .checked_sub(min_age)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        blocking(move || remove_leftovers_in(&uploads, &keys, cutoff)).await
+    }
+
     async fn list(&self) -> Result<Vec<UploadId>, StoreError> {
         let directory = self.uploads.clone();
         blocking(move || {
@@ -379,6 +387,47 @@ impl Store for FileStore {
         })
         .await
     }
+}
+
+/// Removes the leftovers in the store's two directories (see [`Store::remove_leftovers`])
+/// whose status last changed before `cutoff`; returns how many.
+fn remove_leftovers_in(uploads: &Path, keys: &Path, cutoff: SystemTime) -> io::Result<usize> {
+    let mut removed = 0;
+    for directory in [uploads, keys] {
+        for entry in std::fs::read_dir(directory)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            // Creation writes the data file first, removal deletes the info first: a data
+            // file without its info is a creation or removal that a crash cut short.
+            let leftover = match name.strip_suffix(".bin") {
+                Some(id) if directory == uploads => !uploads.join(format!("{id}.info")).exists(),
+                _ => is_temporary(name),
+            };
+            // The status change time cannot be set back (unlike the modification time the
+            // store stamps from its clock), so an old one means nobody is at work on the file.
+            if leftover && changed_before(&entry.metadata()?, cutoff) {
+                tracing::info!(file = %entry.path().display(), "removing a crash's leftover");
+                remove_if_present(&entry.path())?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether `name` is one of [`write_atomically`]'s temporary files.
+fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
+fn changed_before(metadata: &std::fs::Metadata, cutoff: SystemTime) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let changed = Duration::new(
+        u64::try_from(metadata.ctime()).unwrap_or(0),
+        u32::try_from(metadata.ctime_nsec()).unwrap_or(0),
+    );
+    SystemTime::UNIX_EPOCH + changed <= cutoff
 }
 
 fn remove_if_present(path: &Path) -> io::Result<()> {

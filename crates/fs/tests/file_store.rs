@@ -217,3 +217,62 @@ fn tokio_stream_from(
 ) -> BodyStream {
     futures_util::stream::poll_fn(move |context| receiver.poll_recv(context)).boxed()
 }
+
+/// What a crash can leave: a data file without its info (creation or removal cut short) and
+/// half-written temporary files, in both directories. Returns their paths.
+fn plant_leftovers(root: &std::path::Path) -> Vec<PathBuf> {
+    let leftovers = vec![
+        root.join("uploads")
+            .join(format!("{}.bin", UploadId::random())),
+        root.join("uploads").join(format!(
+            ".{}.info.{}.tmp",
+            UploadId::random(),
+            UploadId::random()
+        )),
+        root.join("keys")
+            .join(format!(".abc.{}.tmp", UploadId::random())),
+    ];
+    for path in &leftovers {
+        std::fs::write(path, b"left over").unwrap();
+    }
+    leftovers
+}
+
+#[tokio::test]
+async fn leftovers_of_a_crash_are_removed_and_uploads_kept() {
+    let root = fresh_root();
+    let store = open(root.clone(), Duration::from_secs(5)).await;
+    let kept = info(Length::Known(5));
+    store.create(&kept).await.unwrap();
+    store
+        .append(&kept.id, Offset(0), body(&[b"hello"]))
+        .await
+        .unwrap();
+    let leftovers = plant_leftovers(&root);
+
+    assert_eq!(store.remove_leftovers(Duration::ZERO).await.unwrap(), 3);
+
+    for path in &leftovers {
+        assert!(!path.exists(), "{} is still there", path.display());
+    }
+    let status = store.status(&kept.id).await.unwrap();
+    assert_eq!(status.offset, Offset(5));
+    let key = store
+        .find_by_key(&kept.owner, kept.client_key.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(key, Some(kept.id));
+}
+
+#[tokio::test]
+async fn leftovers_younger_than_the_minimum_age_are_kept() {
+    let root = fresh_root();
+    let store = open(root.clone(), Duration::from_secs(5)).await;
+    let leftovers = plant_leftovers(&root);
+    let removed = store
+        .remove_leftovers(Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(removed, 0);
+    assert!(leftovers.iter().all(|path| path.exists()));
+}
