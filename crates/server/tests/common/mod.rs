@@ -116,18 +116,7 @@ impl TestServer {
     pub async fn raw(&self, request: &[u8]) -> String {
         let mut stream = TcpStream::connect(self.address).await.expect("connect");
         stream.write_all(request).await.expect("write");
-        let mut response = Vec::new();
-        let read_head = async {
-            let mut buffer = [0u8; 4096];
-            while !response.windows(4).any(|window| window == b"\r\n\r\n") {
-                match stream.read(&mut buffer).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(read) => response.extend_from_slice(&buffer[..read]),
-                }
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(5), read_head).await;
-        String::from_utf8_lossy(&response).into_owned()
+        read_response_head(&mut stream).await
     }
 
     /// Polls `probe` until it returns `Some`, for at most five seconds.
@@ -232,6 +221,23 @@ pub async fn download(server: &TestServer, path: &str) -> Vec<u8> {
         .expect("GET");
     assert_eq!(response.status(), reqwest::StatusCode::OK);
     response.bytes().await.expect("body").to_vec()
+}
+
+/// Reads a raw response head (status line and headers) from `stream`: what arrived before the
+/// connection closed or five seconds passed, if the head did not end by then.
+pub async fn read_response_head(stream: &mut TcpStream) -> String {
+    let mut response = Vec::new();
+    let read_head = async {
+        let mut buffer = [0u8; 4096];
+        while !response.windows(4).any(|window| window == b"\r\n\r\n") {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => response.extend_from_slice(&buffer[..read]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), read_head).await;
+    String::from_utf8_lossy(&response).into_owned()
 }
 
 /// The head of a raw tus PATCH at offset 0 announcing `content_length` body bytes, with any
