@@ -545,8 +545,13 @@ impl UploadService {
         Ok(self.store.read(id, range).await?)
     }
 
-    /// Removes every expired unfinished upload, and what crashes left behind that belongs to
-    /// no upload (untouched for [`LEFTOVER_AGE`]); returns how many uploads were removed.
+    /// Removes what crashes left behind that belongs to no upload, once untouched for
+    /// [`LEFTOVER_AGE`]; returns how many things it removed.
+    pub async fn remove_leftovers(&self) -> Result<usize, UploadError> {
+        Ok(self.store.remove_leftovers(LEFTOVER_AGE).await?)
+    }
+
+    /// Removes every expired unfinished upload; returns how many were removed.
     pub async fn remove_expired(&self) -> Result<usize, UploadError> {
         if self.config.expire_after.is_none() || !self.capabilities().list {
             return Ok(0);
@@ -560,7 +565,6 @@ impl UploadService {
         if removed > 0 {
             tracing::info!(removed, "expired uploads removed");
         }
-        self.store.remove_leftovers(LEFTOVER_AGE).await?;
         Ok(removed)
     }
 

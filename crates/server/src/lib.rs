@@ -134,20 +134,27 @@ pub async fn run(
 }
 
 /// Removes expired unfinished uploads now and then: ten times per expiry period, at least every
-/// second and at most every ten minutes.
+/// second and at most every ten minutes; and what crashes left behind, every ten minutes at most.
 async fn sweep_expired(service: Arc<UploadService>) {
-    let Some(expire_after) = service.expire_after() else {
-        return;
-    };
-    let period = (expire_after / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    let most = Duration::from_secs(600);
+    let period = service.expire_after().map_or(most, |expire_after| {
+        (expire_after / 10).clamp(Duration::from_secs(1), most)
+    });
     // The first sweep waits a period too: nothing can have expired at start-up that the first
     // request would not find expired anyway.
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leftovers_swept = tokio::time::Instant::now();
     loop {
         ticks.tick().await;
         if let Err(error) = service.remove_expired().await {
             tracing::warn!(%error, "expiry sweep failed");
+        }
+        if leftovers_swept.elapsed() >= most {
+            leftovers_swept = tokio::time::Instant::now();
+            if let Err(error) = service.remove_leftovers().await {
+                tracing::warn!(%error, "sweep of crash leftovers failed");
+            }
         }
     }
 }
