@@ -246,11 +246,10 @@ impl Append {
                 pieces.push(last);
             }
         }
-        let kept: Vec<u8> = pieces
-            .iter()
-            .rev()
-            .flat_map(|piece| piece.iter().copied())
-            .collect();
+        let mut kept = Vec::with_capacity(keep);
+        for piece in pieces.iter().rev() {
+            kept.extend_from_slice(piece);
+        }
         self.batch = if kept.is_empty() {
             Vec::new()
         } else {
