@@ -4,7 +4,8 @@
 //!
 //! - [`app`] builds the router (tests drive it in-process); [`run`] serves it on a listener
 //!   until a shutdown signal, letting uploads in flight persist and answer first.
-//! - `connections`: the accept loop and hyper's per-connection settings (read buffer size).
+//! - `connections`: the accept loop, HTTP/1.1-or-2 detection, and hyper's per-connection
+//!   settings (read buffer size, the timeout for a request head).
 //! - `simple`: the seed's protocol, `GET /status` and `POST /upload`.
 //! - `tus`: tus 1.0.0 on `/files/`.
 //! - `download`: `GET /files/{id}` of completed uploads, with `Range`.
