@@ -334,12 +334,12 @@ impl Append {
 /// Appends `batch` to the file, which must be `length` bytes long; returns its new length.
 /// The file is open (and locked) only for this write.
 fn append_batch(target: &Target, length: u64, batch: Vec<Bytes>) -> io::Result<u64> {
-    let mut file = OpenOptions::new().append(true).open(&target.path)?;
+    let mut file = open_at(target, length)?;
     append_to(target, &mut file, length, batch)
 }
 
+/// Appends `batch` to `file`, opened by [`open_at`] and `length` bytes long.
 fn append_to(target: &Target, file: &mut File, length: u64, batch: Vec<Bytes>) -> io::Result<u64> {
-    lock_at(file, length)?;
     let new_length = length + batch.iter().map(|chunk| chunk.len() as u64).sum::<u64>();
     target.direct.append(&target.path, file, length, batch)?;
     Ok(new_length)
@@ -347,10 +347,11 @@ fn append_to(target: &Target, file: &mut File, length: u64, batch: Vec<Bytes>) -
 
 /// Appends a batch prepared while the previous write was in flight; returns the new length.
 fn append_prepared(target: &Target, length: u64, prepared: Prepared) -> io::Result<u64> {
-    let mut file = OpenOptions::new().append(true).open(&target.path)?;
+    let mut file = open_at(target, length)?;
     append_prepared_to(target, &mut file, length, prepared)
 }
 
+/// Appends `prepared` to `file`, opened by [`open_at`] and `length` bytes long.
 fn append_prepared_to(
     target: &Target,
     file: &mut File,
@@ -365,10 +366,17 @@ fn append_prepared_to(
             prepared.start()
         )));
     }
-    lock_at(file, length)?;
     let new_length = length + prepared.len() as u64;
     target.direct.write(&target.path, file, prepared)?;
     Ok(new_length)
+}
+
+/// Opens the data file for appending, takes its lock and checks that it is `length` bytes
+/// long. The lock goes with the file when it is closed.
+fn open_at(target: &Target, length: u64) -> io::Result<File> {
+    let file = OpenOptions::new().append(true).open(&target.path)?;
+    lock_at(&file, length)?;
+    Ok(file)
 }
 
 /// Takes the data file's lock and checks that it is `length` bytes long.
@@ -398,9 +406,15 @@ fn write_last(
         Ok(file) => file,
         Err(error) => return (None, Err(error)),
     };
-    let written = match prepared {
-        Some(prepared) => append_prepared_to(target, &mut file, length, prepared),
-        None => Ok(length),
+    // One lock and length check for both writes.
+    let locked = if prepared.is_some() || !batch.is_empty() {
+        lock_at(&file, length)
+    } else {
+        Ok(())
+    };
+    let written = match (locked, prepared) {
+        (Ok(()), Some(prepared)) => append_prepared_to(target, &mut file, length, prepared),
+        (locked, _) => locked.map(|()| length),
     };
     let written = match written {
         Ok(length) if !batch.is_empty() => append_to(target, &mut file, length, batch),
