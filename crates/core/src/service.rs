@@ -17,7 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 /// How long what a crash left behind (see [`Store::remove_leftovers`]) must have gone
-/// untouched before the expiry sweep removes it: far longer than any creation or removal takes.
+/// untouched before [`UploadService::remove_leftovers`] removes it: far longer than any
+/// creation or removal takes.
 pub const LEFTOVER_AGE: Duration = Duration::from_secs(60 * 60);
 
 /// Settings of an [`UploadService`].

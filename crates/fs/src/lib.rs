@@ -63,9 +63,9 @@ pub struct FileStore {
     streams: Arc<write::Streams>,
 }
 
-/// Aligned buffers (2.5 MiB) for direct writes, shared by all uploads: enough to keep the disk busy
-/// on two cores, few enough that memory stays flat under hundreds of uploads (the others write
-/// through the page cache meanwhile).
+/// Aligned buffers (2.5 MiB) for direct writes, shared by all uploads: enough to keep the disk
+/// busy on two cores, few enough that memory stays flat under hundreds of uploads (the others
+/// write through the page cache meanwhile).
 const DIRECT_BUFFERS: usize = 8;
 
 /// Size of the reads that serve downloads.

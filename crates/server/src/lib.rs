@@ -121,7 +121,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let stopper = service.clone();
-    let sweeper = tokio::spawn(sweep_expired(service.clone()));
+    let sweeper = tokio::spawn({
+        let service = service.clone();
+        async move { tokio::join!(sweep_expired(service.clone()), sweep_leftovers(service)) }
+    });
     let head_timeout = config.head_timeout;
     let router = app(service, config);
     let served = connections::serve(listener, router, head_timeout, async move {
@@ -135,27 +138,38 @@ pub async fn run(
 }
 
 /// Removes expired unfinished uploads now and then: ten times per expiry period, at least every
-/// second and at most every ten minutes; and what crashes left behind, every ten minutes at most.
+/// second and at most every ten minutes.
 async fn sweep_expired(service: Arc<UploadService>) {
-    let most = Duration::from_secs(600);
-    let period = service.expire_after().map_or(most, |expire_after| {
-        (expire_after / 10).clamp(Duration::from_secs(1), most)
-    });
+    let Some(expire_after) = service.expire_after() else {
+        return;
+    };
+    let period = (expire_after / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
     // The first sweep waits a period too: nothing can have expired at start-up that the first
     // request would not find expired anyway.
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut leftovers_swept = tokio::time::Instant::now();
-    loop {
-        ticks.tick().await;
+    every(period, || async {
         if let Err(error) = service.remove_expired().await {
             tracing::warn!(%error, "expiry sweep failed");
         }
-        if leftovers_swept.elapsed() >= most {
-            leftovers_swept = tokio::time::Instant::now();
-            if let Err(error) = service.remove_leftovers().await {
-                tracing::warn!(%error, "sweep of crash leftovers failed");
-            }
+    })
+    .await;
+}
+
+/// Removes what crashes left behind every ten minutes, whether or not uploads expire.
+async fn sweep_leftovers(service: Arc<UploadService>) {
+    every(Duration::from_secs(600), || async {
+        if let Err(error) = service.remove_leftovers().await {
+            tracing::warn!(%error, "sweep of crash leftovers failed");
         }
+    })
+    .await;
+}
+
+/// Runs `work` every `period`, the first time one period from now, never two at once.
+async fn every<F: Future<Output = ()>>(period: Duration, mut work: impl FnMut() -> F) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        work().await;
     }
 }
