@@ -353,7 +353,11 @@ async fn a_body_pausing_longer_than_the_head_timeout_still_completes() {
     server
         .eventually(|| async { (server.stored_bytes() == 5).then_some(()) })
         .await;
-    tokio::time::sleep(HEAD_TIMEOUT * 2).await;
+    // Wait until the head timeout has visibly passed: a silent connection opened now is closed.
+    let mut silent = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    assert!(time_until_closed(&mut silent).await >= HEAD_TIMEOUT);
     stream.write_all(b"56789").await.unwrap();
     let response = common::read_response_head(&mut stream).await;
     assert!(response.starts_with("HTTP/1.1 204"), "{response}");
