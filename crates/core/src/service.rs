@@ -200,6 +200,10 @@ pub struct Append {
     pub content_length: Option<u64>,
     /// The digest the body must have; the body is discarded if it differs or is cut short.
     pub checksum: Option<ExpectedChecksum>,
+    /// The body is the rest of the upload: once it has arrived whole, an upload whose length is
+    /// still unknown is complete at the stored count. The seed's client says "done" this way: it
+    /// sends the whole rest of the file in one request, without a size.
+    pub ends_upload: bool,
     /// The body.
     pub body: BodyStream,
 }
@@ -499,6 +503,13 @@ impl UploadService {
                 tracing::info!(upload = %id, %error, "chunk discarded");
                 return Err(error.into_upload_error(start));
             }
+        }
+        if append.ends_upload
+            && appended.interruption.is_none()
+            && status.info.length == Length::Deferred
+        {
+            status.info.length = Length::Known(status.offset.0);
+            self.store.update(&status.info).await?;
         }
         if status.is_complete() && !was_complete {
             self.store.finish(id).await?;

@@ -288,6 +288,7 @@ async fn create(
             declared_length: None,
             content_length: create.content_length,
             checksum: None,
+            ends_upload: false,
             body: body_stream(body),
         };
         let id = &status.info.id;
@@ -428,6 +429,7 @@ async fn append(
         declared_length: request.declared_length,
         content_length: request.content_length,
         checksum: expected_checksum(&mut request, trailers),
+        ends_upload: false,
         body,
     };
     drop(parts); // see `create`

@@ -320,3 +320,133 @@ async fn an_expired_upload_starts_over_from_zero() {
     // The expired upload's bytes are gone; only the new upload's remain.
     assert_eq!(server.stored_bytes(), 3);
 }
+
+/// The upload's path (`/files/{id}`), from the one data file in the store.
+fn only_upload(server: &TestServer) -> String {
+    let mut ids: Vec<String> = std::fs::read_dir(server.data_dir.join("uploads"))
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".bin").map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one upload in the store: {ids:?}");
+    format!("/files/{}", ids.remove(0))
+}
+
+async fn get(server: &TestServer, path: &str) -> reqwest::Response {
+    server.client.get(server.url(path)).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_whole_post_without_a_size_completes_the_upload() {
+    let server = TestServer::start().await;
+    let data = pattern(300_001, 7);
+    let response = post(&server, "seed.bin-300001-1", "0", None, data.clone()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(response.text().await.unwrap(), "300001");
+    let download = get(&server, &location).await;
+    assert_eq!(download.status(), StatusCode::OK);
+    assert_eq!(sha256(&download.bytes().await.unwrap()), sha256(&data));
+    let head = common::head(&server, &location).await;
+    assert_eq!(head.headers()["upload-length"], "300001");
+    assert_eq!(status(&server, "seed.bin-300001-1").await.1, "300001");
+}
+
+#[tokio::test]
+async fn a_whole_post_short_of_its_file_size_leaves_the_upload_open() {
+    let server = TestServer::start().await;
+    let response = post(&server, "sized-10-1", "0", Some("10"), b"abcd".to_vec()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(get(&server, &location).await.status(), StatusCode::CONFLICT);
+    let head = common::head(&server, &location).await;
+    assert_eq!(head.headers()["upload-length"], "10");
+    assert_eq!(head.headers()["upload-offset"], "4");
+}
+
+#[tokio::test]
+async fn an_interrupted_post_without_a_size_leaves_the_upload_open() {
+    let server = TestServer::start().await;
+    let data = pattern(200_000, 9);
+    let head = "POST /upload HTTP/1.1\r\nHost: x\r\nX-File-Id: open-200000-1\r\n\
+                X-Start-Byte: 0\r\nContent-Length: 200000\r\n\r\n";
+    let connection = server.send_partial(head, &data[..75_000]).await;
+    // Watch the disk, not /status: a status request would take the upload over.
+    server
+        .eventually(|| async { (server.stored_bytes() == 75_000).then_some(()) })
+        .await;
+    drop(connection);
+    let path = only_upload(&server);
+    // Once the server has seen the connection go, the upload is open at what arrived.
+    server
+        .eventually(|| async {
+            let head = common::head(&server, &path).await;
+            let open = head.headers().contains_key("upload-defer-length");
+            (open && head.headers()["upload-offset"] == "75000").then_some(())
+        })
+        .await;
+    assert_eq!(get(&server, &path).await.status(), StatusCode::CONFLICT);
+    // The seed's client resumes with the rest of the file, again without a size.
+    let resumed = post(
+        &server,
+        "open-200000-1",
+        "75000",
+        None,
+        data[75_000..].to_vec(),
+    )
+    .await;
+    assert_eq!(resumed.status(), StatusCode::OK);
+    assert_eq!(resumed.text().await.unwrap(), "200000");
+    assert_eq!(
+        sha256(&common::download(&server, &path).await),
+        sha256(&data)
+    );
+}
+
+#[tokio::test]
+async fn after_completion_a_post_at_the_size_changes_nothing_and_others_are_409() {
+    let server = TestServer::start().await;
+    let data = pattern(5_000, 3);
+    post(&server, "done-5000-1", "0", None, data.clone()).await;
+    let again = post(&server, "done-5000-1", "5000", None, Vec::new()).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(again.text().await.unwrap(), "5000");
+    for wrong in ["0", "4999", "5001"] {
+        let response = post(&server, "done-5000-1", wrong, None, b"zz".to_vec()).await;
+        assert_eq!(response.status(), StatusCode::CONFLICT, "start {wrong}");
+        assert_eq!(response.headers()["upload-offset"], "5000");
+        assert_eq!(response.text().await.unwrap(), "5000");
+    }
+    let past = post(&server, "done-5000-1", "5000", None, b"more".to_vec()).await;
+    assert_eq!(past.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(status(&server, "done-5000-1").await.1, "5000");
+    assert_eq!(server.stored_bytes(), 5_000);
+    let path = only_upload(&server);
+    assert_eq!(common::download(&server, &path).await, data);
+}
+
+#[tokio::test]
+async fn a_completed_seed_upload_survives_the_expiry_sweep_and_an_interrupted_one_expires() {
+    let server = TestServer::start().await;
+    let whole = post(&server, "kept-100-1", "0", None, pattern(100, 1)).await;
+    let kept = whole.headers()["location"].to_str().unwrap().to_owned();
+    let head = "POST /upload HTTP/1.1\r\nHost: x\r\nX-File-Id: cut-100-1\r\n\
+                X-Start-Byte: 0\r\nContent-Length: 100\r\n\r\n";
+    let connection = server.send_partial(head, &pattern(40, 2)).await;
+    server
+        .eventually(|| async { (server.stored_bytes() == 140).then_some(()) })
+        .await;
+    drop(connection);
+    server
+        .eventually(|| async { (status(&server, "cut-100-1").await.1 == "40").then_some(()) })
+        .await;
+    server
+        .clock
+        .advance(std::time::Duration::from_secs(25 * 60 * 60));
+    assert_eq!(server.service.remove_expired().await.unwrap(), 1);
+    assert_eq!(common::download(&server, &kept).await, pattern(100, 1));
+    assert_eq!(status(&server, "cut-100-1").await.1, "0");
+    assert_eq!(server.stored_bytes(), 100);
+}
