@@ -15,7 +15,7 @@
 //! Bytes that arrived but were not yet written when the process dies are lost; they were never
 //! acknowledged (an offset is reported only after `fdatasync`), so the client sends them again.
 
-use crate::direct::{ALIGN, DirectWriter, Prepared};
+use crate::direct::{ALIGN, DirectWriter, Prepared, Through};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use resumable_core::{BodyError, BodyStream, Clock};
@@ -100,9 +100,13 @@ pub(crate) struct Target {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) direct: Arc<DirectWriter>,
     pub(crate) streams: Arc<Streams>,
+    /// The bytes are set aside until verified (a staged chunk): they go through the page cache
+    /// and are not synced, since they count only once copied into the data file.
+    pub(crate) set_aside: bool,
 }
 
-type WriteTask = JoinHandle<io::Result<u64>>;
+/// A write in flight: the file's new length, and how the bytes went.
+type WriteTask = JoinHandle<io::Result<(u64, Through)>>;
 
 /// Writes every chunk of `body`, in order, at the end of the file (whose length is `start`),
 /// until the body ends, fails, or a write fails; then syncs what reached the file and stamps
@@ -144,6 +148,9 @@ struct Append {
     writing: Option<WriteTask>,
     /// Bytes of the write in flight.
     in_flight: u64,
+    /// How this append's bytes have reached the file: once some went through the page cache,
+    /// the rest follow (no direct write may land above them; see the `direct` module).
+    through: Through,
     ended: bool,
     interruption: Option<BodyError>,
     error: Option<io::Error>,
@@ -151,6 +158,11 @@ struct Append {
 
 impl Append {
     fn new(target: Target, start: u64) -> Self {
+        let through = if target.set_aside {
+            Through::PageCache
+        } else {
+            Through::Disk
+        };
         Append {
             streaming: target.streams.enter(),
             target,
@@ -161,6 +173,7 @@ impl Append {
             prepared: None,
             writing: None,
             in_flight: 0,
+            through,
             ended: false,
             interruption: None,
             error: None,
@@ -201,11 +214,15 @@ impl Append {
             };
             let batch = self.take_batch(tail);
             self.in_flight = batch.iter().map(|chunk| chunk.len() as u64).sum();
-            let (target, length) = (self.target.clone(), self.length);
+            let (target, length, through) = (self.target.clone(), self.length, self.through);
             self.writing = Some(tokio::task::spawn_blocking(move || {
-                append_batch(&target, length, batch)
+                append_batch(&target, length, batch, through)
             }));
-        } else if full && self.writing.is_some() && self.prepared.is_none() {
+        } else if full
+            && self.writing.is_some()
+            && self.prepared.is_none()
+            && self.through == Through::Disk
+        {
             let start = self.length + self.in_flight;
             let tail = self.unaligned_tail(start);
             self.prepared =
@@ -296,10 +313,13 @@ impl Append {
         }
     }
 
-    fn write_finished(&mut self, done: Result<io::Result<u64>, tokio::task::JoinError>) {
+    fn write_finished(&mut self, done: Result<io::Result<(u64, Through)>, tokio::task::JoinError>) {
         self.writing = None;
         match done {
-            Ok(Ok(new_length)) => self.length = new_length,
+            Ok(Ok((new_length, through))) => {
+                self.length = new_length;
+                self.through = through;
+            }
             Ok(Err(failure)) => self.error = Some(failure),
             Err(failure) => self.error = Some(io::Error::other(failure)),
         }
@@ -311,10 +331,12 @@ impl Append {
             self.batch.clear();
             self.prepared = None;
         }
-        let (target, length) = (self.target, self.length);
+        let (target, length, through) = (self.target, self.length, self.through);
         let (prepared, batch) = (self.prepared, self.batch);
-        let last =
-            tokio::task::spawn_blocking(move || write_last(&target, length, prepared, batch)).await;
+        let last = tokio::task::spawn_blocking(move || {
+            write_last(&target, length, through, prepared, batch)
+        })
+        .await;
         let (write_error, synced) = match last {
             Ok(outcome) => outcome,
             Err(failure) => (None, Err(io::Error::other(failure))),
@@ -331,22 +353,36 @@ impl Append {
     }
 }
 
-/// Appends `batch` to the file, which must be `length` bytes long; returns its new length.
-/// The file is open (and locked) only for this write.
-fn append_batch(target: &Target, length: u64, batch: Vec<Bytes>) -> io::Result<u64> {
+/// Appends `batch` to the file, which must be `length` bytes long; returns its new length and
+/// how the bytes went. The file is open (and locked) only for this write.
+fn append_batch(
+    target: &Target,
+    length: u64,
+    batch: Vec<Bytes>,
+    through: Through,
+) -> io::Result<(u64, Through)> {
     let mut file = open_at(target, length)?;
-    append_to(target, &mut file, length, batch)
+    append_to(target, &mut file, length, batch, through)
 }
 
 /// Appends `batch` to `file`, opened by [`open_at`] and `length` bytes long.
-fn append_to(target: &Target, file: &mut File, length: u64, batch: Vec<Bytes>) -> io::Result<u64> {
+fn append_to(
+    target: &Target,
+    file: &mut File,
+    length: u64,
+    batch: Vec<Bytes>,
+    through: Through,
+) -> io::Result<(u64, Through)> {
     let new_length = length + batch.iter().map(|chunk| chunk.len() as u64).sum::<u64>();
-    target.direct.append(&target.path, file, length, batch)?;
-    Ok(new_length)
+    let through = target
+        .direct
+        .append(&target.path, file, length, batch, through)?;
+    Ok((new_length, through))
 }
 
-/// Appends a batch prepared while the previous write was in flight; returns the new length.
-fn append_prepared(target: &Target, length: u64, prepared: Prepared) -> io::Result<u64> {
+/// Appends a batch prepared while the previous write was in flight; returns the new length
+/// and how the bytes went.
+fn append_prepared(target: &Target, length: u64, prepared: Prepared) -> io::Result<(u64, Through)> {
     let mut file = open_at(target, length)?;
     append_prepared_to(target, &mut file, length, prepared)
 }
@@ -357,7 +393,7 @@ fn append_prepared_to(
     file: &mut File,
     length: u64,
     prepared: Prepared,
-) -> io::Result<u64> {
+) -> io::Result<(u64, Through)> {
     // Prepared for the length the previous write was to reach, which it did if it succeeded;
     // written anywhere else, its direct part would land at the wrong offset.
     if prepared.start() != length {
@@ -367,8 +403,8 @@ fn append_prepared_to(
         )));
     }
     let new_length = length + prepared.len() as u64;
-    target.direct.write(&target.path, file, prepared)?;
-    Ok(new_length)
+    let through = target.direct.write(&target.path, file, prepared)?;
+    Ok((new_length, through))
 }
 
 /// Opens the data file for appending, takes its lock and checks that it is `length` bytes
@@ -383,6 +419,11 @@ fn open_at(target: &Target, length: u64) -> io::Result<File> {
 fn lock_at(file: &File, length: u64) -> io::Result<()> {
     // Blocks only while another process writes one batch of its own.
     file.lock()?;
+    check_length(file, length)
+}
+
+/// Checks that the (locked) data file is `length` bytes long.
+fn check_length(file: &File, length: u64) -> io::Result<()> {
     let found = file.metadata()?.len();
     if found != length {
         return Err(io::Error::other(LengthChanged {
@@ -395,10 +436,13 @@ fn lock_at(file: &File, length: u64) -> io::Result<()> {
 
 /// Writes the last batch (prepared, gathered, or both in that order), if any, then makes what
 /// reached the file durable and stamps the write time. Returns the write's error, if it
-/// failed, and the durable length.
+/// failed, and the durable length: the file's, read under its lock before the sync, so it is
+/// true even when this append wrote nothing or failed (another process's bytes included: the
+/// sync flushes them too).
 fn write_last(
     target: &Target,
     length: u64,
+    through: Through,
     prepared: Option<Prepared>,
     batch: Vec<Bytes>,
 ) -> (Option<io::Error>, io::Result<u64>) {
@@ -406,30 +450,34 @@ fn write_last(
         Ok(file) => file,
         Err(error) => return (None, Err(error)),
     };
-    // One lock and length check for both writes.
-    let locked = if prepared.is_some() || !batch.is_empty() {
-        lock_at(&file, length)
-    } else {
+    // One lock for both writes and the sync.
+    if let Err(error) = file.lock() {
+        return (None, Err(error));
+    }
+    let written = (|| {
+        if prepared.is_none() && batch.is_empty() {
+            return Ok(());
+        }
+        check_length(&file, length)?;
+        let (length, through) = match prepared {
+            Some(prepared) => append_prepared_to(target, &mut file, length, prepared)?,
+            None => (length, through),
+        };
+        if !batch.is_empty() {
+            append_to(target, &mut file, length, batch, through)?;
+        }
         Ok(())
-    };
-    let written = match (locked, prepared) {
-        (Ok(()), Some(prepared)) => append_prepared_to(target, &mut file, length, prepared),
-        (locked, _) => locked.map(|()| length),
-    };
-    let written = match written {
-        Ok(length) if !batch.is_empty() => append_to(target, &mut file, length, batch),
-        other => other,
-    };
+    })();
     // fdatasync flushes the file's pages whichever descriptor wrote them.
     let synced = (|| {
+        if target.set_aside {
+            return file.metadata().map(|metadata| metadata.len());
+        }
         // Expiry counts from the last write, on the service's clock.
         file.set_modified(target.clock.now())?;
+        let durable = file.metadata()?.len();
         file.sync_data()?;
-        match written {
-            Ok(length) => Ok(length),
-            // After a failed write only the file knows how much reached it.
-            Err(_) => Ok(file.metadata()?.len()),
-        }
+        Ok(durable)
     })();
     (written.err(), synced)
 }
@@ -445,6 +493,7 @@ mod tests {
             clock: Arc::new(SystemClock),
             direct: Arc::new(DirectWriter::new(0)),
             streams: Arc::default(),
+            set_aside: false,
         };
         let mut append = Append::new(target, start);
         let mut all = Vec::new();
