@@ -26,7 +26,9 @@ macro_rules! store_conformance_tests {
             client_keys_are_scoped_per_owner,
             finish_is_idempotent,
             empty_append_changes_nothing,
-            truncate_discards_bytes_past_the_offset,
+            staged_bytes_count_only_once_committed,
+            discarded_bytes_leave_the_upload_unchanged,
+            staging_and_committing_check_the_offset,
             concatenate_joins_parts_in_order,
             list_returns_every_upload,
             writes_move_modified_at,
@@ -302,23 +304,103 @@ pub async fn empty_append_changes_nothing(store: &dyn Store) {
     );
 }
 
-/// `truncate` discards the bytes past the offset; appends continue from there.
-pub async fn truncate_discards_bytes_past_the_offset(store: &dyn Store) {
+/// `stage` sets bytes aside without counting them; `commit_staged` appends them.
+pub async fn staged_bytes_count_only_once_committed(store: &dyn Store) {
     let info = created(store, Length::Known(10)).await;
     store
-        .append(&info.id, Offset(0), body(vec![b"abcdef".to_vec()]))
+        .append(&info.id, Offset(0), body(vec![b"ab".to_vec()]))
         .await
         .expect("append");
-    store.truncate(&info.id, Offset(2)).await.expect("truncate");
+    let staged = store
+        .stage(
+            &info.id,
+            Offset(2),
+            body(vec![b"cd".to_vec(), b"ef".to_vec()]),
+        )
+        .await
+        .expect("stage");
+    assert_eq!((staged.length, staged.interruption), (4, None));
+    let status = store.status(&info.id).await.expect("status");
+    assert_eq!(status.offset, Offset(2), "staged bytes do not count");
+    assert_eq!(read_all(store, &info.id, 2).await, b"ab");
+    let committed = store
+        .commit_staged(&info.id, Offset(2))
+        .await
+        .expect("commit");
+    assert_eq!(committed, Offset(6));
     assert_eq!(
         store.status(&info.id).await.expect("status").offset,
-        Offset(2)
+        Offset(6)
+    );
+    assert_eq!(read_all(store, &info.id, 6).await, b"abcdef");
+    store
+        .append(&info.id, Offset(6), body(vec![b"gh".to_vec()]))
+        .await
+        .expect("append after commit");
+    assert_eq!(read_all(store, &info.id, 8).await, b"abcdefgh");
+}
+
+/// `discard_staged` drops what was set aside, an interrupted stage included; a new stage
+/// replaces an earlier one.
+pub async fn discarded_bytes_leave_the_upload_unchanged(store: &dyn Store) {
+    let info = created(store, Length::Known(10)).await;
+    let cut = futures_util::stream::iter(vec![
+        Ok(Bytes::from_static(b"xyz")),
+        Err(BodyError::Interrupted("gone".into())),
+    ])
+    .boxed();
+    let staged = store.stage(&info.id, Offset(0), cut).await.expect("stage");
+    assert_eq!(staged.length, 3);
+    assert!(staged.interruption.is_some());
+    store.discard_staged(&info.id).await.expect("discard");
+    assert_eq!(
+        store.status(&info.id).await.expect("status").offset,
+        Offset(0)
     );
     store
-        .append(&info.id, Offset(2), body(vec![b"XY".to_vec()]))
+        .stage(&info.id, Offset(0), body(vec![b"first".to_vec()]))
         .await
-        .expect("append after truncate");
-    assert_eq!(read_all(store, &info.id, 4).await, b"abXY");
+        .expect("stage");
+    store
+        .stage(&info.id, Offset(0), body(vec![b"ok".to_vec()]))
+        .await
+        .expect("stage again");
+    let committed = store
+        .commit_staged(&info.id, Offset(0))
+        .await
+        .expect("commit");
+    assert_eq!(committed, Offset(2));
+    assert_eq!(read_all(store, &info.id, 2).await, b"ok");
+}
+
+/// Staging and committing both refuse an offset other than the stored count.
+pub async fn staging_and_committing_check_the_offset(store: &dyn Store) {
+    let info = created(store, Length::Known(10)).await;
+    store
+        .append(&info.id, Offset(0), body(vec![b"abc".to_vec()]))
+        .await
+        .expect("append");
+    let wrong = store
+        .stage(&info.id, Offset(1), body(vec![b"zz".to_vec()]))
+        .await;
+    assert!(matches!(
+        wrong,
+        Err(StoreError::OffsetMismatch { stored: Offset(3) })
+    ));
+    store
+        .stage(&info.id, Offset(3), body(vec![b"de".to_vec()]))
+        .await
+        .expect("stage");
+    store
+        .append(&info.id, Offset(3), body(vec![b"D".to_vec()]))
+        .await
+        .expect("another append first");
+    let late = store.commit_staged(&info.id, Offset(3)).await;
+    assert!(matches!(
+        late,
+        Err(StoreError::OffsetMismatch { stored: Offset(4) })
+    ));
+    assert_eq!(read_all(store, &info.id, 4).await, b"abcD");
 }
 
 /// `concatenate` makes the target the parts' bytes in order, and may be repeated.

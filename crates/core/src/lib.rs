@@ -32,7 +32,9 @@ pub use service::{
     Append, ExpectedChecksum, NewConcat, NewUpload, ServiceConfig, TrailerChecksum, UploadError,
     UploadService,
 };
-pub use store::{Appended, BodyError, BodyStream, ByteStream, Capabilities, Store, StoreError};
+pub use store::{
+    Appended, BodyError, BodyStream, ByteStream, Capabilities, Staged, Store, StoreError,
+};
 
 #[cfg(test)]
 mod memory_store_conformance {

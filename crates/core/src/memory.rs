@@ -3,7 +3,7 @@
 use crate::clock::{Clock, SystemClock};
 use crate::model::{Offset, Owner, UploadId, UploadInfo, UploadStatus};
 use crate::store::{
-    Appended, BodyStream, ByteStream, Capabilities, Store, StoreError, client_key_digest,
+    Appended, BodyStream, ByteStream, Capabilities, Staged, Store, StoreError, client_key_digest,
 };
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -15,6 +15,8 @@ use std::time::SystemTime;
 struct Upload {
     info: Option<UploadInfo>,
     bytes: BytesMut,
+    /// What `stage` set aside.
+    staged: BytesMut,
     modified_at: SystemTime,
 }
 
@@ -62,7 +64,7 @@ impl Store for MemoryStore {
         Capabilities {
             terminate: true,
             read: true,
-            truncate: true,
+            stage: true,
             concatenate: true,
             list: true,
         }
@@ -72,6 +74,7 @@ impl Store for MemoryStore {
         let upload = Upload {
             info: Some(info.clone()),
             bytes: BytesMut::new(),
+            staged: BytesMut::new(),
             modified_at: self.clock.now(),
         };
         self.uploads
@@ -184,11 +187,54 @@ impl Store for MemoryStore {
         Ok(keys.get(&client_key_digest(owner, client_key)).cloned())
     }
 
-    async fn truncate(&self, id: &UploadId, offset: Offset) -> Result<(), StoreError> {
+    async fn stage(
+        &self,
+        id: &UploadId,
+        offset: Offset,
+        mut body: BodyStream,
+    ) -> Result<Staged, StoreError> {
+        let upload = self.upload(id)?;
+        {
+            let mut upload = lock(&upload);
+            let stored = Offset(upload.bytes.len() as u64);
+            if stored != offset {
+                return Err(StoreError::OffsetMismatch { stored });
+            }
+            upload.staged.clear();
+        }
+        let mut interruption = None;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) => lock(&upload).staged.extend_from_slice(&chunk),
+                Err(error) => {
+                    interruption = Some(error);
+                    break;
+                }
+            }
+        }
+        let length = lock(&upload).staged.len() as u64;
+        Ok(Staged {
+            length,
+            interruption,
+        })
+    }
+
+    async fn commit_staged(&self, id: &UploadId, offset: Offset) -> Result<Offset, StoreError> {
         let upload = self.upload(id)?;
         let mut upload = lock(&upload);
-        let length = usize::try_from(offset.0).unwrap_or(usize::MAX);
-        upload.bytes.truncate(length);
+        let stored = Offset(upload.bytes.len() as u64);
+        if stored != offset {
+            return Err(StoreError::OffsetMismatch { stored });
+        }
+        let staged = std::mem::take(&mut upload.staged);
+        upload.bytes.extend_from_slice(&staged);
+        upload.modified_at = self.clock.now();
+        Ok(Offset(upload.bytes.len() as u64))
+    }
+
+    async fn discard_staged(&self, id: &UploadId) -> Result<(), StoreError> {
+        let upload = self.upload(id)?;
+        lock(&upload).staged.clear();
         Ok(())
     }
 

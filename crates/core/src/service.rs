@@ -439,6 +439,11 @@ impl UploadService {
     }
 
     /// Appends a body; see [`Append`]. Returns the status with the new durable offset.
+    ///
+    /// Once the body starts, the append runs to its end (written, verified, synced or
+    /// discarded) in a task of its own, even if the caller stops waiting: a request dropped
+    /// mid-body (a reset HTTP/2 stream drops its handler) must not leave bytes counted that
+    /// were never synced or never verified, nor release the lock before they are settled.
     pub async fn append(
         &self,
         owner: &Owner,
@@ -467,11 +472,9 @@ impl UploadService {
                 stored: status.offset,
             });
         }
-        if append.checksum.is_some() && !self.capabilities().truncate {
+        if append.checksum.is_some() && !self.capabilities().stage {
             return Err(UploadError::Unsupported);
         }
-        let start = status.offset;
-        let was_complete = status.is_complete();
         let limits = BodyLimits {
             remaining,
             idle_timeout: self.config.body_idle_timeout,
@@ -482,50 +485,18 @@ impl UploadService {
         };
         let guarded = GuardedBody::new(append.body, stops, limits).boxed();
         let (body, digests) = digesting(guarded, append.checksum.as_ref());
-        let appended = self
-            .store
-            .append(id, start, body)
+        let writing = Writing {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            guard,
+            status,
+            body,
+            checksum: append.checksum.zip(digests),
+            ends_upload: append.ends_upload,
+        };
+        tokio::spawn(writing.run())
             .await
-            .map_err(|error| match error {
-                // Another process appended between our status and our append.
-                StoreError::OffsetMismatch { stored } => UploadError::OffsetMismatch {
-                    stored,
-                    provided: append.offset,
-                },
-                other => other.into(),
-            })?;
-        status.offset = appended.offset;
-        status.modified_at = self.clock.now();
-        if let (Some(expected), Some(digests)) = (append.checksum, digests) {
-            let verdict = verify(expected, digests, appended.interruption.as_ref());
-            if let Err(error) = verdict {
-                self.store.truncate(id, start).await?;
-                tracing::info!(upload = %id, %error, "chunk discarded");
-                return Err(error.into_upload_error(start));
-            }
-        }
-        if append.ends_upload
-            && appended.interruption.is_none()
-            && status.info.length == Length::Deferred
-        {
-            status.info.length = Length::Known(status.offset.0);
-            self.store.update(&status.info).await?;
-        }
-        if status.is_complete() && !was_complete {
-            self.store.finish(id).await?;
-            tracing::info!(upload = %id, length = status.offset.0, "upload complete");
-        }
-        drop(guard);
-        match appended.interruption {
-            None => Ok(status),
-            Some(BodyError::TooLong) => Err(UploadError::BodyTooLong {
-                stored: status.offset,
-            }),
-            Some(reason) => Err(UploadError::Interrupted {
-                stored: status.offset,
-                reason,
-            }),
-        }
+            .map_err(|error| UploadError::Internal(format!("append task: {error}")))?
     }
 
     /// Removes an upload and its bytes.
@@ -672,6 +643,84 @@ impl UploadService {
         match self.config.max_size {
             Some(max) if length > max => Err(UploadError::TooLarge { length, max }),
             _ => Ok(()),
+        }
+    }
+}
+
+/// An append from its first body byte to its end: owns everything it needs, so it can run in
+/// a task of its own (see [`UploadService::append`]), and holds the upload's lock throughout.
+struct Writing {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    guard: LockGuard,
+    /// The upload as it stood before the body.
+    status: UploadStatus,
+    body: BodyStream,
+    /// The checksum the body must match, and the digests fed while it streams.
+    checksum: Option<(ExpectedChecksum, Arc<Mutex<Digests>>)>,
+    ends_upload: bool,
+}
+
+impl Writing {
+    async fn run(self) -> Result<UploadStatus, UploadError> {
+        let Writing {
+            store,
+            clock,
+            guard,
+            mut status,
+            body,
+            checksum,
+            ends_upload,
+        } = self;
+        let id = status.info.id.clone();
+        let start = status.offset;
+        let was_complete = status.is_complete();
+        let mismatch = |error: StoreError| match error {
+            // Another process appended between our status and our write.
+            StoreError::OffsetMismatch { stored } => UploadError::OffsetMismatch {
+                stored,
+                provided: start,
+            },
+            other => other.into(),
+        };
+        let (offset, interruption) = match checksum {
+            None => {
+                let appended = store.append(&id, start, body).await.map_err(mismatch)?;
+                (appended.offset, appended.interruption)
+            }
+            // Checksummed bytes are set aside and count only once verified.
+            Some((expected, digests)) => {
+                let staged = store.stage(&id, start, body).await.map_err(mismatch)?;
+                let verdict = verify(expected, digests, staged.interruption.as_ref());
+                if let Err(error) = verdict {
+                    store.discard_staged(&id).await?;
+                    tracing::info!(upload = %id, %error, "chunk discarded");
+                    return Err(error.into_upload_error(start));
+                }
+                let offset = store.commit_staged(&id, start).await.map_err(mismatch)?;
+                (offset, None)
+            }
+        };
+        status.offset = offset;
+        status.modified_at = clock.now();
+        if ends_upload && interruption.is_none() && status.info.length == Length::Deferred {
+            status.info.length = Length::Known(status.offset.0);
+            store.update(&status.info).await?;
+        }
+        if status.is_complete() && !was_complete {
+            store.finish(&id).await?;
+            tracing::info!(upload = %id, length = status.offset.0, "upload complete");
+        }
+        drop(guard);
+        match interruption {
+            None => Ok(status),
+            Some(BodyError::TooLong) => Err(UploadError::BodyTooLong {
+                stored: status.offset,
+            }),
+            Some(reason) => Err(UploadError::Interrupted {
+                stored: status.offset,
+                reason,
+            }),
         }
     }
 }

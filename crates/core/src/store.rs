@@ -42,6 +42,15 @@ pub struct Appended {
     pub interruption: Option<BodyError>,
 }
 
+/// What [`Store::stage`] set aside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    /// How many bytes are set aside.
+    pub length: u64,
+    /// `Some` when the body ended with an error; every byte received before it is set aside.
+    pub interruption: Option<BodyError>,
+}
+
 /// What a backend supports beyond the core operations; protocol front-ends advertise extensions
 /// from these flags, never from a fixed list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +59,8 @@ pub struct Capabilities {
     pub terminate: bool,
     /// [`Store::read`] serves stored bytes back.
     pub read: bool,
-    /// [`Store::truncate`] discards bytes (what checksum verification needs).
-    pub truncate: bool,
+    /// [`Store::stage`] sets bytes aside until they are verified (what checksums need).
+    pub stage: bool,
     /// [`Store::concatenate`] assembles final uploads.
     pub concatenate: bool,
     /// [`Store::list`] enumerates uploads (what the expiry sweeper needs).
@@ -120,7 +129,15 @@ impl StoreError {
 /// - `terminate` removes the upload and its bytes; afterwards `status` is `NotFound`.
 /// - `read` returns the stored bytes in `range` (within the offset).
 /// - `find_by_key` returns the upload created with `client_key` by `owner`, if it still exists.
-/// - `truncate` discards the bytes past `offset`, durably; the offset becomes `offset`.
+/// - `stage` stores the body aside, as `append` would (only if exactly `offset` bytes are
+///   stored, else [`StoreError::OffsetMismatch`]), but the bytes do not count: `status` and
+///   `read` do not see them, and a crash may lose them. A new `stage` replaces what an earlier
+///   one set aside.
+/// - `commit_staged` appends what `stage` set aside, only if exactly `offset` bytes are stored
+///   (else [`StoreError::OffsetMismatch`] and nothing is written), durably, and returns the new
+///   offset; the staged bytes are gone afterwards. After a crash, the upload holds at most the
+///   staged bytes' prefix beyond `offset`, never other bytes.
+/// - `discard_staged` drops what `stage` set aside; the upload is unchanged.
 /// - `concatenate` makes the bytes of `target` the parts' bytes in order (replacing any it had),
 ///   durably; it may be called again after a crash and gives the same result.
 /// - `list` returns the id of every upload that `status` can see.
@@ -163,8 +180,19 @@ pub trait Store: Send + Sync + 'static {
         client_key: &str,
     ) -> Result<Option<UploadId>, StoreError>;
 
-    /// Discards stored bytes past `offset`.
-    async fn truncate(&self, id: &UploadId, offset: Offset) -> Result<(), StoreError>;
+    /// Sets a body aside, to be appended at `offset` once verified.
+    async fn stage(
+        &self,
+        id: &UploadId,
+        offset: Offset,
+        body: BodyStream,
+    ) -> Result<Staged, StoreError>;
+
+    /// Appends at `offset` what [`Store::stage`] set aside.
+    async fn commit_staged(&self, id: &UploadId, offset: Offset) -> Result<Offset, StoreError>;
+
+    /// Drops what [`Store::stage`] set aside.
+    async fn discard_staged(&self, id: &UploadId) -> Result<(), StoreError>;
 
     /// Writes the bytes of `parts`, in order, as the bytes of `target`.
     async fn concatenate(&self, target: &UploadId, parts: &[UploadId]) -> Result<(), StoreError>;

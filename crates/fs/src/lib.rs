@@ -5,6 +5,7 @@
 //! ```text
 //! ROOT/uploads/ID.bin   the upload's bytes, append-only; its length IS the offset
 //! ROOT/uploads/ID.info  the upload's info as JSON, replaced atomically (temp + fsync + rename)
+//! ROOT/uploads/ID.staged a checksummed chunk set aside until verified (`Store::stage`)
 //! ROOT/keys/DIGEST      the id of a simple-protocol upload, DIGEST = sha256(owner, X-File-Id)
 //! ```
 //!
@@ -26,8 +27,8 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use resumable_core::store::client_key_digest;
 use resumable_core::{
-    Appended, BodyStream, ByteStream, Capabilities, Clock, Offset, Owner, Store, StoreError,
-    UploadId, UploadInfo, UploadStatus,
+    Appended, BodyStream, ByteStream, Capabilities, Clock, Offset, Owner, Staged, Store,
+    StoreError, UploadId, UploadInfo, UploadStatus,
 };
 use std::fs::{File, OpenOptions};
 use std::io::{self, SeekFrom};
@@ -86,13 +87,19 @@ impl FileStore {
             })),
             streams: Arc::default(),
         };
-        tokio::fs::create_dir_all(&store.uploads).await?;
-        tokio::fs::create_dir_all(&store.keys).await?;
+        let root = config.root;
+        tokio::task::spawn_blocking(move || settle(&root))
+            .await
+            .map_err(io::Error::other)??;
         Ok(store)
     }
 
     fn data_path(&self, id: &UploadId) -> PathBuf {
         self.uploads.join(format!("{id}.bin"))
+    }
+
+    fn staged_path(&self, id: &UploadId) -> PathBuf {
+        self.uploads.join(format!("{id}.staged"))
     }
 
     fn info_path(&self, id: &UploadId) -> PathBuf {
@@ -101,6 +108,17 @@ impl FileStore {
 
     fn key_path(&self, owner: &Owner, client_key: &str) -> PathBuf {
         self.keys.join(client_key_digest(owner, client_key))
+    }
+
+    /// Where and how an append to `path` writes.
+    fn target(&self, path: PathBuf) -> write::Target {
+        write::Target {
+            path,
+            clock: self.clock.clone(),
+            direct: self.direct.clone(),
+            streams: self.streams.clone(),
+            set_aside: false,
+        }
     }
 
     async fn read_info(&self, id: &UploadId) -> Result<UploadInfo, StoreError> {
@@ -130,6 +148,24 @@ impl FileStore {
     }
 }
 
+/// Makes the store's directories exist durably, and everything on its file system durable:
+/// after a `kill -9` the page cache still holds bytes a dead process wrote but never synced,
+/// and an offset read from a data file's length must not count them until they are on disk.
+fn settle(root: &Path) -> io::Result<()> {
+    for directory in [root.join("uploads"), root.join("keys")] {
+        std::fs::create_dir_all(&directory)?;
+    }
+    sync_directory(root)?;
+    if let Some(parent) = root
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        sync_directory(parent)?;
+    }
+    rustix::fs::syncfs(File::open(root)?)?;
+    Ok(())
+}
+
 fn decode_info(bytes: &[u8]) -> Result<UploadInfo, StoreError> {
     serde_json::from_slice(bytes).map_err(|error| StoreError::Io(io::Error::other(error)))
 }
@@ -151,16 +187,19 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let directory = path
         .parent()
         .ok_or_else(|| io::Error::other("path has no parent"))?;
-    let name = path
-        .file_name()
-        .and_then(|name| name.to_str())
-        .unwrap_or("file");
-    let temporary = directory.join(format!(".{name}.{}.tmp", UploadId::random()));
+    let temporary = directory.join(format!(".{}.{}.tmp", file_name(path), UploadId::random()));
     let mut file = File::create(&temporary)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&temporary, path)?;
     sync_directory(directory)
+}
+
+/// The last component of a path the store built (always UTF-8).
+fn file_name(path: &Path) -> &str {
+    path.file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("file")
 }
 
 fn sync_directory(directory: &Path) -> io::Result<()> {
@@ -173,7 +212,7 @@ impl Store for FileStore {
         Capabilities {
             terminate: true,
             read: true,
-            truncate: true,
+            stage: true,
             concatenate: true,
             list: true,
         }
@@ -231,13 +270,7 @@ impl Store for FileStore {
     ) -> Result<Appended, StoreError> {
         // Each batch takes the data file's lock and checks its length (see `write`): nothing
         // stays open while the client is quiet.
-        let target = write::Target {
-            path: self.data_path(id),
-            clock: self.clock.clone(),
-            direct: self.direct.clone(),
-            streams: self.streams.clone(),
-        };
-        let written = write::stream_to_file(target, offset.0, body).await;
+        let written = write::stream_to_file(self.target(self.data_path(id)), offset.0, body).await;
         let durable = Offset(written.durable_length);
         let Some(error) = written.error else {
             return Ok(Appended {
@@ -280,6 +313,7 @@ impl Store for FileStore {
         let info = self.read_info(id).await?;
         let info_path = self.info_path(id);
         let data = self.data_path(id);
+        let staged = self.staged_path(id);
         let key = info
             .client_key
             .as_ref()
@@ -291,6 +325,7 @@ impl Store for FileStore {
             std::fs::remove_file(&info_path)?;
             sync_directory(&directory)?;
             remove_if_present(&data)?;
+            remove_if_present(&staged)?;
             if let Some(key) = key
                 && std::fs::read(&key).is_ok_and(|stored| stored == id.as_bytes())
             {
@@ -333,32 +368,88 @@ impl Store for FileStore {
         }
     }
 
-    async fn truncate(&self, id: &UploadId, offset: Offset) -> Result<(), StoreError> {
-        let file = self.open_locked(id).await?;
-        blocking(move || {
-            file.set_len(offset.0)?;
-            file.sync_data()
+    async fn stage(
+        &self,
+        id: &UploadId,
+        offset: Offset,
+        body: BodyStream,
+    ) -> Result<Staged, StoreError> {
+        let stored = self.status(id).await?.offset;
+        if stored != offset {
+            return Err(StoreError::OffsetMismatch { stored });
+        }
+        let path = self.staged_path(id);
+        let created = path.clone();
+        blocking(move || File::create(created)).await?;
+        let target = write::Target {
+            set_aside: true,
+            ..self.target(path)
+        };
+        let written = write::stream_to_file(target, 0, body).await;
+        if let Some(error) = written.error {
+            return Err(StoreError::from_io(error));
+        }
+        Ok(Staged {
+            length: written.durable_length,
+            interruption: written.interruption,
         })
-        .await
+    }
+
+    async fn commit_staged(&self, id: &UploadId, offset: Offset) -> Result<Offset, StoreError> {
+        let mut file = self.open_locked(id).await?;
+        let staged = self.staged_path(id);
+        let now = self.clock.now();
+        let committed = blocking(move || {
+            let stored = file.metadata()?.len();
+            if stored != offset.0 {
+                return Ok(Err(stored));
+            }
+            // Verified bytes only: a crash part-way leaves a prefix of them, which is the
+            // client's. copy_file_range on Linux: no bytes pass through user space.
+            std::io::copy(&mut File::open(&staged)?, &mut file)?;
+            file.set_modified(now)?;
+            let durable = file.metadata()?.len();
+            file.sync_data()?;
+            remove_if_present(&staged)?;
+            Ok(Ok(durable))
+        })
+        .await?;
+        committed
+            .map(Offset)
+            .map_err(|stored| StoreError::OffsetMismatch {
+                stored: Offset(stored),
+            })
+    }
+
+    async fn discard_staged(&self, id: &UploadId) -> Result<(), StoreError> {
+        let staged = self.staged_path(id);
+        blocking(move || remove_if_present(&staged)).await
     }
 
     async fn concatenate(&self, target: &UploadId, parts: &[UploadId]) -> Result<(), StoreError> {
         for part in parts {
             self.read_info(part).await?;
         }
-        let file = self.open_locked(target).await?;
+        let data = self.data_path(target);
+        let directory = self.uploads.clone();
         let sources: Vec<PathBuf> = parts.iter().map(|part| self.data_path(part)).collect();
         let now = self.clock.now();
         blocking(move || {
-            // Start from empty so a concatenation cut short by a crash can simply be redone.
-            file.set_len(0)?;
-            let mut file = file;
+            // Assembled aside and renamed over the data file once synced: the data file is
+            // empty or whole, never part-way, and a second assembly (another process that also
+            // saw the parts complete) replaces it with the same bytes instead of emptying an
+            // upload that was already acknowledged complete.
+            let name = format!(".{}.{}.tmp", file_name(&data), UploadId::random());
+            let temporary = directory.join(name);
+            let mut file = File::create(&temporary)?;
             for source in sources {
                 // std::io::copy uses copy_file_range on Linux: no bytes pass through user space.
                 std::io::copy(&mut File::open(source)?, &mut file)?;
             }
             file.set_modified(now)?;
-            file.sync_data()
+            file.sync_data()?;
+            std::fs::rename(&temporary, &data)?;
+            sync_directory(&directory)
         })
         .await
     }
@@ -390,30 +481,66 @@ impl Store for FileStore {
 }
 
 /// Removes the leftovers in the store's two directories (see [`Store::remove_leftovers`])
-/// whose status last changed before `cutoff`; returns how many.
+/// whose status last changed before `cutoff`; returns how many. A file whose fate cannot be
+/// told (an I/O error while looking) is kept: removing a live upload's data is worse than
+/// leaving a leftover for the next sweep.
 fn remove_leftovers_in(uploads: &Path, keys: &Path, cutoff: SystemTime) -> io::Result<usize> {
     let mut removed = 0;
     for directory in [uploads, keys] {
         for entry in std::fs::read_dir(directory)? {
             let entry = entry?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            // Creation writes the data file first, removal deletes the info first: a data
-            // file without its info is a creation or removal that a crash cut short.
-            let leftover = match name.strip_suffix(".bin") {
-                Some(id) if directory == uploads => !uploads.join(format!("{id}.info")).exists(),
-                _ => is_temporary(name),
+            let path = entry.path();
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
             };
+            let leftover = if directory == uploads {
+                is_upload_leftover(uploads, &name)
+            } else {
+                is_key_leftover(uploads, &path, &name)
+            };
+            match leftover {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(error) => {
+                    tracing::warn!(file = %path.display(), %error, "cannot tell whether a file is a leftover; keeping it");
+                    continue;
+                }
+            }
             // The status change time cannot be set back (unlike the modification time the
             // store stamps from its clock), so an old one means nobody is at work on the file.
-            if leftover && changed_before(&entry.metadata()?, cutoff) {
-                tracing::info!(file = %entry.path().display(), "removing a crash's leftover");
-                remove_if_present(&entry.path())?;
+            if changed_before(&entry.metadata()?, cutoff) {
+                tracing::info!(file = %path.display(), "removing a crash's leftover");
+                remove_if_present(&path)?;
                 removed += 1;
             }
         }
     }
     Ok(removed)
+}
+
+/// Whether `name` in the uploads directory belongs to no upload: a data file without its info
+/// (creation writes the data file first, removal deletes the info first, so this is one of
+/// them cut short by a crash), a chunk set aside by an append a crash cut short, or a
+/// temporary file.
+fn is_upload_leftover(uploads: &Path, name: &str) -> io::Result<bool> {
+    match name.strip_suffix(".bin") {
+        Some(id) => Ok(!uploads.join(format!("{id}.info")).try_exists()?),
+        None => Ok(name.ends_with(".staged") || is_temporary(name)),
+    }
+}
+
+/// Whether the key file at `path` names no upload any more (its upload was terminated or
+/// expired and a crash, or a newer upload of another key, left it), or is a temporary file.
+/// A key re-used meanwhile is replaced by a new file, whose change time is new.
+fn is_key_leftover(uploads: &Path, path: &Path, name: &str) -> io::Result<bool> {
+    if is_temporary(name) {
+        return Ok(true);
+    }
+    let stored = std::fs::read_to_string(path)?;
+    match stored.parse::<UploadId>() {
+        Ok(id) => Ok(!uploads.join(format!("{id}.info")).try_exists()?),
+        Err(_) => Ok(true),
+    }
 }
 
 /// Whether `name` is one of [`write_atomically`]'s temporary files.

@@ -218,12 +218,16 @@ fn tokio_stream_from(
     futures_util::stream::poll_fn(move |context| receiver.poll_recv(context)).boxed()
 }
 
-/// What a crash can leave: a data file without its info (creation or removal cut short) and
-/// half-written temporary files, in both directories. Returns their paths.
+/// What a crash can leave: a data file without its info (creation or removal cut short), a
+/// chunk set aside by an append cut short, the key file of an upload whose removal was cut
+/// short, and half-written temporary files, in both directories. Returns their paths.
 fn plant_leftovers(root: &std::path::Path) -> Vec<PathBuf> {
     let leftovers = vec![
         root.join("uploads")
             .join(format!("{}.bin", UploadId::random())),
+        root.join("uploads")
+            .join(format!("{}.staged", UploadId::random())),
+        root.join("keys").join("0f".repeat(32)),
         root.join("uploads").join(format!(
             ".{}.info.{}.tmp",
             UploadId::random(),
@@ -233,7 +237,8 @@ fn plant_leftovers(root: &std::path::Path) -> Vec<PathBuf> {
             .join(format!(".abc.{}.tmp", UploadId::random())),
     ];
     for path in &leftovers {
-        std::fs::write(path, b"left over").unwrap();
+        // A key file holds the id of its upload, here one that no longer exists.
+        std::fs::write(path, UploadId::random().as_str()).unwrap();
     }
     leftovers
 }
@@ -250,7 +255,7 @@ async fn leftovers_of_a_crash_are_removed_and_uploads_kept() {
         .unwrap();
     let leftovers = plant_leftovers(&root);
 
-    assert_eq!(store.remove_leftovers(Duration::ZERO).await.unwrap(), 3);
+    assert_eq!(store.remove_leftovers(Duration::ZERO).await.unwrap(), 5);
 
     for path in &leftovers {
         assert!(!path.exists(), "{} is still there", path.display());
@@ -275,4 +280,45 @@ async fn leftovers_younger_than_the_minimum_age_are_kept() {
         .unwrap();
     assert_eq!(removed, 0);
     assert!(leftovers.iter().all(|path| path.exists()));
+}
+
+#[tokio::test]
+async fn a_data_file_whose_info_cannot_be_looked_at_is_kept() {
+    let root = fresh_root();
+    let store = open(root.clone(), Duration::from_secs(5)).await;
+    // Its info's name is one byte over the file system's limit: looking it up fails with an
+    // error that is not "not found", which must not count as "no info".
+    let data = root
+        .join("uploads")
+        .join(format!("{}.bin", "a".repeat(251)));
+    std::fs::write(&data, b"maybe live").unwrap();
+    assert_eq!(store.remove_leftovers(Duration::ZERO).await.unwrap(), 0);
+    assert!(data.exists());
+}
+
+#[tokio::test]
+async fn a_second_assembly_that_fails_leaves_the_final_upload_whole() {
+    let root = fresh_root();
+    let store = open(root.clone(), Duration::from_secs(5)).await;
+    let (first, second, last) = (
+        info(Length::Known(3)),
+        info(Length::Known(2)),
+        info(Length::Known(5)),
+    );
+    for (part, bytes) in [(&first, b"abc" as &'static [u8]), (&second, b"de")] {
+        store.create(part).await.unwrap();
+        store
+            .append(&part.id, Offset(0), body(&[bytes]))
+            .await
+            .unwrap();
+    }
+    store.create(&last).await.unwrap();
+    let parts = [first.id.clone(), second.id.clone()];
+    store.concatenate(&last.id, &parts).await.unwrap();
+    assert_eq!(read_all(&store, &last.id, 5).await, b"abcde");
+    // Another process assembles it again, but a part's bytes have gone meanwhile.
+    std::fs::remove_file(root.join("uploads").join(format!("{}.bin", second.id))).unwrap();
+    assert!(store.concatenate(&last.id, &parts).await.is_err());
+    assert_eq!(store.status(&last.id).await.unwrap().offset, Offset(5));
+    assert_eq!(read_all(&store, &last.id, 5).await, b"abcde");
 }

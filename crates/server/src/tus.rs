@@ -92,7 +92,7 @@ fn extensions(service: &UploadService) -> Vec<&'static str> {
     if service.expire_after().is_some() {
         extensions.push("expiration");
     }
-    if capabilities.truncate {
+    if capabilities.stage {
         extensions.extend(["checksum", "checksum-trailer"]);
     }
     if capabilities.terminate {

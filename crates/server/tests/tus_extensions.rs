@@ -223,12 +223,15 @@ async fn checksum_an_interrupted_checksummed_chunk_is_discarded() {
     let checksum_line = format!("Upload-Checksum: {}\r\n", checksum("sha256", &data));
     let head_of_request = common::patch_head(&path, 100_000, &checksum_line);
     let connection = server.send_partial(&head_of_request, &data[..30_000]).await;
+    // The bytes arrive, set aside: the data file never holds an unverified byte.
     server
-        .eventually(|| async { (server.stored_bytes() == 30_000).then_some(()) })
+        .eventually(|| async { (server.bytes_in("staged") == 30_000).then_some(()) })
         .await;
+    assert_eq!(server.stored_bytes(), 0);
     // The chunk cannot be verified, so it must not count: HEAD takes over and sees 0.
     assert_eq!(offset(&server, &path).await, 0);
     assert_eq!(server.stored_bytes(), 0);
+    assert_eq!(server.bytes_in("staged"), 0, "discarded");
     drop(connection);
 }
 
@@ -465,7 +468,7 @@ impl resumable_core::Store for CoreOnlyStore {
         resumable_core::Capabilities {
             terminate: false,
             read: true,
-            truncate: false,
+            stage: false,
             concatenate: false,
             list: false,
         }
@@ -522,10 +525,24 @@ impl resumable_core::Store for CoreOnlyStore {
     ) -> Result<Option<resumable_core::UploadId>, resumable_core::StoreError> {
         self.0.find_by_key(owner, key).await
     }
-    async fn truncate(
+    async fn stage(
         &self,
         _: &resumable_core::UploadId,
         _: resumable_core::Offset,
+        _: resumable_core::BodyStream,
+    ) -> Result<resumable_core::Staged, resumable_core::StoreError> {
+        Err(resumable_core::StoreError::Unsupported)
+    }
+    async fn commit_staged(
+        &self,
+        _: &resumable_core::UploadId,
+        _: resumable_core::Offset,
+    ) -> Result<resumable_core::Offset, resumable_core::StoreError> {
+        Err(resumable_core::StoreError::Unsupported)
+    }
+    async fn discard_staged(
+        &self,
+        _: &resumable_core::UploadId,
     ) -> Result<(), resumable_core::StoreError> {
         Err(resumable_core::StoreError::Unsupported)
     }

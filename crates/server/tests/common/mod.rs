@@ -140,12 +140,18 @@ impl TestServer {
 
     /// Bytes in the data dir's upload files, to prove rejections wrote nothing.
     pub fn stored_bytes(&self) -> u64 {
+        self.bytes_in("bin")
+    }
+
+    /// Bytes in the data dir's files with this extension (`staged`: checksummed chunks set
+    /// aside until verified).
+    pub fn bytes_in(&self, extension: &str) -> u64 {
         let uploads = self.data_dir.join("uploads");
         std::fs::read_dir(uploads)
             .map(|entries| {
                 entries
                     .filter_map(Result::ok)
-                    .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "bin"))
+                    .filter(|entry| entry.path().extension().is_some_and(|ext| ext == extension))
                     .map(|entry| entry.metadata().map(|meta| meta.len()).unwrap_or(0))
                     .sum()
             })
