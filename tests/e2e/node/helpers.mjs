@@ -152,6 +152,20 @@ export async function downloadSha256(url, init = {}) {
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
+ * Poll `condition()` (may be async) every `intervalMs` until it returns something
+ * truthy, and return that; throws after `timeoutMs`.
+ */
+export async function waitUntil(condition, { intervalMs = 50, timeoutMs = 10000, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await condition();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await sleep(intervalMs);
+  }
+}
+
+/**
  * Poll `read()` (async, returns a number) every `intervalMs` until it returns
  * the same value `stableReads` times in a row and `accept(value)` holds.
  * Gives up after `timeoutMs` and throws with the history of values.

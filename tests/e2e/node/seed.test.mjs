@@ -1,13 +1,14 @@
 // Scenario C: the seed's browser algorithm (javascript.info "Resumable file
-// upload") driven with fetch against the simple protocol (/status, /upload).
+// upload") driven with fetch against the simple protocol (/status, /upload),
+// sending what the seed sends: X-File-Id and X-Start-Byte, never X-File-Size.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import path from 'node:path';
-import { open, rm, stat } from 'node:fs/promises';
+import { open, readdir, rm, stat } from 'node:fs/promises';
 import { openAsBlob } from 'node:fs';
 import {
-  MiB, startServer, makeTempDir, makeRandomFile, sha256File, downloadSha256,
-  pollUntilStable, sleep,
+  MiB, startServer, makeTempDir, makeRandomFile, sha256File, downloadSha256, waitUntil,
 } from './helpers.mjs';
 
 const SIZE_MIB = 20;
@@ -30,6 +31,20 @@ before(async () => {
 after(async () => {
   if (tmp) await rm(tmp, { recursive: true, force: true });
 });
+
+/** Sizes of the data files in the server's store (there is one per upload). */
+async function dataFileSizes(server) {
+  const uploads = path.join(server.dataDir, 'uploads');
+  const names = (await readdir(uploads)).filter((name) => name.endsWith('.bin'));
+  return Promise.all(names.map(async (name) => (await stat(path.join(uploads, name))).size));
+}
+
+/** POST /upload with the seed's two headers (and X-File-Size when `size` is given). */
+function postUpload(base, fileId, startByte, body, { size, timeoutMs = 10000 } = {}) {
+  const headers = { 'X-File-Id': fileId, 'X-Start-Byte': String(startByte) };
+  if (size != null) headers['X-File-Size'] = String(size);
+  return fetch(`${base}/upload`, { method: 'POST', headers, body, signal: AbortSignal.timeout(timeoutMs) });
+}
 
 async function getStatus(base, fileId) {
   const res = await fetch(`${base}/status`, { headers: { 'X-File-Id': fileId }, signal: AbortSignal.timeout(10000) });
@@ -66,7 +81,7 @@ function stallingBodyStream(fh, limit) {
   return { stream, allConsumed };
 }
 
-test('seed algorithm: interrupted POST /upload keeps received bytes, resume from /status completes the file', { timeout: 60000 }, async (t) => {
+test('seed algorithm, without X-File-Size: interrupted POST /upload keeps received bytes, resume from /status completes the file', { timeout: 60000 }, async (t) => {
   const server = await startServer();
   t.after(() => server.stop());
   const base = server.url;
@@ -85,7 +100,7 @@ test('seed algorithm: interrupted POST /upload keeps received bytes, resume from
   const ac = new AbortController();
   const pending = fetch(`${base}/upload`, {
     method: 'POST',
-    headers: { 'X-File-Id': fileId, 'X-Start-Byte': '0', 'X-File-Size': String(SIZE) },
+    headers: { 'X-File-Id': fileId, 'X-Start-Byte': '0' },
     body: stream,
     duplex: 'half',
     signal: ac.signal,
@@ -98,10 +113,12 @@ test('seed algorithm: interrupted POST /upload keeps received bytes, resume from
   ]);
   clearTimeout(timer);
   assert.ok(consumed, 'fetch did not consume the first part of the body within 20 s');
-  // Give the last bytes a moment to cross loopback, then cut the connection.
-  // (No GET /status while the POST is open: the server treats a new request
-  // for the same upload as a takeover and ends the open one.)
-  await sleep(200);
+  // Cut the connection once the last bytes have crossed loopback: watch the
+  // data file, not /status (a new request for the same upload while the POST
+  // is open is a takeover: the server ends the open one).
+  await waitUntil(async () => (await dataFileSizes(server)).includes(PARTIAL), {
+    what: `the first ${PARTIAL} bytes on disk`,
+  });
   ac.abort();
   const outcome = await pending;
   if (outcome.res) {
@@ -110,21 +127,17 @@ test('seed algorithm: interrupted POST /upload keeps received bytes, resume from
   }
   assert.equal(outcome.err?.name, 'AbortError', `expected the fetch to be aborted, got ${outcome.err}`);
 
-  // 4. /status settles on exactly what was sent
-  const stored = await pollUntilStable(() => getStatus(base, fileId), {
-    accept: (v) => v > 0, what: 'GET /status after the aborted POST', timeoutMs: 10000,
+  // 4. /status reports exactly what was sent (once the server has seen the cut)
+  await waitUntil(async () => (await getStatus(base, fileId)) === PARTIAL, {
+    what: `GET /status reporting the ${PARTIAL} bytes sent before the abort`,
   });
-  assert.ok(stored > 0 && stored < SIZE, `stored ${stored} should be in (0, ${SIZE})`);
-  assert.equal(stored, PARTIAL, `all ${PARTIAL} bytes that were sent before the abort must be kept (server keeps ${stored})`);
+  const stored = await getStatus(base, fileId);
+  assert.equal(stored, PARTIAL, 'the stored count stays at what was sent');
+  assert.deepEqual(await dataFileSizes(server), [PARTIAL], 'one upload, holding what was sent');
 
   // 5. a wrong X-Start-Byte is refused with 409 and the stored count
   for (const wrong of [0, stored + 1, stored - 1]) {
-    const res = await fetch(`${base}/upload`, {
-      method: 'POST',
-      headers: { 'X-File-Id': fileId, 'X-Start-Byte': String(wrong), 'X-File-Size': String(SIZE) },
-      body: Buffer.alloc(4096, 0x41),
-      signal: AbortSignal.timeout(10000),
-    });
+    const res = await postUpload(base, fileId, wrong, Buffer.alloc(4096, 0x41));
     const text = await res.text();
     assert.equal(res.status, 409, `POST /upload with X-Start-Byte ${wrong} (stored ${stored}) -> ${res.status} ${text}`);
     assert.equal(text.trim(), String(stored), '409 body is the stored count');
@@ -135,12 +148,7 @@ test('seed algorithm: interrupted POST /upload keeps received bytes, resume from
   // 6. resume exactly like the seed: status -> slice from startByte
   const startByte = await getStatus(base, fileId);
   const blob = await openAsBlob(file);
-  const res = await fetch(`${base}/upload`, {
-    method: 'POST',
-    headers: { 'X-File-Id': fileId, 'X-Start-Byte': String(startByte), 'X-File-Size': String(SIZE) },
-    body: blob.slice(startByte),
-    signal: AbortSignal.timeout(60000),
-  });
+  const res = await postUpload(base, fileId, startByte, blob.slice(startByte), { timeoutMs: 60000 });
   const text = await res.text();
   assert.equal(res.status, 200, `resuming POST /upload -> ${res.status} ${text}`);
   assert.equal(text.trim(), String(SIZE), 'resuming POST body is the stored count == size');
@@ -150,22 +158,40 @@ test('seed algorithm: interrupted POST /upload keeps received bytes, resume from
   const dlUrl = new URL(location, `${base}/`);
   assert.match(dlUrl.pathname, /^\/files\/[^/]+$/, `Location ${location} should point at /files/{id}`);
 
-  // 7. download and compare
+  // 7. the whole POST completed the upload: download and compare
   const dl = await downloadSha256(dlUrl.href);
   assert.equal(dl.status, 200, `GET ${dlUrl.href}`);
   assert.equal(dl.length, SIZE, 'download length');
   assert.equal(dl.sha256, fileSha, 'downloaded SHA-256 equals the source file');
 
-  // 8. once complete, a restart from 0 is refused with the full count
-  const again = await fetch(`${base}/upload`, {
-    method: 'POST',
-    headers: { 'X-File-Id': fileId, 'X-Start-Byte': '0', 'X-File-Size': String(SIZE) },
-    body: Buffer.alloc(16),
-    signal: AbortSignal.timeout(10000),
-  });
+  // 8. once complete, the seed run again (start byte = size, an empty slice)
+  // is answered 200 with the count; a restart from 0 is refused with it
+  const rerun = await postUpload(base, fileId, SIZE, new Uint8Array(0));
+  assert.deepEqual([rerun.status, await rerun.text()], [200, String(SIZE)], 'POST /upload at the size on a complete upload');
+  const again = await postUpload(base, fileId, 0, Buffer.alloc(16));
   const againText = await again.text();
   assert.equal(again.status, 409, `POST /upload from 0 on a complete upload -> ${again.status} ${againText}`);
   assert.equal(againText.trim(), String(SIZE));
+  assert.deepEqual(await dataFileSizes(server), [SIZE], 'nothing written after completion');
+});
+
+test('with X-File-Size (as resumable.js sends it): a whole POST short of the size leaves the upload open, the rest completes it', { timeout: 30000 }, async (t) => {
+  const server = await startServer();
+  t.after(() => server.stop());
+  const base = server.url;
+  const data = Buffer.from('hello, sized world');
+  const fileId = `sized.txt-${data.length}-1700000000000`;
+
+  const first = await postUpload(base, fileId, 0, data.subarray(0, 5), { size: data.length });
+  assert.deepEqual([first.status, await first.text()], [200, '5']);
+  const download = new URL(first.headers.get('location'), `${base}/`).href;
+  assert.equal((await downloadSha256(download)).status, 409, 'not complete before X-File-Size bytes arrived');
+
+  const rest = await postUpload(base, fileId, 5, data.subarray(5), { size: data.length });
+  assert.deepEqual([rest.status, await rest.text()], [200, String(data.length)]);
+  const done = await downloadSha256(download);
+  assert.equal(done.status, 200);
+  assert.equal(done.sha256, createHash('sha256').update(data).digest('hex'));
 });
 
 test('simple protocol: malformed requests are rejected with 400', { timeout: 30000 }, async (t) => {
