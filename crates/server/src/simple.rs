@@ -1,4 +1,5 @@
-//! The seed's simple protocol (PROTOCOLS.md §1): `GET /status` and `POST /upload`.
+//! The seed's simple protocol (docs/protocols.md, the simple protocol): `GET /status` and
+//! `POST /upload`.
 //!
 //! `X-File-Id` names an upload within the caller's principal; it is hashed before it reaches
 //! storage and never becomes a path. A simple upload is a normal upload: `POST /upload` answers

@@ -1,4 +1,4 @@
-//! tus 1.0.0 (PROTOCOLS.md §2) on `/files/`: core and every extension — creation,
+//! tus 1.0.0 (docs/protocols.md, tus) on `/files/`: core and every extension — creation,
 //! creation-with-upload, creation-defer-length, expiration, checksum, checksum-trailer,
 //! termination, concatenation, concatenation-unfinished. Extensions are advertised from the
 //! store's capabilities and the service's settings, never from a fixed list.

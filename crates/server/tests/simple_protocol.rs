@@ -1,4 +1,5 @@
-//! The seed's simple protocol against a real server (PROTOCOLS.md §1), one test per rule.
+//! The seed's simple protocol against a real server (docs/protocols.md, the simple protocol),
+//! one test per rule.
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! tus 1.0.0 core, creation, creation-with-upload, creation-defer-length, termination and
-//! downloads against a real server (PROTOCOLS.md §2). Each test is named after the rule it checks
-//! and, after a rejection, checks that the stored bytes did not change.
+//! downloads against a real server (docs/protocols.md, tus). Each test is named after the rule it
+//! checks and, after a rejection, checks that the stored bytes did not change.
 
 mod common;
 
