@@ -387,6 +387,18 @@ impl UploadService {
         Ok(status)
     }
 
+    /// The upload's status for reading it back, without interrupting a request in flight: a
+    /// final upload whose parts are complete is assembled first, so the first request after its
+    /// parts finished finds it complete whatever it is (a download as much as a `HEAD`).
+    pub async fn inspect_assembled(
+        &self,
+        owner: &Owner,
+        id: &UploadId,
+    ) -> Result<UploadStatus, UploadError> {
+        let status = self.inspect(owner, id).await?;
+        self.assemble_if_ready(status).await
+    }
+
     /// The upload's status once any request in flight has stopped and persisted what it had:
     /// the offset a client should resume from. A final upload whose parts are complete is
     /// assembled first.
@@ -538,8 +550,7 @@ impl UploadService {
         if !self.capabilities().read {
             return Err(UploadError::Unsupported);
         }
-        let status = self.inspect(owner, id).await?;
-        let status = self.assemble_if_ready(status).await?;
+        let status = self.inspect_assembled(owner, id).await?;
         if !status.is_complete() {
             return Err(UploadError::Incomplete);
         }

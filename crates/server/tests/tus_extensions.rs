@@ -366,6 +366,31 @@ async fn concatenation_unfinished_final_completes_when_its_parts_do() {
 }
 
 #[tokio::test]
+async fn concatenation_unfinished_final_is_assembled_by_a_download_without_a_head_first() {
+    let server = TestServer::start().await;
+    let first = create_path(
+        &server,
+        &[("Upload-Length", "5"), ("Upload-Concat", "partial")],
+    )
+    .await;
+    let second = create_path(
+        &server,
+        &[("Upload-Length", "6"), ("Upload-Concat", "partial")],
+    )
+    .await;
+    let response = create(
+        &server,
+        &[("Upload-Concat", &format!("final;{first} {second}"))],
+    )
+    .await;
+    let path = path_of(&response);
+    patch(&server, &first, 0, b"hello", None).await;
+    patch(&server, &second, 0, b" world", None).await;
+    // The first request after the parts finished is a GET: it assembles, no HEAD needed.
+    assert_eq!(download(&server, &path).await, b"hello world");
+}
+
+#[tokio::test]
 async fn concatenation_a_patch_to_a_final_upload_is_403() {
     let server = TestServer::start().await;
     let first = partial(&server, b"ab").await;
