@@ -11,6 +11,7 @@ use crate::store::{
 use futures_util::{StreamExt, TryStreamExt};
 use resumable_proto::Metadata;
 use resumable_proto::checksum::{Checksum, Digests};
+use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -204,6 +205,15 @@ pub struct Append {
     pub body: BodyStream,
 }
 
+/// What one [`UploadService::remove_expired`] sweep did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExpirySweep {
+    /// Expired uploads removed.
+    pub removed: usize,
+    /// Uploads it could not check or remove, and went past.
+    pub failed: usize,
+}
+
 /// Create, append, inspect and remove uploads, enforcing ownership, locking, offsets, limits,
 /// checksums and expiry.
 pub struct UploadService {
@@ -213,6 +223,8 @@ pub struct UploadService {
     config: ServiceConfig,
     /// Cancelled at shutdown: bodies in flight stop, persist and answer.
     shutdown: CancellationToken,
+    /// The uploads the last expiry sweep could not check: each is logged once, not every sweep.
+    sweep_failures: Mutex<HashSet<UploadId>>,
 }
 
 impl UploadService {
@@ -229,6 +241,7 @@ impl UploadService {
             clock,
             config,
             shutdown: CancellationToken::new(),
+            sweep_failures: Mutex::default(),
         }
     }
 
@@ -563,21 +576,40 @@ impl UploadService {
         Ok(self.store.remove_leftovers(LEFTOVER_AGE).await?)
     }
 
-    /// Removes every expired unfinished upload; returns how many were removed.
-    pub async fn remove_expired(&self) -> Result<usize, UploadError> {
+    /// Removes every expired unfinished upload. An upload that cannot be checked or removed
+    /// (say its info is unreadable) is skipped, not the end of the sweep: it is logged the first
+    /// sweep it fails in and counted in [`ExpirySweep::failed`] every sweep. Fails only when the
+    /// store cannot list its uploads.
+    pub async fn remove_expired(&self) -> Result<ExpirySweep, UploadError> {
+        let mut sweep = ExpirySweep::default();
         if self.config.expire_after.is_none() || !self.capabilities().list {
-            return Ok(0);
+            return Ok(sweep);
         }
-        let mut removed = 0;
-        for id in self.store.list().await? {
-            if self.remove_if_expired(&id).await? {
-                removed += 1;
+        let ids = self.store.list().await?;
+        let failed_before = std::mem::take(&mut *lock_ignoring_poison(&self.sweep_failures));
+        let mut failing = HashSet::new();
+        for id in ids {
+            match self.remove_if_expired(&id).await {
+                Ok(true) => sweep.removed += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    if !failed_before.contains(&id) {
+                        tracing::warn!(upload = %id, %error, "expiry sweep skips an upload");
+                    }
+                    failing.insert(id);
+                }
             }
         }
-        if removed > 0 {
-            tracing::info!(removed, "expired uploads removed");
+        sweep.failed = failing.len();
+        *lock_ignoring_poison(&self.sweep_failures) = failing;
+        if sweep.removed > 0 || sweep.failed > 0 {
+            tracing::info!(
+                removed = sweep.removed,
+                failed = sweep.failed,
+                "expiry sweep done"
+            );
         }
-        Ok(removed)
+        Ok(sweep)
     }
 
     fn is_expired(&self, status: &UploadStatus) -> bool {
@@ -674,6 +706,10 @@ impl UploadService {
             _ => Ok(()),
         }
     }
+}
+
+fn lock_ignoring_poison<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
 /// Feeds every chunk that reaches the store through the digests the checksum needs.

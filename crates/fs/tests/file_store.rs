@@ -276,3 +276,55 @@ async fn leftovers_younger_than_the_minimum_age_are_kept() {
     assert_eq!(removed, 0);
     assert!(leftovers.iter().all(|path| path.exists()));
 }
+
+#[tokio::test]
+async fn one_unreadable_info_does_not_stop_the_expiry_sweep() {
+    use resumable_core::{ManualClock, MemoryLocker, NewUpload, ServiceConfig, UploadService};
+    let root = fresh_root();
+    let clock = std::sync::Arc::new(ManualClock::default());
+    let store = std::sync::Arc::new(
+        FileStore::open(FileStoreConfig {
+            root: root.clone(),
+            lock_timeout: Duration::from_secs(5),
+            clock: clock.clone(),
+            direct_io: true,
+        })
+        .await
+        .expect("open store"),
+    );
+    let expire_after = Duration::from_secs(3600);
+    let service = UploadService::new(
+        store.clone(),
+        std::sync::Arc::new(MemoryLocker::new(Duration::from_secs(5))),
+        clock.clone(),
+        ServiceConfig {
+            expire_after: Some(expire_after),
+            ..ServiceConfig::default()
+        },
+    );
+    for _ in 0..30 {
+        let new = NewUpload {
+            owner: Owner::anonymous(),
+            length: Length::Known(10),
+            metadata: Default::default(),
+            concat: None,
+        };
+        service.create(new).await.unwrap();
+    }
+    // The first upload the sweep comes to has an info file nobody can read.
+    let ids = store.list().await.unwrap();
+    let corrupt = ids[0].clone();
+    std::fs::write(
+        root.join("uploads").join(format!("{corrupt}.info")),
+        b"{not json",
+    )
+    .unwrap();
+    clock.advance(expire_after + Duration::from_secs(1));
+
+    let sweep = service.remove_expired().await.unwrap();
+    assert_eq!((sweep.removed, sweep.failed), (29, 1));
+    assert_eq!(store.list().await.unwrap(), vec![corrupt]);
+    // The next sweep still counts it, and removes nothing else.
+    let again = service.remove_expired().await.unwrap();
+    assert_eq!((again.removed, again.failed), (0, 1));
+}

@@ -95,7 +95,7 @@ async fn expiration_finished_uploads_never_expire() {
     let finished = patch(&server, &path, 0, b"abc", None).await;
     assert!(finished.headers().get("upload-expires").is_none());
     server.clock.advance(30 * DAY);
-    assert_eq!(server.service.remove_expired().await.unwrap(), 0);
+    assert_eq!(server.service.remove_expired().await.unwrap().removed, 0);
     assert!(
         head(&server, &path)
             .await
@@ -117,7 +117,7 @@ async fn expiration_expired_uploads_answer_410_until_swept_then_404() {
     assert_eq!(late.status(), StatusCode::GONE);
     assert_eq!(server.stored_bytes(), 3);
 
-    assert_eq!(server.service.remove_expired().await.unwrap(), 1);
+    assert_eq!(server.service.remove_expired().await.unwrap().removed, 1);
     assert_eq!(head(&server, &path).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(server.stored_bytes(), 0);
 }
@@ -129,7 +129,7 @@ async fn expiration_counts_from_the_last_write() {
     server.clock.advance(DAY - Duration::from_secs(120));
     // A write resets the clock: the data file's time is the real now.
     patch(&server, &path, 0, b"abc", None).await;
-    assert_eq!(server.service.remove_expired().await.unwrap(), 0);
+    assert_eq!(server.service.remove_expired().await.unwrap().removed, 0);
     assert_eq!(offset(&server, &path).await, 3);
 }
 
