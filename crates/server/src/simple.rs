@@ -149,8 +149,12 @@ fn upload_error(error: UploadError) -> Rejection {
         UploadError::OffsetMismatch { stored, .. } => mismatch(stored),
         UploadError::NotFound => reject(StatusCode::NOT_FOUND, "upload not found"),
         UploadError::Expired => reject(StatusCode::GONE, error.to_string()),
-        UploadError::TooLarge { .. } | UploadError::BodyTooLong { .. } => {
-            reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
+        UploadError::TooLarge { .. } => reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string()),
+        // The count kept, as on a 409: none of this body's when Content-Length said too much,
+        // the bytes up to X-File-Size when the body overflowed.
+        UploadError::BodyTooLong { stored } => {
+            let (name, value) = offset_header(stored);
+            reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string()).with_header(name, value)
         }
         UploadError::LengthConflict { declared } => reject(
             StatusCode::BAD_REQUEST,

@@ -291,10 +291,12 @@ async fn create(
             body: body_stream(body),
         };
         let id = &status.info.id;
+        // The upload exists whatever happens to its first chunk: a refusal says where it is,
+        // beside the offset it has, so the client can go on instead of starting over.
         status = service
             .append(&owner, id, append)
             .await
-            .map_err(upload_error)?;
+            .map_err(|error| upload_error(error).with_header(header::LOCATION, location.clone()))?;
     }
     let mut headers = vec![(header::LOCATION, location)];
     if !status.info.is_final() {
@@ -467,8 +469,12 @@ pub(crate) fn upload_error(error: UploadError) -> Rejection {
             reject(StatusCode::CONFLICT, error.to_string())
                 .with_header(name(UPLOAD_OFFSET), number(stored.0))
         }
-        UploadError::TooLarge { .. } | UploadError::BodyTooLong { .. } => {
+        UploadError::TooLarge { .. } => reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string()),
+        // What was kept (nothing when Content-Length said too much up front, the bytes up to
+        // the length when the body overflowed): the client must not guess.
+        UploadError::BodyTooLong { stored } => {
             reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
+                .with_header(name(UPLOAD_OFFSET), number(stored.0))
         }
         UploadError::LengthConflict { .. } => reject(
             StatusCode::BAD_REQUEST,

@@ -190,6 +190,29 @@ async fn a_body_past_the_file_size_is_413_and_nothing_past_it_is_stored() {
 }
 
 #[tokio::test]
+async fn a_413_tells_the_count_that_is_stored() {
+    let server = TestServer::start().await;
+    // Content-Length says too much up front: nothing is written.
+    let announced = post(&server, "told-4-1", "0", Some("4"), b"abcdef".to_vec()).await;
+    assert_eq!(announced.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(announced.headers()["upload-offset"], "0");
+    // A chunked body overflows mid-stream: the bytes up to the size are kept.
+    let overflowing = server
+        .client
+        .post(server.url("/upload"))
+        .header("X-File-Id", "told-4-1")
+        .header("X-Start-Byte", "0")
+        .header("X-File-Size", "4")
+        .body(common::chunked(&[b"ab", b"cdef"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(overflowing.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(overflowing.headers()["upload-offset"], "4");
+    assert_eq!(status(&server, "told-4-1").await.1, "4");
+}
+
+#[tokio::test]
 async fn a_file_size_that_changes_is_400() {
     let server = TestServer::start().await;
     post(&server, "size-10-1", "0", Some("10"), b"abc".to_vec()).await;
