@@ -25,18 +25,18 @@ struct UploadRequest {
 }
 
 fn parse_file_id(headers: &HeaderMap) -> Result<String, Rejection> {
-    let value = header_bytes(headers, FILE_ID)
+    let value = header_bytes(headers, FILE_ID)?
         .ok_or_else(|| reject(StatusCode::BAD_REQUEST, "X-File-Id header is required"))?;
     simple::parse_file_id(value).map_err(|error| reject(StatusCode::BAD_REQUEST, error.to_string()))
 }
 
 fn parse_upload(headers: &HeaderMap) -> Result<UploadRequest, Rejection> {
     let file_id = parse_file_id(headers)?;
-    let start = header_bytes(headers, START_BYTE)
+    let start = header_bytes(headers, START_BYTE)?
         .ok_or_else(|| reject(StatusCode::BAD_REQUEST, "X-Start-Byte header is required"))?;
     let start = simple::parse_byte_count(start)
         .map_err(|error| reject(StatusCode::BAD_REQUEST, format!("X-Start-Byte: {error}")))?;
-    let size = header_bytes(headers, FILE_SIZE)
+    let size = header_bytes(headers, FILE_SIZE)?
         .map(simple::parse_byte_count)
         .transpose()
         .map_err(|error| reject(StatusCode::BAD_REQUEST, format!("X-File-Size: {error}")))?;

@@ -59,7 +59,8 @@ fn add_tus_resumable(mut response: Response) -> Response {
 /// `GET` and `POST`.
 pub(crate) fn apply_method_override(mut request: Request) -> Request {
     if request.method() == Method::POST
-        && let Some(method) = header_bytes(request.headers(), METHOD_OVERRIDE)
+        // An override given twice is as unusable as an unknown method: the POST stays a POST.
+        && let Ok(Some(method)) = header_bytes(request.headers(), METHOD_OVERRIDE)
         && let Ok(method) = Method::from_bytes(method)
     {
         *request.method_mut() = method;
@@ -125,7 +126,7 @@ async fn capabilities(State(state): State<AppState>) -> Response {
 }
 
 fn check_version(headers: &HeaderMap) -> Result<(), Rejection> {
-    let version = header_bytes(headers, TUS_RESUMABLE).unwrap_or_default();
+    let version = header_bytes(headers, TUS_RESUMABLE)?.unwrap_or_default();
     tus::check_version(version).map_err(|error| {
         reject(StatusCode::PRECONDITION_FAILED, error.to_string())
             .with_header(name(TUS_VERSION), HeaderValue::from_static(tus::VERSION))
@@ -139,7 +140,7 @@ fn parse_id(id: &str) -> Result<UploadId, Rejection> {
 }
 
 fn parse_number(headers: &HeaderMap, header: &'static str) -> Result<Option<u64>, Rejection> {
-    header_bytes(headers, header)
+    header_bytes(headers, header)?
         .map(|value| tus::parse_number(header, value))
         .transpose()
         .map_err(|error| reject(StatusCode::BAD_REQUEST, error.to_string()))
@@ -159,7 +160,7 @@ fn parse_create(headers: &HeaderMap) -> Result<CreateRequest, Rejection> {
     check_version(headers)?;
     let concat = parse_concat(headers)?;
     let length = parse_number(headers, UPLOAD_LENGTH)?;
-    let deferred = header_bytes(headers, UPLOAD_DEFER_LENGTH);
+    let deferred = header_bytes(headers, UPLOAD_DEFER_LENGTH)?;
     let length = match (&concat, length, deferred) {
         (Some(NewConcat::Final(_)), None, None) => Length::Deferred,
         (Some(NewConcat::Final(_)), _, _) => {
@@ -181,12 +182,12 @@ fn parse_create(headers: &HeaderMap) -> Result<CreateRequest, Rejection> {
             Length::Deferred
         }
     };
-    let metadata = header_bytes(headers, UPLOAD_METADATA)
+    let metadata = header_bytes(headers, UPLOAD_METADATA)?
         .map(Metadata::parse_tus)
         .transpose()
         .map_err(|error| reject(StatusCode::BAD_REQUEST, format!("Upload-Metadata: {error}")))?
         .unwrap_or_default();
-    let with_body = header_bytes(headers, header::CONTENT_TYPE.as_str())
+    let with_body = header_bytes(headers, header::CONTENT_TYPE.as_str())?
         .is_some_and(tus::is_offset_octet_stream);
     if with_body && matches!(concat, Some(NewConcat::Final(_))) {
         let message = "a final upload takes no data: send it to the partial uploads";
@@ -202,7 +203,7 @@ fn parse_create(headers: &HeaderMap) -> Result<CreateRequest, Rejection> {
 }
 
 fn parse_concat(headers: &HeaderMap) -> Result<Option<NewConcat>, Rejection> {
-    let Some(value) = header_bytes(headers, UPLOAD_CONCAT) else {
+    let Some(value) = header_bytes(headers, UPLOAD_CONCAT)? else {
         return Ok(None);
     };
     let bad = |message: String| reject(StatusCode::BAD_REQUEST, message);
@@ -368,7 +369,7 @@ struct AppendRequest {
 fn parse_append(id: &str, headers: &HeaderMap) -> Result<AppendRequest, Rejection> {
     check_version(headers)?;
     let id = parse_id(id)?;
-    let content_type = header_bytes(headers, header::CONTENT_TYPE.as_str()).unwrap_or_default();
+    let content_type = header_bytes(headers, header::CONTENT_TYPE.as_str())?.unwrap_or_default();
     if !tus::is_offset_octet_stream(content_type) {
         return Err(reject(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -377,7 +378,7 @@ fn parse_append(id: &str, headers: &HeaderMap) -> Result<AppendRequest, Rejectio
     }
     let offset = parse_number(headers, UPLOAD_OFFSET)?
         .ok_or_else(|| reject(StatusCode::BAD_REQUEST, "Upload-Offset header is required"))?;
-    let checksum = header_bytes(headers, UPLOAD_CHECKSUM)
+    let checksum = header_bytes(headers, UPLOAD_CHECKSUM)?
         .map(Checksum::parse)
         .transpose()
         .map_err(|error| reject(StatusCode::BAD_REQUEST, error.to_string()))?;
