@@ -189,6 +189,12 @@ pub enum ExpectedChecksum {
     Header(Checksum),
     /// Given after the body (`Upload-Checksum` trailer).
     Trailer(TrailerChecksum),
+    /// None announced, so none may come: the closure reads the trailers once the body has
+    /// ended, as for [`ExpectedChecksum::Trailer`], and a checksum that arrived anyway (or the
+    /// closure's error) discards the chunk, which was not digested and must not pass for
+    /// verified. Nothing is digested; a body without such a trailer is stored as usual, and an
+    /// interrupted one keeps its bytes.
+    Unannounced(TrailerChecksum),
 }
 
 /// An append as a front-end describes it.
@@ -721,6 +727,10 @@ fn digesting(
         None => return (body, None),
         Some(ExpectedChecksum::Header(checksum)) => Digests::one(checksum.algorithm),
         Some(ExpectedChecksum::Trailer(_)) => Digests::all(),
+        // Verification only checks that no checksum came: nothing to feed.
+        Some(ExpectedChecksum::Unannounced(_)) => {
+            return (body, Some(Arc::new(Mutex::new(Digests::none()))));
+        }
     };
     let digests = Arc::new(Mutex::new(digests));
     let feeding = digests.clone();
@@ -771,7 +781,9 @@ fn verify(
     digests: Arc<Mutex<Digests>>,
     interruption: Option<&BodyError>,
 ) -> Result<(), Rejected> {
-    if let Some(reason) = interruption {
+    // A body that owes no checksum keeps its bytes when cut, as any other.
+    let owes_checksum = !matches!(expected, ExpectedChecksum::Unannounced(_));
+    if let Some(reason) = interruption.filter(|_| owes_checksum) {
         return Err(Rejected::Cut(reason.clone()));
     }
     let checksum = match expected {
@@ -779,6 +791,13 @@ fn verify(
         ExpectedChecksum::Trailer(read) => read()
             .map_err(Rejected::BadTrailer)?
             .ok_or_else(|| Rejected::BadTrailer("announced but not sent".into()))?,
+        // Only a checksum that came anyway fails.
+        ExpectedChecksum::Unannounced(read) => {
+            return match read().map_err(Rejected::BadTrailer)? {
+                None => Ok(()),
+                Some(_) => Err(Rejected::BadTrailer("it was not announced".into())),
+            };
+        }
     };
     let digests = Arc::try_unwrap(digests)
         .map_err(|_| Rejected::BadTrailer("digest still in use".into()))?

@@ -6,7 +6,7 @@
 use crate::AppState;
 use crate::wire::{
     Principal, Rejection, Trailers, body_stream, body_stream_with_trailers, content_length,
-    header_bytes, internal, interrupted, reject,
+    header_bytes, internal, interrupted, reject, single_header,
 };
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
@@ -399,21 +399,40 @@ fn parse_append(id: &str, headers: &HeaderMap) -> Result<AppendRequest, Rejectio
 }
 
 /// The checksum a PATCH must match: from its header, or from its trailer once the body is read.
-fn expected_checksum(request: &mut AppendRequest, trailers: Trailers) -> Option<ExpectedChecksum> {
+///
+/// Without either, an `Upload-Checksum` trailer that comes anyway refuses the chunk (400, the
+/// chunk discarded): the body was not digested, since digesting every PATCH just in case would
+/// cost CPU on each, and the client must not believe unverified bytes were checked. That needs
+/// a store that can discard (`can_discard`); one that cannot offers no checksum extension.
+fn expected_checksum(
+    request: &mut AppendRequest,
+    trailers: Trailers,
+    can_discard: bool,
+) -> Option<ExpectedChecksum> {
     if let Some(checksum) = request.checksum.take() {
         return Some(ExpectedChecksum::Header(checksum));
     }
-    if !request.checksum_trailer {
-        return None;
+    if request.checksum_trailer {
+        return Some(ExpectedChecksum::Trailer(Box::new(move || {
+            checksum_trailer(&trailers)
+        })));
     }
-    Some(ExpectedChecksum::Trailer(Box::new(move || {
-        let trailers = trailers.take();
-        trailers
-            .as_ref()
-            .and_then(|trailers| trailers.get(UPLOAD_CHECKSUM))
-            .map(|value| Checksum::parse(value.as_bytes()).map_err(|error| error.to_string()))
-            .transpose()
-    })))
+    can_discard.then(|| {
+        ExpectedChecksum::Unannounced(Box::new(move || match checksum_trailer(&trailers)? {
+            None => Ok(None),
+            Some(_) => Err("Upload-Checksum was not announced in a Trailer header".into()),
+        }))
+    })
+}
+
+/// The `Upload-Checksum` trailer, once the body has ended: `None` when absent.
+fn checksum_trailer(trailers: &Trailers) -> Result<Option<Checksum>, String> {
+    let Some(trailers) = trailers.take() else {
+        return Ok(None);
+    };
+    single_header(&trailers, UPLOAD_CHECKSUM)?
+        .map(|value| Checksum::parse(value).map_err(|error| error.to_string()))
+        .transpose()
 }
 
 /// `PATCH /files/{id}`: append the body at `Upload-Offset`.
@@ -426,11 +445,12 @@ async fn append(
     let (parts, body) = request.into_parts();
     let mut request = parse_append(&id, &parts.headers)?;
     let (body, trailers) = body_stream_with_trailers(body);
+    let can_discard = state.service.capabilities().truncate;
     let append = Append {
         offset: request.offset,
         declared_length: request.declared_length,
         content_length: request.content_length,
-        checksum: expected_checksum(&mut request, trailers),
+        checksum: expected_checksum(&mut request, trailers, can_discard),
         body,
     };
     drop(parts); // see `create`

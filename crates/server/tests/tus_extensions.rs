@@ -238,9 +238,27 @@ async fn chunked_patch_with_trailer(
     body: &[u8],
     trailer: Option<&str>,
 ) -> String {
+    let trailers: Vec<String> = trailer.iter().map(|value| value.to_string()).collect();
+    chunked_patch(server, path, body, true, &trailers).await
+}
+
+/// A raw chunked PATCH at offset 0 whose trailer section holds an `Upload-Checksum` line per
+/// entry of `checksums`; `announced` sends `Trailer: Upload-Checksum` in the head.
+async fn chunked_patch(
+    server: &TestServer,
+    path: &str,
+    body: &[u8],
+    announced: bool,
+    checksums: &[String],
+) -> String {
+    let announcement = if announced {
+        "Trailer: Upload-Checksum\r\n"
+    } else {
+        ""
+    };
     let mut request = format!(
         "PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
-         Content-Type: {OCTETS}\r\nTransfer-Encoding: chunked\r\nTrailer: Upload-Checksum\r\n\
+         Content-Type: {OCTETS}\r\nTransfer-Encoding: chunked\r\n{announcement}\
          Connection: close\r\n\r\n"
     )
     .into_bytes();
@@ -250,8 +268,8 @@ async fn chunked_patch_with_trailer(
         request.extend_from_slice(b"\r\n");
     }
     request.extend_from_slice(b"0\r\n");
-    if let Some(trailer) = trailer {
-        request.extend_from_slice(format!("Upload-Checksum: {trailer}\r\n").as_bytes());
+    for checksum in checksums {
+        request.extend_from_slice(format!("Upload-Checksum: {checksum}\r\n").as_bytes());
     }
     request.extend_from_slice(b"\r\n");
     server.raw(&request).await
@@ -279,6 +297,34 @@ async fn checksum_trailer_is_verified_after_the_body() {
         chunked_patch_with_trailer(&server, &path, &data, Some(&checksum("crc32", &data))).await;
     assert!(right.starts_with("HTTP/1.1 204"), "{right}");
     assert_eq!(download(&server, &path).await, data);
+}
+
+#[tokio::test]
+async fn checksum_trailer_that_was_not_announced_is_refused_and_the_chunk_discarded() {
+    let server = TestServer::start().await;
+    let data = pattern(5000, 3);
+    let path = create_path(&server, &[("Upload-Length", "5000")]).await;
+    // Even a right checksum: the server did not expect it, so it did not digest the body.
+    let unannounced = chunked_patch(&server, &path, &data, false, &[checksum("sha1", &data)]).await;
+    assert!(unannounced.starts_with("HTTP/1.1 400"), "{unannounced}");
+    assert_eq!(offset(&server, &path).await, 0);
+    assert_eq!(server.stored_bytes(), 0);
+    // Without any trailer, an unannounced chunked PATCH is an ordinary one.
+    let plain = chunked_patch(&server, &path, &data, false, &[]).await;
+    assert!(plain.starts_with("HTTP/1.1 204"), "{plain}");
+    assert_eq!(download(&server, &path).await, data);
+}
+
+#[tokio::test]
+async fn checksum_trailer_given_twice_is_refused_and_the_chunk_discarded() {
+    let server = TestServer::start().await;
+    let data = pattern(5000, 4);
+    let path = create_path(&server, &[("Upload-Length", "5000")]).await;
+    let twice = [checksum("sha1", &data), checksum("md5", b"other")];
+    let response = chunked_patch(&server, &path, &data, true, &twice).await;
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert_eq!(offset(&server, &path).await, 0);
+    assert_eq!(server.stored_bytes(), 0);
 }
 
 // ---- concatenation ----
