@@ -23,6 +23,9 @@ impl Twice {
     }
 }
 
+/// A header given twice, beside the other headers the request needs.
+type Case = (&'static str, &'static [(&'static str, &'static str)], Twice);
+
 /// `(name, value)` pairs, but with `repeated` given twice instead of once.
 fn with_headers(
     mut request: reqwest::RequestBuilder,
@@ -51,7 +54,7 @@ async fn assert_refused(response: reqwest::Response, header: &str) {
 #[tokio::test]
 async fn tus_creation_refuses_repeated_singleton_headers() {
     let server = TestServer::start().await;
-    let cases: [(&str, &[(&str, &str)], Twice); 10] = [
+    let cases: [Case; 10] = [
         ("Upload-Length", &[], Twice::Lines("3", "9")),
         ("Upload-Length", &[], Twice::Folded("3, 9")),
         ("Upload-Defer-Length", &[], Twice::Lines("1", "1")),
