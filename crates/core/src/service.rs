@@ -120,6 +120,9 @@ pub enum UploadError {
     /// No storage space left.
     #[error("storage is full")]
     StorageFull,
+    /// The storage cannot be reached (e.g. its directory was removed); the client may retry.
+    #[error("storage unavailable: {0}")]
+    StorageUnavailable(String),
     /// The server is out of a resource (e.g. open files) for now; the client should retry.
     #[error("the server is busy; retry later")]
     Unavailable(String),
@@ -142,6 +145,7 @@ impl From<StoreError> for UploadError {
             StoreError::Locked => UploadError::Busy,
             StoreError::Full => UploadError::StorageFull,
             StoreError::Exhausted(error) => UploadError::Unavailable(error.to_string()),
+            StoreError::Unavailable(error) => UploadError::StorageUnavailable(error.to_string()),
             StoreError::Unsupported => UploadError::Unsupported,
             StoreError::Io(error) => UploadError::Internal(error.to_string()),
         }

@@ -328,3 +328,37 @@ async fn one_unreadable_info_does_not_stop_the_expiry_sweep() {
     let again = service.remove_expired().await.unwrap();
     assert_eq!((again.removed, again.failed), (0, 1));
 }
+
+#[tokio::test]
+async fn a_missing_directory_is_unavailable_storage_not_a_missing_upload() {
+    let root = fresh_root();
+    let store = open(root.clone(), Duration::from_secs(5)).await;
+    let existing = info(Length::Known(5));
+    store.create(&existing).await.unwrap();
+    assert!(matches!(
+        store.status(&UploadId::random()).await,
+        Err(StoreError::NotFound)
+    ));
+
+    std::fs::remove_dir_all(&root).unwrap();
+
+    let unavailable = |result: Result<(), StoreError>| match result {
+        Err(StoreError::Unavailable(cause)) => cause.to_string(),
+        other => panic!("{other:?}"),
+    };
+    let cause = unavailable(store.create(&info(Length::Known(5))).await);
+    assert!(cause.contains(&root.display().to_string()), "{cause}");
+    unavailable(store.status(&existing.id).await.map(|_| ()));
+    unavailable(store.status(&UploadId::random()).await.map(|_| ()));
+    unavailable(store.finish(&existing.id).await);
+    unavailable(store.terminate(&existing.id).await);
+    let client_key = existing.client_key.as_deref().unwrap();
+    unavailable(
+        store
+            .find_by_key(&existing.owner, client_key)
+            .await
+            .map(|_| ()),
+    );
+    unavailable(store.list().await.map(|_| ()));
+    unavailable(store.remove_leftovers(Duration::ZERO).await.map(|_| ()));
+}

@@ -8,6 +8,7 @@
 use crate::AppState;
 use crate::wire::{
     Principal, Rejection, body_stream, content_length, header_bytes, internal, interrupted, reject,
+    storage_unavailable,
 };
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -178,6 +179,7 @@ fn upload_error(error: UploadError) -> Rejection {
                 "the server is busy; retry later",
             )
         }
+        UploadError::StorageUnavailable(cause) => storage_unavailable(cause),
         UploadError::Unsupported => reject(StatusCode::NOT_IMPLEMENTED, error.to_string()),
         UploadError::Internal(message) => internal(message),
     }

@@ -6,7 +6,7 @@
 use crate::AppState;
 use crate::wire::{
     Principal, Rejection, Trailers, body_stream, body_stream_with_trailers, content_length,
-    header_bytes, internal, interrupted, reject, single_header,
+    header_bytes, internal, interrupted, reject, single_header, storage_unavailable,
 };
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
@@ -522,6 +522,7 @@ pub(crate) fn upload_error(error: UploadError) -> Rejection {
                 "the server is busy; retry later",
             )
         }
+        UploadError::StorageUnavailable(cause) => storage_unavailable(cause),
         UploadError::Unsupported => reject(StatusCode::NOT_IMPLEMENTED, error.to_string()),
         UploadError::Internal(message) => internal(message),
     }

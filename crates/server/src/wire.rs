@@ -126,6 +126,16 @@ pub(crate) fn internal(error: impl std::fmt::Display) -> Rejection {
     reject(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
 }
 
+/// The answer when the storage cannot be reached (its directory removed or unreadable): logged
+/// with the cause, answered 503, since it may come back.
+pub(crate) fn storage_unavailable(cause: impl std::fmt::Display) -> Rejection {
+    tracing::error!(%cause, "storage unavailable");
+    reject(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage unavailable; retry later",
+    )
+}
+
 /// The announced body size, when the request has a valid `Content-Length`.
 pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
