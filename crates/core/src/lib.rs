@@ -29,8 +29,8 @@ pub use lock::{LockError, LockGuard, Locker, MemoryLocker};
 pub use memory::MemoryStore;
 pub use model::{Concat, ConcatPart, Length, Offset, Owner, UploadId, UploadInfo, UploadStatus};
 pub use service::{
-    Append, ExpectedChecksum, NewConcat, NewUpload, ServiceConfig, TrailerChecksum, UploadError,
-    UploadService,
+    Append, ExpectedChecksum, ExpirySweep, NewConcat, NewUpload, ServiceConfig, TrailerChecksum,
+    UploadError, UploadService,
 };
 pub use store::{
     Appended, BodyError, BodyStream, ByteStream, Capabilities, Staged, Store, StoreError,

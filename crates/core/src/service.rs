@@ -11,6 +11,7 @@ use crate::store::{
 use futures_util::{StreamExt, TryStreamExt};
 use resumable_proto::Metadata;
 use resumable_proto::checksum::{Checksum, Digests};
+use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -104,6 +105,15 @@ pub enum UploadError {
         /// Bytes stored (as before the request).
         stored: Offset,
     },
+    /// A checksum trailer came that no `Trailer` header announced, so it was not checked; the
+    /// chunk's bytes are stored.
+    #[error(
+        "the Upload-Checksum trailer was not announced (Trailer: Upload-Checksum), so it was not verified; {stored} bytes are stored"
+    )]
+    ChecksumNotAnnounced {
+        /// Bytes stored, the chunk's included.
+        stored: Offset,
+    },
     /// The checksum promised as a trailer is missing or malformed; the chunk was discarded.
     #[error("checksum trailer: {0}")]
     InvalidChecksum(String),
@@ -119,6 +129,9 @@ pub enum UploadError {
     /// No storage space left.
     #[error("storage is full")]
     StorageFull,
+    /// The storage cannot be reached (e.g. its directory was removed); the client may retry.
+    #[error("storage unavailable: {0}")]
+    StorageUnavailable(String),
     /// The server is out of a resource (e.g. open files) for now; the client should retry.
     #[error("the server is busy; retry later")]
     Unavailable(String),
@@ -141,6 +154,7 @@ impl From<StoreError> for UploadError {
             StoreError::Locked => UploadError::Busy,
             StoreError::Full => UploadError::StorageFull,
             StoreError::Exhausted(error) => UploadError::Unavailable(error.to_string()),
+            StoreError::Unavailable(error) => UploadError::StorageUnavailable(error.to_string()),
             StoreError::Unsupported => UploadError::Unsupported,
             StoreError::Io(error) => UploadError::Internal(error.to_string()),
         }
@@ -188,6 +202,11 @@ pub enum ExpectedChecksum {
     Header(Checksum),
     /// Given after the body (`Upload-Checksum` trailer).
     Trailer(TrailerChecksum),
+    /// None announced, so none may come: the closure reads the trailers once the body has
+    /// ended, as for [`ExpectedChecksum::Trailer`]. Nothing is digested and nothing set aside,
+    /// so the bytes count as they arrive; a checksum that comes anyway (or the closure's
+    /// error) is answered with [`UploadError::ChecksumNotAnnounced`]: it was not verified.
+    Unannounced(TrailerChecksum),
 }
 
 /// An append as a front-end describes it.
@@ -208,6 +227,15 @@ pub struct Append {
     pub body: BodyStream,
 }
 
+/// What one [`UploadService::remove_expired`] sweep did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExpirySweep {
+    /// Expired uploads removed.
+    pub removed: usize,
+    /// Uploads it could not check or remove, and went past.
+    pub failed: usize,
+}
+
 /// Create, append, inspect and remove uploads, enforcing ownership, locking, offsets, limits,
 /// checksums and expiry.
 pub struct UploadService {
@@ -217,6 +245,8 @@ pub struct UploadService {
     config: ServiceConfig,
     /// Cancelled at shutdown: bodies in flight stop, persist and answer.
     shutdown: CancellationToken,
+    /// The uploads the last expiry sweep could not check: each is logged once, not every sweep.
+    sweep_failures: Mutex<HashSet<UploadId>>,
 }
 
 impl UploadService {
@@ -233,6 +263,7 @@ impl UploadService {
             clock,
             config,
             shutdown: CancellationToken::new(),
+            sweep_failures: Mutex::default(),
         }
     }
 
@@ -391,6 +422,18 @@ impl UploadService {
         Ok(status)
     }
 
+    /// The upload's status for reading it back, without interrupting a request in flight: a
+    /// final upload whose parts are complete is assembled first, so the first request after its
+    /// parts finished finds it complete whatever it is (a download as much as a `HEAD`).
+    pub async fn inspect_assembled(
+        &self,
+        owner: &Owner,
+        id: &UploadId,
+    ) -> Result<UploadStatus, UploadError> {
+        let status = self.inspect(owner, id).await?;
+        self.assemble_if_ready(status).await
+    }
+
     /// The upload's status once any request in flight has stopped and persisted what it had:
     /// the offset a client should resume from. A final upload whose parts are complete is
     /// assembled first.
@@ -472,7 +515,11 @@ impl UploadService {
                 stored: status.offset,
             });
         }
-        if append.checksum.is_some() && !self.capabilities().stage {
+        let verifies = matches!(
+            append.checksum,
+            Some(ExpectedChecksum::Header(_) | ExpectedChecksum::Trailer(_))
+        );
+        if verifies && !self.capabilities().stage {
             return Err(UploadError::Unsupported);
         }
         let limits = BodyLimits {
@@ -520,8 +567,7 @@ impl UploadService {
         if !self.capabilities().read {
             return Err(UploadError::Unsupported);
         }
-        let status = self.inspect(owner, id).await?;
-        let status = self.assemble_if_ready(status).await?;
+        let status = self.inspect_assembled(owner, id).await?;
         if !status.is_complete() {
             return Err(UploadError::Incomplete);
         }
@@ -534,21 +580,40 @@ impl UploadService {
         Ok(self.store.remove_leftovers(LEFTOVER_AGE).await?)
     }
 
-    /// Removes every expired unfinished upload; returns how many were removed.
-    pub async fn remove_expired(&self) -> Result<usize, UploadError> {
+    /// Removes every expired unfinished upload. An upload that cannot be checked or removed
+    /// (say its info is unreadable) is skipped, not the end of the sweep: it is logged the first
+    /// sweep it fails in and counted in [`ExpirySweep::failed`] every sweep. Fails only when the
+    /// store cannot list its uploads.
+    pub async fn remove_expired(&self) -> Result<ExpirySweep, UploadError> {
+        let mut sweep = ExpirySweep::default();
         if self.config.expire_after.is_none() || !self.capabilities().list {
-            return Ok(0);
+            return Ok(sweep);
         }
-        let mut removed = 0;
-        for id in self.store.list().await? {
-            if self.remove_if_expired(&id).await? {
-                removed += 1;
+        let ids = self.store.list().await?;
+        let failed_before = std::mem::take(&mut *lock_ignoring_poison(&self.sweep_failures));
+        let mut failing = HashSet::new();
+        for id in ids {
+            match self.remove_if_expired(&id).await {
+                Ok(true) => sweep.removed += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    if !failed_before.contains(&id) {
+                        tracing::warn!(upload = %id, %error, "expiry sweep skips an upload");
+                    }
+                    failing.insert(id);
+                }
             }
         }
-        if removed > 0 {
-            tracing::info!(removed, "expired uploads removed");
+        sweep.failed = failing.len();
+        *lock_ignoring_poison(&self.sweep_failures) = failing;
+        if sweep.removed > 0 || sweep.failed > 0 {
+            tracing::info!(
+                removed = sweep.removed,
+                failed = sweep.failed,
+                "expiry sweep done"
+            );
         }
-        Ok(removed)
+        Ok(sweep)
     }
 
     fn is_expired(&self, status: &UploadStatus) -> bool {
@@ -688,6 +753,19 @@ impl Writing {
                 let appended = store.append(&id, start, body).await.map_err(mismatch)?;
                 (appended.offset, appended.interruption)
             }
+            // Nothing was announced, so nothing is digested or set aside (that would cost
+            // every such PATCH): the bytes count as they arrive. A checksum trailer that comes
+            // anyway cannot be checked any more, and the answer says so.
+            Some((ExpectedChecksum::Unannounced(read), _)) => {
+                let appended = store.append(&id, start, body).await.map_err(mismatch)?;
+                if appended.interruption.is_none() && !matches!(read(), Ok(None)) {
+                    drop(guard);
+                    return Err(UploadError::ChecksumNotAnnounced {
+                        stored: appended.offset,
+                    });
+                }
+                (appended.offset, appended.interruption)
+            }
             // Checksummed bytes are set aside and count only once verified.
             Some((expected, digests)) => {
                 let staged = store.stage(&id, start, body).await.map_err(mismatch)?;
@@ -725,6 +803,10 @@ impl Writing {
     }
 }
 
+fn lock_ignoring_poison<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
 /// Feeds every chunk that reaches the store through the digests the checksum needs.
 fn digesting(
     body: BodyStream,
@@ -734,6 +816,10 @@ fn digesting(
         None => return (body, None),
         Some(ExpectedChecksum::Header(checksum)) => Digests::one(checksum.algorithm),
         Some(ExpectedChecksum::Trailer(_)) => Digests::all(),
+        // Verification only checks that no checksum came: nothing to feed.
+        Some(ExpectedChecksum::Unannounced(_)) => {
+            return (body, Some(Arc::new(Mutex::new(Digests::none()))));
+        }
     };
     let digests = Arc::new(Mutex::new(digests));
     let feeding = digests.clone();
@@ -784,7 +870,9 @@ fn verify(
     digests: Arc<Mutex<Digests>>,
     interruption: Option<&BodyError>,
 ) -> Result<(), Rejected> {
-    if let Some(reason) = interruption {
+    // A body that owes no checksum keeps its bytes when cut, as any other.
+    let owes_checksum = !matches!(expected, ExpectedChecksum::Unannounced(_));
+    if let Some(reason) = interruption.filter(|_| owes_checksum) {
         return Err(Rejected::Cut(reason.clone()));
     }
     let checksum = match expected {
@@ -792,6 +880,13 @@ fn verify(
         ExpectedChecksum::Trailer(read) => read()
             .map_err(Rejected::BadTrailer)?
             .ok_or_else(|| Rejected::BadTrailer("announced but not sent".into()))?,
+        // Only a checksum that came anyway fails.
+        ExpectedChecksum::Unannounced(read) => {
+            return match read().map_err(Rejected::BadTrailer)? {
+                None => Ok(()),
+                Some(_) => Err(Rejected::BadTrailer("it was not announced".into())),
+            };
+        }
     };
     let digests = Arc::try_unwrap(digests)
         .map_err(|_| Rejected::BadTrailer("digest still in use".into()))?

@@ -70,7 +70,8 @@ pub struct Capabilities {
 /// Errors of a store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// No upload with that id (or it was terminated).
+    /// No upload with that id (or it was terminated). Only about the upload itself: a store
+    /// that cannot reach its storage cannot tell, and says [`StoreError::Unavailable`].
     #[error("upload not found")]
     NotFound,
     /// The append started at the wrong offset; nothing was written.
@@ -88,6 +89,10 @@ pub enum StoreError {
     /// The process is out of a resource such as file descriptors; retrying later may work.
     #[error("the server is out of resources: {0}")]
     Exhausted(io::Error),
+    /// The storage cannot be reached (a file store's directory removed or made unreadable):
+    /// every upload is affected; retrying may work once it is back.
+    #[error("storage unavailable: {0}")]
+    Unavailable(io::Error),
     /// The backend lacks this operation (see [`Capabilities`]).
     #[error("operation not supported by this store")]
     Unsupported,
@@ -97,11 +102,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Classifies an I/O error, recognising a full disk.
+    /// Classifies an I/O error, recognising a full disk and exhaustion. A missing file is not
+    /// [`StoreError::NotFound`] here: only the store knows whether it was an upload's own
+    /// record (the upload does not exist) or something it needs (a fault).
     pub fn from_io(error: io::Error) -> Self {
         match error.kind() {
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StoreError::Full,
-            io::ErrorKind::NotFound => StoreError::NotFound,
             // EMFILE, ENFILE: too many open files, in this process or the system.
             _ if matches!(error.raw_os_error(), Some(24 | 23)) => StoreError::Exhausted(error),
             _ => StoreError::Io(error),
@@ -232,7 +238,7 @@ mod tests {
         let emfile = StoreError::from_io(io::Error::from_raw_os_error(24));
         assert!(matches!(emfile, StoreError::Exhausted(_)));
         let missing = StoreError::from_io(io::Error::from(io::ErrorKind::NotFound));
-        assert!(matches!(missing, StoreError::NotFound));
+        assert!(matches!(missing, StoreError::Io(_)));
         let other = StoreError::from_io(io::Error::other("boom"));
         assert!(matches!(other, StoreError::Io(_)));
     }

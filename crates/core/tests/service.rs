@@ -328,14 +328,14 @@ async fn unfinished_uploads_expire_on_the_service_clock_and_are_swept() {
         .await
         .unwrap();
     clock.advance(Duration::from_secs(3599));
-    assert_eq!(service.remove_expired().await.unwrap(), 0);
+    assert_eq!(service.remove_expired().await.unwrap().removed, 0);
     service.status(&owner, &unfinished).await.unwrap();
     clock.advance(Duration::from_secs(2));
     assert!(matches!(
         service.status(&owner, &unfinished).await,
         Err(UploadError::Expired)
     ));
-    assert_eq!(service.remove_expired().await.unwrap(), 1);
+    assert_eq!(service.remove_expired().await.unwrap().removed, 1);
     assert!(matches!(
         service.status(&owner, &unfinished).await,
         Err(UploadError::NotFound)

@@ -9,6 +9,12 @@
 //! ROOT/keys/DIGEST      the id of a simple-protocol upload, DIGEST = sha256(owner, X-File-Id)
 //! ```
 //!
+//! A missing file is [`StoreError::NotFound`] only when it is an upload's own file and the
+//! uploads directory is there; anything else missing or unreadable (the directories removed
+//! under a running server, their permissions changed) is [`StoreError::Unavailable`], never an
+//! upload said not to exist. The directories are not silently recreated: they may be a mount
+//! that is not there yet.
+//!
 //! Names are built only from [`UploadId`]s (32 hex digits) and hex digests, never from client
 //! input. The data file is the single source of truth for the offset: bytes are written in order
 //! and `fdatasync`ed before an append returns, so after a crash the file holds a prefix of what
@@ -122,16 +128,19 @@ impl FileStore {
     }
 
     async fn read_info(&self, id: &UploadId) -> Result<UploadInfo, StoreError> {
-        let bytes = tokio::fs::read(self.info_path(id))
-            .await
-            .map_err(StoreError::from_io)?;
+        let (uploads, path) = (self.uploads.clone(), self.info_path(id));
+        let bytes = blocking(move || std::fs::read(&path).of_upload(&uploads, &path)).await?;
         decode_info(&bytes)
     }
 
     /// Opens the data file for appending and takes its cross-process lock.
     async fn open_locked(&self, id: &UploadId) -> Result<File, StoreError> {
-        let path = self.data_path(id);
-        let file = blocking(move || OpenOptions::new().append(true).open(path)).await?;
+        let (uploads, path) = (self.uploads.clone(), self.data_path(id));
+        let file = blocking(move || {
+            let file = OpenOptions::new().append(true).open(&path);
+            file.of_upload(&uploads, &path)
+        })
+        .await?;
         let deadline = tokio::time::Instant::now() + self.lock_timeout;
         loop {
             match file.try_lock() {
@@ -172,12 +181,50 @@ fn decode_info(bytes: &[u8]) -> Result<UploadInfo, StoreError> {
 
 /// Runs blocking file-system work off the async threads.
 async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|error| StoreError::Io(io::Error::other(error)))?
-        .map_err(StoreError::from_io)
+}
+
+/// What an I/O error on a path means to the store (see the crate docs).
+trait IoAt<T> {
+    /// On something the store needs (its directories, a file it creates): a fault of the store.
+    fn at(self, path: &Path) -> Result<T, StoreError>;
+    /// On one upload's own file: missing is the upload not existing, if `uploads` is there.
+    fn of_upload(self, uploads: &Path, path: &Path) -> Result<T, StoreError>;
+}
+
+impl<T> IoAt<T> for io::Result<T> {
+    fn at(self, path: &Path) -> Result<T, StoreError> {
+        self.map_err(|error| fault(path, error))
+    }
+
+    fn of_upload(self, uploads: &Path, path: &Path) -> Result<T, StoreError> {
+        self.map_err(|error| upload_fault(uploads, path, error))
+    }
+}
+
+/// A failure on `path`: missing or unreadable makes the storage unavailable (the cause names
+/// the path, for the log); anything else as [`StoreError::from_io`].
+fn fault(path: &Path, error: io::Error) -> StoreError {
+    match error.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => {
+            let cause = format!("{}: {error}", path.display());
+            StoreError::Unavailable(io::Error::new(error.kind(), cause))
+        }
+        _ => StoreError::from_io(error),
+    }
+}
+
+/// A failure on `path`, one upload's own file: missing while the uploads directory is there
+/// means the upload does not exist (never created, or removed meanwhile).
+fn upload_fault(uploads: &Path, path: &Path, error: io::Error) -> StoreError {
+    if error.kind() == io::ErrorKind::NotFound && uploads.is_dir() {
+        return StoreError::NotFound;
+    }
+    fault(path, error)
 }
 
 /// Replaces `path` with `bytes` so that readers see the old or the new content, never a mix,
@@ -233,11 +280,12 @@ impl Store for FileStore {
             let file = OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .open(&data)?;
-            file.set_modified(now)?;
-            write_atomically(&info_path, &encoded)?;
+                .open(&data)
+                .at(&data)?;
+            file.set_modified(now).at(&data)?;
+            write_atomically(&info_path, &encoded).at(&info_path)?;
             if let Some(key) = key {
-                write_atomically(&key, id.as_bytes())?;
+                write_atomically(&key, id.as_bytes()).at(&key)?;
             }
             Ok(())
         })
@@ -247,12 +295,14 @@ impl Store for FileStore {
     async fn status(&self, id: &UploadId) -> Result<UploadStatus, StoreError> {
         let info_path = self.info_path(id);
         let data_path = self.data_path(id);
+        let uploads = self.uploads.clone();
         // One trip to the blocking pool for both reads: the trip costs more than the reads
         // (two trips per status held HEADs to half the rate). The reads stay off the async
         // threads all the same: on a cold cache or a network file system they can take long.
         let (info, metadata) = blocking(move || {
-            let info = std::fs::read(info_path)?;
-            Ok((info, std::fs::metadata(data_path)?))
+            let info = std::fs::read(&info_path).of_upload(&uploads, &info_path)?;
+            let metadata = std::fs::metadata(&data_path).of_upload(&uploads, &data_path)?;
+            Ok((info, metadata))
         })
         .await?;
         Ok(UploadStatus {
@@ -292,7 +342,7 @@ impl Store for FileStore {
             }
             None => {
                 tracing::warn!(upload = %id, offset = %durable, %error, "append stopped by a write error");
-                Err(StoreError::from_io(error))
+                Err(upload_fault(&self.uploads, &self.data_path(id), error))
             }
         }
     }
@@ -301,7 +351,7 @@ impl Store for FileStore {
         self.read_info(&info.id).await?;
         let path = self.info_path(&info.id);
         let encoded = serde_json::to_vec(info).map_err(io::Error::other)?;
-        blocking(move || write_atomically(&path, &encoded)).await
+        blocking(move || write_atomically(&path, &encoded).at(&path)).await
     }
 
     async fn finish(&self, id: &UploadId) -> Result<(), StoreError> {
@@ -322,14 +372,14 @@ impl Store for FileStore {
         let id = id.to_string();
         blocking(move || {
             // Info first: without it the upload no longer exists, whatever happens next.
-            std::fs::remove_file(&info_path)?;
-            sync_directory(&directory)?;
-            remove_if_present(&data)?;
-            remove_if_present(&staged)?;
+            std::fs::remove_file(&info_path).of_upload(&directory, &info_path)?;
+            sync_directory(&directory).at(&directory)?;
+            remove_if_present(&data).at(&data)?;
+            remove_if_present(&staged).at(&staged)?;
             if let Some(key) = key
                 && std::fs::read(&key).is_ok_and(|stored| stored == id.as_bytes())
             {
-                remove_if_present(&key)?;
+                remove_if_present(&key).at(&key)?;
             }
             Ok(())
         })
@@ -338,9 +388,9 @@ impl Store for FileStore {
 
     async fn read(&self, id: &UploadId, range: Range<u64>) -> Result<ByteStream, StoreError> {
         self.read_info(id).await?;
-        let mut file = tokio::fs::File::open(self.data_path(id))
-            .await
-            .map_err(StoreError::from_io)?;
+        let (uploads, path) = (self.uploads.clone(), self.data_path(id));
+        let file = blocking(move || File::open(&path).of_upload(&uploads, &path)).await?;
+        let mut file = tokio::fs::File::from_std(file);
         file.seek(SeekFrom::Start(range.start))
             .await
             .map_err(StoreError::from_io)?;
@@ -353,10 +403,15 @@ impl Store for FileStore {
         owner: &Owner,
         client_key: &str,
     ) -> Result<Option<UploadId>, StoreError> {
-        let stored = match tokio::fs::read_to_string(self.key_path(owner, client_key)).await {
-            Ok(stored) => stored,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(StoreError::from_io(error)),
+        let (keys, path) = (self.keys.clone(), self.key_path(owner, client_key));
+        let stored = blocking(move || match std::fs::read_to_string(&path) {
+            Ok(stored) => Ok(Some(stored)),
+            // No key file in a keys directory that is there: no upload by that key.
+            Err(error) if error.kind() == io::ErrorKind::NotFound && keys.is_dir() => Ok(None),
+            Err(error) => Err(fault(&path, error)),
+        });
+        let Some(stored) = stored.await? else {
+            return Ok(None);
         };
         let Ok(id) = stored.parse::<UploadId>() else {
             return Ok(None);
@@ -380,14 +435,14 @@ impl Store for FileStore {
         }
         let path = self.staged_path(id);
         let created = path.clone();
-        blocking(move || File::create(created)).await?;
+        blocking(move || File::create(&created).at(&created).map(drop)).await?;
         let target = write::Target {
             set_aside: true,
-            ..self.target(path)
+            ..self.target(path.clone())
         };
         let written = write::stream_to_file(target, 0, body).await;
         if let Some(error) = written.error {
-            return Err(StoreError::from_io(error));
+            return Err(fault(&path, error));
         }
         Ok(Staged {
             length: written.durable_length,
@@ -400,18 +455,21 @@ impl Store for FileStore {
         let staged = self.staged_path(id);
         let now = self.clock.now();
         let committed = blocking(move || {
-            let stored = file.metadata()?.len();
-            if stored != offset.0 {
-                return Ok(Err(stored));
-            }
-            // Verified bytes only: a crash part-way leaves a prefix of them, which is the
-            // client's. copy_file_range on Linux: no bytes pass through user space.
-            std::io::copy(&mut File::open(&staged)?, &mut file)?;
-            file.set_modified(now)?;
-            let durable = file.metadata()?.len();
-            file.sync_data()?;
-            remove_if_present(&staged)?;
-            Ok(Ok(durable))
+            let mut commit = || {
+                let stored = file.metadata()?.len();
+                if stored != offset.0 {
+                    return Ok(Err(stored));
+                }
+                // Verified bytes only: a crash part-way leaves a prefix of them, which is the
+                // client's. copy_file_range on Linux: no bytes pass through user space.
+                std::io::copy(&mut File::open(&staged)?, &mut file)?;
+                file.set_modified(now)?;
+                let durable = file.metadata()?.len();
+                file.sync_data()?;
+                remove_if_present(&staged)?;
+                Ok(Ok(durable))
+            };
+            commit().at(&staged)
         })
         .await?;
         committed
@@ -423,7 +481,7 @@ impl Store for FileStore {
 
     async fn discard_staged(&self, id: &UploadId) -> Result<(), StoreError> {
         let staged = self.staged_path(id);
-        blocking(move || remove_if_present(&staged)).await
+        blocking(move || remove_if_present(&staged).at(&staged)).await
     }
 
     async fn concatenate(&self, target: &UploadId, parts: &[UploadId]) -> Result<(), StoreError> {
@@ -441,15 +499,19 @@ impl Store for FileStore {
             // upload that was already acknowledged complete.
             let name = format!(".{}.{}.tmp", file_name(&data), UploadId::random());
             let temporary = directory.join(name);
-            let mut file = File::create(&temporary)?;
-            for source in sources {
+            let mut file = File::create(&temporary).at(&temporary)?;
+            for source in &sources {
+                let mut source = File::open(source).of_upload(&directory, source)?;
                 // std::io::copy uses copy_file_range on Linux: no bytes pass through user space.
-                std::io::copy(&mut File::open(source)?, &mut file)?;
+                std::io::copy(&mut source, &mut file).map_err(StoreError::from_io)?;
             }
-            file.set_modified(now)?;
-            file.sync_data()?;
-            std::fs::rename(&temporary, &data)?;
-            sync_directory(&directory)
+            let settled = (|| {
+                file.set_modified(now)?;
+                file.sync_data()?;
+                std::fs::rename(&temporary, &data)?;
+                sync_directory(&directory)
+            })();
+            settled.map_err(StoreError::from_io)
         })
         .await
     }
@@ -466,8 +528,8 @@ impl Store for FileStore {
         let directory = self.uploads.clone();
         blocking(move || {
             let mut ids = Vec::new();
-            for entry in std::fs::read_dir(directory)? {
-                let name = entry?.file_name();
+            for entry in std::fs::read_dir(&directory).at(&directory)? {
+                let name = entry.at(&directory)?.file_name();
                 let id = name
                     .to_str()
                     .and_then(|name| name.strip_suffix(".info"))
@@ -484,11 +546,15 @@ impl Store for FileStore {
 /// whose status last changed before `cutoff`; returns how many. A file whose fate cannot be
 /// told (an I/O error while looking) is kept: removing a live upload's data is worse than
 /// leaving a leftover for the next sweep.
-fn remove_leftovers_in(uploads: &Path, keys: &Path, cutoff: SystemTime) -> io::Result<usize> {
+fn remove_leftovers_in(
+    uploads: &Path,
+    keys: &Path,
+    cutoff: SystemTime,
+) -> Result<usize, StoreError> {
     let mut removed = 0;
     for directory in [uploads, keys] {
-        for entry in std::fs::read_dir(directory)? {
-            let entry = entry?;
+        for entry in std::fs::read_dir(directory).at(directory)? {
+            let entry = entry.at(directory)?;
             let path = entry.path();
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
@@ -508,9 +574,9 @@ fn remove_leftovers_in(uploads: &Path, keys: &Path, cutoff: SystemTime) -> io::R
             }
             // The status change time cannot be set back (unlike the modification time the
             // store stamps from its clock), so an old one means nobody is at work on the file.
-            if changed_before(&entry.metadata()?, cutoff) {
+            if changed_before(&entry.metadata().at(&path)?, cutoff) {
                 tracing::info!(file = %path.display(), "removing a crash's leftover");
-                remove_if_present(&path)?;
+                remove_if_present(&path).at(&path)?;
                 removed += 1;
             }
         }

@@ -322,3 +322,89 @@ async fn a_second_assembly_that_fails_leaves_the_final_upload_whole() {
     assert_eq!(store.status(&last.id).await.unwrap().offset, Offset(5));
     assert_eq!(read_all(&store, &last.id, 5).await, b"abcde");
 }
+
+#[tokio::test]
+async fn one_unreadable_info_does_not_stop_the_expiry_sweep() {
+    use resumable_core::{ManualClock, MemoryLocker, NewUpload, ServiceConfig, UploadService};
+    let root = fresh_root();
+    let clock = std::sync::Arc::new(ManualClock::default());
+    let store = std::sync::Arc::new(
+        FileStore::open(FileStoreConfig {
+            root: root.clone(),
+            lock_timeout: Duration::from_secs(5),
+            clock: clock.clone(),
+            direct_io: true,
+        })
+        .await
+        .expect("open store"),
+    );
+    let expire_after = Duration::from_secs(3600);
+    let service = UploadService::new(
+        store.clone(),
+        std::sync::Arc::new(MemoryLocker::new(Duration::from_secs(5))),
+        clock.clone(),
+        ServiceConfig {
+            expire_after: Some(expire_after),
+            ..ServiceConfig::default()
+        },
+    );
+    for _ in 0..30 {
+        let new = NewUpload {
+            owner: Owner::anonymous(),
+            length: Length::Known(10),
+            metadata: Default::default(),
+            concat: None,
+        };
+        service.create(new).await.unwrap();
+    }
+    // The first upload the sweep comes to has an info file nobody can read.
+    let ids = store.list().await.unwrap();
+    let corrupt = ids[0].clone();
+    std::fs::write(
+        root.join("uploads").join(format!("{corrupt}.info")),
+        b"{not json",
+    )
+    .unwrap();
+    clock.advance(expire_after + Duration::from_secs(1));
+
+    let sweep = service.remove_expired().await.unwrap();
+    assert_eq!((sweep.removed, sweep.failed), (29, 1));
+    assert_eq!(store.list().await.unwrap(), vec![corrupt]);
+    // The next sweep still counts it, and removes nothing else.
+    let again = service.remove_expired().await.unwrap();
+    assert_eq!((again.removed, again.failed), (0, 1));
+}
+
+#[tokio::test]
+async fn a_missing_directory_is_unavailable_storage_not_a_missing_upload() {
+    let root = fresh_root();
+    let store = open(root.clone(), Duration::from_secs(5)).await;
+    let existing = info(Length::Known(5));
+    store.create(&existing).await.unwrap();
+    assert!(matches!(
+        store.status(&UploadId::random()).await,
+        Err(StoreError::NotFound)
+    ));
+
+    std::fs::remove_dir_all(&root).unwrap();
+
+    let unavailable = |result: Result<(), StoreError>| match result {
+        Err(StoreError::Unavailable(cause)) => cause.to_string(),
+        other => panic!("{other:?}"),
+    };
+    let cause = unavailable(store.create(&info(Length::Known(5))).await);
+    assert!(cause.contains(&root.display().to_string()), "{cause}");
+    unavailable(store.status(&existing.id).await.map(|_| ()));
+    unavailable(store.status(&UploadId::random()).await.map(|_| ()));
+    unavailable(store.finish(&existing.id).await);
+    unavailable(store.terminate(&existing.id).await);
+    let client_key = existing.client_key.as_deref().unwrap();
+    unavailable(
+        store
+            .find_by_key(&existing.owner, client_key)
+            .await
+            .map(|_| ()),
+    );
+    unavailable(store.list().await.map(|_| ()));
+    unavailable(store.remove_leftovers(Duration::ZERO).await.map(|_| ()));
+}

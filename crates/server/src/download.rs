@@ -22,7 +22,7 @@ pub(crate) async fn download(
         .map_err(|_| reject(StatusCode::NOT_FOUND, "upload not found"))?;
     let status = state
         .service
-        .inspect(&owner, &id)
+        .inspect_assembled(&owner, &id)
         .await
         .map_err(upload_error)?;
     if !status.is_complete() {

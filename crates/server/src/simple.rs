@@ -1,4 +1,5 @@
-//! The seed's simple protocol (PROTOCOLS.md §1): `GET /status` and `POST /upload`.
+//! The seed's simple protocol (docs/protocols.md, the simple protocol): `GET /status` and
+//! `POST /upload`.
 //!
 //! `X-File-Id` names an upload within the caller's principal; it is hashed before it reaches
 //! storage and never becomes a path. A simple upload is a normal upload: `POST /upload` answers
@@ -7,6 +8,7 @@
 use crate::AppState;
 use crate::wire::{
     Principal, Rejection, body_stream, content_length, header_bytes, internal, interrupted, reject,
+    storage_unavailable,
 };
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -24,18 +26,18 @@ struct UploadRequest {
 }
 
 fn parse_file_id(headers: &HeaderMap) -> Result<String, Rejection> {
-    let value = header_bytes(headers, FILE_ID)
+    let value = header_bytes(headers, FILE_ID)?
         .ok_or_else(|| reject(StatusCode::BAD_REQUEST, "X-File-Id header is required"))?;
     simple::parse_file_id(value).map_err(|error| reject(StatusCode::BAD_REQUEST, error.to_string()))
 }
 
 fn parse_upload(headers: &HeaderMap) -> Result<UploadRequest, Rejection> {
     let file_id = parse_file_id(headers)?;
-    let start = header_bytes(headers, START_BYTE)
+    let start = header_bytes(headers, START_BYTE)?
         .ok_or_else(|| reject(StatusCode::BAD_REQUEST, "X-Start-Byte header is required"))?;
     let start = simple::parse_byte_count(start)
         .map_err(|error| reject(StatusCode::BAD_REQUEST, format!("X-Start-Byte: {error}")))?;
-    let size = header_bytes(headers, FILE_SIZE)
+    let size = header_bytes(headers, FILE_SIZE)?
         .map(simple::parse_byte_count)
         .transpose()
         .map_err(|error| reject(StatusCode::BAD_REQUEST, format!("X-File-Size: {error}")))?;
@@ -151,8 +153,12 @@ fn upload_error(error: UploadError) -> Rejection {
         UploadError::OffsetMismatch { stored, .. } => mismatch(stored),
         UploadError::NotFound => reject(StatusCode::NOT_FOUND, "upload not found"),
         UploadError::Expired => reject(StatusCode::GONE, error.to_string()),
-        UploadError::TooLarge { .. } | UploadError::BodyTooLong { .. } => {
-            reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
+        UploadError::TooLarge { .. } => reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string()),
+        // The count kept, as on a 409: none of this body's when Content-Length said too much,
+        // the bytes up to X-File-Size when the body overflowed.
+        UploadError::BodyTooLong { stored } => {
+            let (name, value) = offset_header(stored);
+            reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string()).with_header(name, value)
         }
         UploadError::LengthConflict { declared } => reject(
             StatusCode::BAD_REQUEST,
@@ -161,7 +167,8 @@ fn upload_error(error: UploadError) -> Rejection {
         UploadError::LengthBelowOffset { .. }
         | UploadError::InvalidChecksum(_)
         | UploadError::InvalidConcat(_)
-        | UploadError::ChecksumMismatch { .. } => {
+        | UploadError::ChecksumMismatch { .. }
+        | UploadError::ChecksumNotAnnounced { .. } => {
             reject(StatusCode::BAD_REQUEST, error.to_string())
         }
         UploadError::FinalUpload => reject(StatusCode::FORBIDDEN, error.to_string()),
@@ -176,6 +183,7 @@ fn upload_error(error: UploadError) -> Rejection {
                 "the server is busy; retry later",
             )
         }
+        UploadError::StorageUnavailable(cause) => storage_unavailable(cause),
         UploadError::Unsupported => reject(StatusCode::NOT_IMPLEMENTED, error.to_string()),
         UploadError::Internal(message) => internal(message),
     }

@@ -1,4 +1,4 @@
-//! tus 1.0.0 (PROTOCOLS.md §2) on `/files/`: core and every extension — creation,
+//! tus 1.0.0 (docs/protocols.md, tus) on `/files/`: core and every extension — creation,
 //! creation-with-upload, creation-defer-length, expiration, checksum, checksum-trailer,
 //! termination, concatenation, concatenation-unfinished. Extensions are advertised from the
 //! store's capabilities and the service's settings, never from a fixed list.
@@ -6,7 +6,7 @@
 use crate::AppState;
 use crate::wire::{
     Principal, Rejection, Trailers, body_stream, body_stream_with_trailers, content_length,
-    header_bytes, internal, interrupted, reject,
+    header_bytes, internal, interrupted, reject, single_header, storage_unavailable,
 };
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
@@ -59,7 +59,8 @@ fn add_tus_resumable(mut response: Response) -> Response {
 /// `GET` and `POST`.
 pub(crate) fn apply_method_override(mut request: Request) -> Request {
     if request.method() == Method::POST
-        && let Some(method) = header_bytes(request.headers(), METHOD_OVERRIDE)
+        // An override given twice is as unusable as an unknown method: the POST stays a POST.
+        && let Ok(Some(method)) = header_bytes(request.headers(), METHOD_OVERRIDE)
         && let Ok(method) = Method::from_bytes(method)
     {
         *request.method_mut() = method;
@@ -125,7 +126,7 @@ async fn capabilities(State(state): State<AppState>) -> Response {
 }
 
 fn check_version(headers: &HeaderMap) -> Result<(), Rejection> {
-    let version = header_bytes(headers, TUS_RESUMABLE).unwrap_or_default();
+    let version = header_bytes(headers, TUS_RESUMABLE)?.unwrap_or_default();
     tus::check_version(version).map_err(|error| {
         reject(StatusCode::PRECONDITION_FAILED, error.to_string())
             .with_header(name(TUS_VERSION), HeaderValue::from_static(tus::VERSION))
@@ -139,7 +140,7 @@ fn parse_id(id: &str) -> Result<UploadId, Rejection> {
 }
 
 fn parse_number(headers: &HeaderMap, header: &'static str) -> Result<Option<u64>, Rejection> {
-    header_bytes(headers, header)
+    header_bytes(headers, header)?
         .map(|value| tus::parse_number(header, value))
         .transpose()
         .map_err(|error| reject(StatusCode::BAD_REQUEST, error.to_string()))
@@ -159,7 +160,7 @@ fn parse_create(headers: &HeaderMap) -> Result<CreateRequest, Rejection> {
     check_version(headers)?;
     let concat = parse_concat(headers)?;
     let length = parse_number(headers, UPLOAD_LENGTH)?;
-    let deferred = header_bytes(headers, UPLOAD_DEFER_LENGTH);
+    let deferred = header_bytes(headers, UPLOAD_DEFER_LENGTH)?;
     let length = match (&concat, length, deferred) {
         (Some(NewConcat::Final(_)), None, None) => Length::Deferred,
         (Some(NewConcat::Final(_)), _, _) => {
@@ -181,12 +182,12 @@ fn parse_create(headers: &HeaderMap) -> Result<CreateRequest, Rejection> {
             Length::Deferred
         }
     };
-    let metadata = header_bytes(headers, UPLOAD_METADATA)
+    let metadata = header_bytes(headers, UPLOAD_METADATA)?
         .map(Metadata::parse_tus)
         .transpose()
         .map_err(|error| reject(StatusCode::BAD_REQUEST, format!("Upload-Metadata: {error}")))?
         .unwrap_or_default();
-    let with_body = header_bytes(headers, header::CONTENT_TYPE.as_str())
+    let with_body = header_bytes(headers, header::CONTENT_TYPE.as_str())?
         .is_some_and(tus::is_offset_octet_stream);
     if with_body && matches!(concat, Some(NewConcat::Final(_))) {
         let message = "a final upload takes no data: send it to the partial uploads";
@@ -202,7 +203,7 @@ fn parse_create(headers: &HeaderMap) -> Result<CreateRequest, Rejection> {
 }
 
 fn parse_concat(headers: &HeaderMap) -> Result<Option<NewConcat>, Rejection> {
-    let Some(value) = header_bytes(headers, UPLOAD_CONCAT) else {
+    let Some(value) = header_bytes(headers, UPLOAD_CONCAT)? else {
         return Ok(None);
     };
     let bad = |message: String| reject(StatusCode::BAD_REQUEST, message);
@@ -292,10 +293,12 @@ async fn create(
             body: body_stream(body),
         };
         let id = &status.info.id;
+        // The upload exists whatever happens to its first chunk: a refusal says where it is,
+        // beside the offset it has, so the client can go on instead of starting over.
         status = service
             .append(&owner, id, append)
             .await
-            .map_err(upload_error)?;
+            .map_err(|error| upload_error(error).with_header(header::LOCATION, location.clone()))?;
     }
     let mut headers = vec![(header::LOCATION, location)];
     if !status.info.is_final() {
@@ -367,7 +370,7 @@ struct AppendRequest {
 fn parse_append(id: &str, headers: &HeaderMap) -> Result<AppendRequest, Rejection> {
     check_version(headers)?;
     let id = parse_id(id)?;
-    let content_type = header_bytes(headers, header::CONTENT_TYPE.as_str()).unwrap_or_default();
+    let content_type = header_bytes(headers, header::CONTENT_TYPE.as_str())?.unwrap_or_default();
     if !tus::is_offset_octet_stream(content_type) {
         return Err(reject(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -376,7 +379,7 @@ fn parse_append(id: &str, headers: &HeaderMap) -> Result<AppendRequest, Rejectio
     }
     let offset = parse_number(headers, UPLOAD_OFFSET)?
         .ok_or_else(|| reject(StatusCode::BAD_REQUEST, "Upload-Offset header is required"))?;
-    let checksum = header_bytes(headers, UPLOAD_CHECKSUM)
+    let checksum = header_bytes(headers, UPLOAD_CHECKSUM)?
         .map(Checksum::parse)
         .transpose()
         .map_err(|error| reject(StatusCode::BAD_REQUEST, error.to_string()))?;
@@ -397,21 +400,36 @@ fn parse_append(id: &str, headers: &HeaderMap) -> Result<AppendRequest, Rejectio
 }
 
 /// The checksum a PATCH must match: from its header, or from its trailer once the body is read.
+///
+/// Without either, an `Upload-Checksum` trailer that comes anyway refuses the chunk (400, the
+/// chunk discarded): the body was not digested, since digesting every PATCH just in case would
+/// cost CPU on each, and the client must not believe unverified bytes were checked. That needs
+/// a store that can discard (`can_discard`); one that cannot offers no checksum extension.
 fn expected_checksum(request: &mut AppendRequest, trailers: Trailers) -> Option<ExpectedChecksum> {
     if let Some(checksum) = request.checksum.take() {
         return Some(ExpectedChecksum::Header(checksum));
     }
-    if !request.checksum_trailer {
-        return None;
+    if request.checksum_trailer {
+        return Some(ExpectedChecksum::Trailer(Box::new(move || {
+            checksum_trailer(&trailers)
+        })));
     }
-    Some(ExpectedChecksum::Trailer(Box::new(move || {
-        let trailers = trailers.take();
-        trailers
-            .as_ref()
-            .and_then(|trailers| trailers.get(UPLOAD_CHECKSUM))
-            .map(|value| Checksum::parse(value.as_bytes()).map_err(|error| error.to_string()))
-            .transpose()
-    })))
+    Some(ExpectedChecksum::Unannounced(Box::new(
+        move || match checksum_trailer(&trailers)? {
+            None => Ok(None),
+            Some(_) => Err("Upload-Checksum was not announced in a Trailer header".into()),
+        },
+    )))
+}
+
+/// The `Upload-Checksum` trailer, once the body has ended: `None` when absent.
+fn checksum_trailer(trailers: &Trailers) -> Result<Option<Checksum>, String> {
+    let Some(trailers) = trailers.take() else {
+        return Ok(None);
+    };
+    single_header(&trailers, UPLOAD_CHECKSUM)?
+        .map(|value| Checksum::parse(value).map_err(|error| error.to_string()))
+        .transpose()
 }
 
 /// `PATCH /files/{id}`: append the body at `Upload-Offset`.
@@ -469,8 +487,12 @@ pub(crate) fn upload_error(error: UploadError) -> Rejection {
             reject(StatusCode::CONFLICT, error.to_string())
                 .with_header(name(UPLOAD_OFFSET), number(stored.0))
         }
-        UploadError::TooLarge { .. } | UploadError::BodyTooLong { .. } => {
+        UploadError::TooLarge { .. } => reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string()),
+        // What was kept (nothing when Content-Length said too much up front, the bytes up to
+        // the length when the body overflowed): the client must not guess.
+        UploadError::BodyTooLong { stored } => {
             reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
+                .with_header(name(UPLOAD_OFFSET), number(stored.0))
         }
         UploadError::LengthConflict { .. } => reject(
             StatusCode::BAD_REQUEST,
@@ -479,6 +501,11 @@ pub(crate) fn upload_error(error: UploadError) -> Rejection {
         UploadError::LengthBelowOffset { .. }
         | UploadError::InvalidChecksum(_)
         | UploadError::InvalidConcat(_) => reject(StatusCode::BAD_REQUEST, error.to_string()),
+        // The bytes are stored: the client must know how many, and that none were checked.
+        UploadError::ChecksumNotAnnounced { stored } => {
+            reject(StatusCode::BAD_REQUEST, error.to_string())
+                .with_header(name(UPLOAD_OFFSET), number(stored.0))
+        }
         UploadError::ChecksumMismatch { stored } => {
             let status = StatusCode::from_u16(CHECKSUM_MISMATCH).expect("460 is a valid status");
             reject(status, error.to_string())
@@ -497,6 +524,7 @@ pub(crate) fn upload_error(error: UploadError) -> Rejection {
                 "the server is busy; retry later",
             )
         }
+        UploadError::StorageUnavailable(cause) => storage_unavailable(cause),
         UploadError::Unsupported => reject(StatusCode::NOT_IMPLEMENTED, error.to_string()),
         UploadError::Internal(message) => internal(message),
     }

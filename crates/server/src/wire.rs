@@ -126,6 +126,16 @@ pub(crate) fn internal(error: impl std::fmt::Display) -> Rejection {
     reject(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
 }
 
+/// The answer when the storage cannot be reached (its directory removed or unreadable): logged
+/// with the cause, answered 503, since it may come back.
+pub(crate) fn storage_unavailable(cause: impl std::fmt::Display) -> Rejection {
+    tracing::error!(%cause, "storage unavailable");
+    reject(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage unavailable; retry later",
+    )
+}
+
 /// The announced body size, when the request has a valid `Content-Length`.
 pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
@@ -133,9 +143,52 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|value| resumable_proto::parse_u64(value.as_bytes()).ok())
 }
 
-/// A header's raw bytes, if present.
-pub(crate) fn header_bytes<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
-    headers.get(name).map(|value| value.as_bytes())
+/// The headers read through [`header_bytes`] whose grammar has commas of its own; in any other,
+/// a comma means two values folded into one line (`Upload-Length: 3, 9`).
+const COMMAS_ALLOWED: [&str; 2] = [
+    resumable_proto::tus::UPLOAD_METADATA,
+    resumable_proto::simple::FILE_ID,
+];
+
+/// The raw bytes of a header that carries one value, if present; an error naming it when it is
+/// given twice, as two lines or (where its grammar has no commas) as one line folded from two.
+/// The first value never silently wins over the second. This is the "exactly one" rule of every
+/// front-end, for request headers and trailers alike; `name` is lowercase.
+pub(crate) fn single_header<'a>(
+    headers: &'a HeaderMap,
+    name: &str,
+) -> Result<Option<&'a [u8]>, String> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let folded = !COMMAS_ALLOWED.contains(&name) && value.as_bytes().contains(&b',');
+    if folded || values.next().is_some() {
+        return Err(format!("{} must be given once", display_name(name)));
+    }
+    Ok(Some(value.as_bytes()))
+}
+
+/// A request header that carries one value (see [`single_header`]); a 400 when it is repeated.
+pub(crate) fn header_bytes<'a>(
+    headers: &'a HeaderMap,
+    name: &str,
+) -> Result<Option<&'a [u8]>, Rejection> {
+    single_header(headers, name).map_err(|message| reject(StatusCode::BAD_REQUEST, message))
+}
+
+/// `upload-length` as people write it: `Upload-Length`.
+fn display_name(lowercase: &str) -> String {
+    lowercase
+        .split('-')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// The answer to a request whose body ended early: every byte before the end is stored, and

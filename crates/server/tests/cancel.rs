@@ -42,7 +42,10 @@ async fn create(server: &TestServer) -> String {
 }
 
 fn wrong_checksum() -> String {
-    format!("sha256 {}", STANDARD.encode(sha2::Sha256::digest(b"not it")))
+    format!(
+        "sha256 {}",
+        STANDARD.encode(sha2::Sha256::digest(b"not it"))
+    )
 }
 
 /// Opens an HTTP/2 (prior knowledge) PATCH of `LENGTH` bytes at offset 0 and sends the first
@@ -115,7 +118,11 @@ async fn an_http2_reset_mid_patch_keeps_what_arrived_synced() {
     let (offset, expires) = offset_and_expiry(&server, &path).await;
     assert!(offset > 0 && offset <= SENT as u64, "offset {offset}");
     let on_disk = stored(&server, &path);
-    assert_eq!(on_disk.len() as u64, offset, "every counted byte, and no more");
+    assert_eq!(
+        on_disk.len() as u64,
+        offset,
+        "every counted byte, and no more"
+    );
     assert!(on_disk[..] == data[..on_disk.len()], "the client's bytes");
     // The append's last trip (the one that syncs) ran after the cut: it stamped the file.
     let stamped = SystemTime::now() + AHEAD + Duration::from_secs(23 * 60 * 60);
@@ -130,7 +137,10 @@ async fn an_http2_reset_mid_patch_keeps_what_arrived_synced() {
         .await
         .unwrap();
     assert_eq!(rest.status(), StatusCode::NO_CONTENT);
-    assert_eq!(sha256(&common::download(&server, &path).await), sha256(&data));
+    assert_eq!(
+        sha256(&common::download(&server, &path).await),
+        sha256(&data)
+    );
 }
 
 #[tokio::test]

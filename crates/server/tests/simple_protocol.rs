@@ -1,4 +1,5 @@
-//! The seed's simple protocol against a real server (PROTOCOLS.md §1), one test per rule.
+//! The seed's simple protocol against a real server (docs/protocols.md, the simple protocol),
+//! one test per rule.
 
 mod common;
 
@@ -186,6 +187,29 @@ async fn a_body_past_the_file_size_is_413_and_nothing_past_it_is_stored() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(status(&server, "chunked-4-1").await.1, "4");
+}
+
+#[tokio::test]
+async fn a_413_tells_the_count_that_is_stored() {
+    let server = TestServer::start().await;
+    // Content-Length says too much up front: nothing is written.
+    let announced = post(&server, "told-4-1", "0", Some("4"), b"abcdef".to_vec()).await;
+    assert_eq!(announced.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(announced.headers()["upload-offset"], "0");
+    // A chunked body overflows mid-stream: the bytes up to the size are kept.
+    let overflowing = server
+        .client
+        .post(server.url("/upload"))
+        .header("X-File-Id", "told-4-1")
+        .header("X-Start-Byte", "0")
+        .header("X-File-Size", "4")
+        .body(common::chunked(&[b"ab", b"cdef"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(overflowing.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(overflowing.headers()["upload-offset"], "4");
+    assert_eq!(status(&server, "told-4-1").await.1, "4");
 }
 
 #[tokio::test]
@@ -445,7 +469,7 @@ async fn a_completed_seed_upload_survives_the_expiry_sweep_and_an_interrupted_on
     server
         .clock
         .advance(std::time::Duration::from_secs(25 * 60 * 60));
-    assert_eq!(server.service.remove_expired().await.unwrap(), 1);
+    assert_eq!(server.service.remove_expired().await.unwrap().removed, 1);
     assert_eq!(common::download(&server, &kept).await, pattern(100, 1));
     assert_eq!(status(&server, "cut-100-1").await.1, "0");
     assert_eq!(server.stored_bytes(), 100);

@@ -95,7 +95,7 @@ async fn expiration_finished_uploads_never_expire() {
     let finished = patch(&server, &path, 0, b"abc", None).await;
     assert!(finished.headers().get("upload-expires").is_none());
     server.clock.advance(30 * DAY);
-    assert_eq!(server.service.remove_expired().await.unwrap(), 0);
+    assert_eq!(server.service.remove_expired().await.unwrap().removed, 0);
     assert!(
         head(&server, &path)
             .await
@@ -117,7 +117,7 @@ async fn expiration_expired_uploads_answer_410_until_swept_then_404() {
     assert_eq!(late.status(), StatusCode::GONE);
     assert_eq!(server.stored_bytes(), 3);
 
-    assert_eq!(server.service.remove_expired().await.unwrap(), 1);
+    assert_eq!(server.service.remove_expired().await.unwrap().removed, 1);
     assert_eq!(head(&server, &path).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(server.stored_bytes(), 0);
 }
@@ -129,7 +129,7 @@ async fn expiration_counts_from_the_last_write() {
     server.clock.advance(DAY - Duration::from_secs(120));
     // A write resets the clock: the data file's time is the real now.
     patch(&server, &path, 0, b"abc", None).await;
-    assert_eq!(server.service.remove_expired().await.unwrap(), 0);
+    assert_eq!(server.service.remove_expired().await.unwrap().removed, 0);
     assert_eq!(offset(&server, &path).await, 3);
 }
 
@@ -241,9 +241,27 @@ async fn chunked_patch_with_trailer(
     body: &[u8],
     trailer: Option<&str>,
 ) -> String {
+    let trailers: Vec<String> = trailer.iter().map(|value| value.to_string()).collect();
+    chunked_patch(server, path, body, true, &trailers).await
+}
+
+/// A raw chunked PATCH at offset 0 whose trailer section holds an `Upload-Checksum` line per
+/// entry of `checksums`; `announced` sends `Trailer: Upload-Checksum` in the head.
+async fn chunked_patch(
+    server: &TestServer,
+    path: &str,
+    body: &[u8],
+    announced: bool,
+    checksums: &[String],
+) -> String {
+    let announcement = if announced {
+        "Trailer: Upload-Checksum\r\n"
+    } else {
+        ""
+    };
     let mut request = format!(
         "PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
-         Content-Type: {OCTETS}\r\nTransfer-Encoding: chunked\r\nTrailer: Upload-Checksum\r\n\
+         Content-Type: {OCTETS}\r\nTransfer-Encoding: chunked\r\n{announcement}\
          Connection: close\r\n\r\n"
     )
     .into_bytes();
@@ -253,8 +271,8 @@ async fn chunked_patch_with_trailer(
         request.extend_from_slice(b"\r\n");
     }
     request.extend_from_slice(b"0\r\n");
-    if let Some(trailer) = trailer {
-        request.extend_from_slice(format!("Upload-Checksum: {trailer}\r\n").as_bytes());
+    for checksum in checksums {
+        request.extend_from_slice(format!("Upload-Checksum: {checksum}\r\n").as_bytes());
     }
     request.extend_from_slice(b"\r\n");
     server.raw(&request).await
@@ -282,6 +300,37 @@ async fn checksum_trailer_is_verified_after_the_body() {
         chunked_patch_with_trailer(&server, &path, &data, Some(&checksum("crc32", &data))).await;
     assert!(right.starts_with("HTTP/1.1 204"), "{right}");
     assert_eq!(download(&server, &path).await, data);
+}
+
+#[tokio::test]
+async fn checksum_trailer_that_was_not_announced_is_refused_as_unverified() {
+    let server = TestServer::start().await;
+    let data = pattern(5000, 3);
+    let path = create_path(&server, &[("Upload-Length", "6000")]).await;
+    // Even a right checksum: the server did not expect it, so it did not digest the body, and
+    // the bytes (counted as they arrived, as in any unannounced PATCH) were not checked. The
+    // answer says both, so the client does not take the chunk for verified.
+    let unannounced = chunked_patch(&server, &path, &data, false, &[checksum("sha1", &data)]).await;
+    assert!(unannounced.starts_with("HTTP/1.1 400"), "{unannounced}");
+    assert!(unannounced.contains("upload-offset: 5000"), "{unannounced}");
+    assert_eq!(offset(&server, &path).await, 5000);
+    // Without any trailer, an unannounced chunked PATCH is an ordinary one.
+    let path = create_path(&server, &[("Upload-Length", "5000")]).await;
+    let plain = chunked_patch(&server, &path, &data, false, &[]).await;
+    assert!(plain.starts_with("HTTP/1.1 204"), "{plain}");
+    assert_eq!(download(&server, &path).await, data);
+}
+
+#[tokio::test]
+async fn checksum_trailer_given_twice_is_refused_and_the_chunk_discarded() {
+    let server = TestServer::start().await;
+    let data = pattern(5000, 4);
+    let path = create_path(&server, &[("Upload-Length", "5000")]).await;
+    let twice = [checksum("sha1", &data), checksum("md5", b"other")];
+    let response = chunked_patch(&server, &path, &data, true, &twice).await;
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert_eq!(offset(&server, &path).await, 0);
+    assert_eq!(server.stored_bytes(), 0);
 }
 
 // ---- concatenation ----
@@ -365,6 +414,31 @@ async fn concatenation_unfinished_final_completes_when_its_parts_do() {
     patch(&server, &first, 0, b"hello", None).await;
     patch(&server, &second, 0, b" world", None).await;
     assert_eq!(head(&server, &path).await.headers()["upload-offset"], "11");
+    assert_eq!(download(&server, &path).await, b"hello world");
+}
+
+#[tokio::test]
+async fn concatenation_unfinished_final_is_assembled_by_a_download_without_a_head_first() {
+    let server = TestServer::start().await;
+    let first = create_path(
+        &server,
+        &[("Upload-Length", "5"), ("Upload-Concat", "partial")],
+    )
+    .await;
+    let second = create_path(
+        &server,
+        &[("Upload-Length", "6"), ("Upload-Concat", "partial")],
+    )
+    .await;
+    let response = create(
+        &server,
+        &[("Upload-Concat", &format!("final;{first} {second}"))],
+    )
+    .await;
+    let path = path_of(&response);
+    patch(&server, &first, 0, b"hello", None).await;
+    patch(&server, &second, 0, b" world", None).await;
+    // The first request after the parts finished is a GET: it assembles, no HEAD needed.
     assert_eq!(download(&server, &path).await, b"hello world");
 }
 

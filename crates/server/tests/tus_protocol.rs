@@ -1,12 +1,12 @@
 //! tus 1.0.0 core, creation, creation-with-upload, creation-defer-length, termination and
-//! downloads against a real server (PROTOCOLS.md §2). Each test is named after the rule it checks
-//! and, after a rejection, checks that the stored bytes did not change.
+//! downloads against a real server (docs/protocols.md, tus). Each test is named after the rule it
+//! checks and, after a rejection, checks that the stored bytes did not change.
 
 mod common;
 
 use common::{
-    MAX_SIZE, OCTETS, TestServer, download, offset, options, patch_head, path_of, pattern, sha256,
-    tus,
+    MAX_SIZE, OCTETS, TestServer, chunked, download, offset, options, patch_head, path_of, pattern,
+    sha256, tus,
 };
 use reqwest::{Method, StatusCode};
 
@@ -319,6 +319,58 @@ async fn bytes_past_the_length_are_413_and_never_stored() {
     assert_eq!(offset(&server, &path).await, 5);
     assert_eq!(server.stored_bytes(), 5);
     assert_eq!(download(&server, &path).await, b"abcde");
+}
+
+#[tokio::test]
+async fn a_413_tells_the_offset_that_is_stored() {
+    let server = TestServer::start().await;
+    let path = create(&server, 5).await;
+    patch(&server, &path, 0, b"ab".to_vec()).await;
+    // Content-Length says too much up front: nothing is written.
+    let announced = patch(&server, &path, 2, b"cdefgh".to_vec()).await;
+    assert_eq!(announced.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(announced.headers()["upload-offset"], "2");
+    // A chunked body overflows mid-stream: the bytes up to the length are kept.
+    let overflowing = tus(&server, Method::PATCH, &path)
+        .header("Upload-Offset", "2")
+        .header("Content-Type", OCTETS)
+        .body(chunked(&[b"c", b"defgh"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(overflowing.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(overflowing.headers()["upload-offset"], "5");
+    assert_eq!(offset(&server, &path).await, 5);
+}
+
+#[tokio::test]
+async fn creation_with_upload_that_overflows_tells_where_the_upload_is() {
+    let server = TestServer::start().await;
+    // Content-Length over Upload-Length: refused before anything is created.
+    let announced = tus(&server, Method::POST, "/files/")
+        .header("Upload-Length", "3")
+        .header("Content-Type", OCTETS)
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(announced.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(announced.headers().get("location").is_none());
+    assert_eq!(server.upload_count(), 0);
+    // A chunked body overflows once the upload exists: the 413 says where it is and what it
+    // kept, so the client can go on from there.
+    let overflowing = tus(&server, Method::POST, "/files/")
+        .header("Upload-Length", "3")
+        .header("Content-Type", OCTETS)
+        .body(chunked(&[b"he", b"llo"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(overflowing.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(overflowing.headers()["upload-offset"], "3");
+    let path = path_of(&overflowing);
+    assert_eq!(offset(&server, &path).await, 3);
+    assert_eq!(download(&server, &path).await, b"hel");
 }
 
 #[tokio::test]

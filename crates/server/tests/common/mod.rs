@@ -159,6 +159,27 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// How many uploads the data dir holds (info files), to prove a rejection created none.
+    pub fn upload_count(&self) -> usize {
+        std::fs::read_dir(self.data_dir.join("uploads"))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "info"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// A body sent chunked (no `Content-Length`), in these pieces.
+pub fn chunked(pieces: &[&'static [u8]]) -> reqwest::Body {
+    let pieces: Vec<Result<&'static [u8], std::io::Error>> =
+        pieces.iter().map(|p| Ok(*p)).collect();
+    reqwest::Body::wrap_stream(futures_util::stream::iter(pieces))
+}
+
 /// Deterministic test bytes.
 pub fn pattern(length: usize, seed: u8) -> Vec<u8> {
     (0..length)
