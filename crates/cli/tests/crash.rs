@@ -11,7 +11,7 @@ mod common;
 
 use common::{
     Server, Tus, assert_prefix_of, data_file, file_length, open_patch, pseudo_random, raw_header,
-    read_response, scratch, send, wait_until,
+    read_response, scratch, send, sha256_hex, wait_until,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -219,4 +219,109 @@ async fn sigterm_while_the_client_keeps_sending_exits_promptly() {
     let stored = std::fs::read(&data).expect("read the data file");
     assert_prefix_of(&stored, &source);
     tus.finish_and_verify(&id, &source).await;
+}
+
+/// The seed's client, around a SIGKILL: it sends the whole rest of the file in one `POST
+/// /upload` without `X-File-Size`. Killed mid-body, the upload stays open at what reached the
+/// disk (never complete: the body did not arrive whole); resumed from `/status` exactly as the
+/// seed does, it completes and downloads with the source's SHA-256.
+#[tokio::test]
+async fn sigkill_mid_seed_post_then_the_seed_resumes_to_a_complete_upload() {
+    use tokio::io::AsyncWriteExt;
+    let scratch = scratch();
+    let data_dir = scratch.path().join("data");
+    let source = pseudo_random(SOURCE_LENGTH, 0x5EED_0004);
+    let file_id = format!("seed.bin-{}-1700000000000", source.len());
+    let mut server = Server::serve(&data_dir, &[]);
+
+    let mut post = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nX-File-Id: {file_id}\r\nX-Start-Byte: 0\r\n\
+         Content-Length: {}\r\n\r\n",
+        server.address,
+        source.len()
+    );
+    post.write_all(head.as_bytes()).await.unwrap();
+    let sent = 5 * MIB + 12_345;
+    send(&mut post, &source[..sent]).await;
+    let uploads = data_dir.join("uploads");
+    let data = wait_for_one_data_file(&uploads).await;
+    wait_until("the data file holds every byte sent", DISK_DEADLINE, || {
+        file_length(&data) >= sent as u64
+    })
+    .await;
+    server.kill();
+    drop(post);
+    drop(server);
+
+    let server = Server::serve(&data_dir, &[]);
+    let http = reqwest::Client::new();
+    let status = |http: reqwest::Client, base: String, file_id: String| async move {
+        let response = http
+            .get(format!("{base}/status"))
+            .header("X-File-Id", file_id)
+            .send()
+            .await
+            .unwrap();
+        response.text().await.unwrap().parse::<u64>().unwrap()
+    };
+    let start = status(http.clone(), server.base.clone(), file_id.clone()).await;
+    assert_eq!(
+        start, sent as u64,
+        "bytes that were in the data file at SIGKILL"
+    );
+    assert_prefix_of(&std::fs::read(&data).unwrap(), &source);
+    let id = data.file_stem().unwrap().to_str().unwrap().to_owned();
+    let download = format!("{}/files/{id}", server.base);
+    let early = http.get(&download).send().await.unwrap();
+    assert_eq!(
+        early.status(),
+        409,
+        "a body cut by the crash completes nothing"
+    );
+
+    // The seed's step 3 again: the rest of the file from the server's count, no size.
+    let resumed = http
+        .post(format!("{}/upload", server.base))
+        .header("X-File-Id", &file_id)
+        .header("X-Start-Byte", start.to_string())
+        .body(source[start as usize..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    assert_eq!(
+        resumed.headers()["location"],
+        format!("/files/{id}").as_str()
+    );
+    assert_eq!(resumed.text().await.unwrap(), source.len().to_string());
+    let bytes = http
+        .get(&download)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(sha256_hex(&bytes), sha256_hex(&source));
+    let again = status(http.clone(), server.base.clone(), file_id.clone()).await;
+    assert_eq!(again, source.len() as u64);
+}
+
+/// The one data file under `uploads`, once it exists.
+async fn wait_for_one_data_file(uploads: &std::path::Path) -> std::path::PathBuf {
+    let find = || {
+        std::fs::read_dir(uploads)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .find(|path| path.extension().is_some_and(|extension| extension == "bin"))
+    };
+    wait_until("the upload's data file exists", DISK_DEADLINE, || {
+        find().is_some()
+    })
+    .await;
+    find().expect("found above")
 }
