@@ -803,14 +803,17 @@ impl Plan {
             }
             Pattern::Deferred => {
                 for index in 0..rng.between(1, 2) {
-                    let (first, rest) = (first_length(rng), rng.between(256 * KIB, 3 * MIB));
-                    let mut job = JobSpec::new(
-                        format!("u{index}"),
-                        protocol(rng),
-                        first,
-                        rest,
-                        job_seed(index),
-                    );
+                    let protocol = protocol(rng);
+                    // The simple protocol's way to leave the length open is the seed's: no
+                    // X-File-Size, the rest of the file in one POST, which completes the
+                    // upload once it arrives whole. So no first request there.
+                    let first = match protocol {
+                        Protocol::Tus => first_length(rng),
+                        Protocol::Simple => 0,
+                    };
+                    let rest = rng.between(256 * KIB, 3 * MIB);
+                    let mut job =
+                        JobSpec::new(format!("u{index}"), protocol, first, rest, job_seed(index));
                     job.deferred = true;
                     job.steps = some_steps(rng, rest);
                     jobs.push(job);
@@ -1049,10 +1052,13 @@ async fn drive_job(ctx: &Ctx, spec: &JobSpec, progress: &Shared) -> Result<(), S
         (Protocol::Tus, None) => unreachable!("tus uploads are created first"),
         (Protocol::Simple, _) => format!(
             "POST /upload HTTP/1.1\r\nX-File-Id: {}\r\nX-Start-Byte: {first}\r\n\
-             X-File-Size: {length}\r\nContent-Type: application/octet-stream\r\n",
+             Content-Type: application/octet-stream\r\n",
             spec.file_id(ctx.round)
         ),
     };
+    if spec.protocol == Protocol::Simple && !spec.deferred {
+        let _ = write!(head, "X-File-Size: {length}\r\n");
+    }
     if spec.protocol == Protocol::Tus {
         if spec.checksum {
             let _ = write!(
@@ -1818,8 +1824,9 @@ async fn check_job(
                 }
             }
             Protocol::Simple => {
+                let size = (!spec.deferred).then_some(length);
                 let (status, offset, location) =
-                    simple_upload(ctx, &file_id, recovered, Some(length), rest).await?;
+                    simple_upload(ctx, &file_id, recovered, size, rest).await?;
                 if status != 200 || offset != Some(length) {
                     return fail(format!(
                         "resuming POST /upload from {recovered}: {status}, count {offset:?}"

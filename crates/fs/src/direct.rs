@@ -10,18 +10,7 @@
 //!
 //! Aligned buffers come from a small pool so memory stays bounded however many uploads run:
 //! when all are in use, or when the file system refuses `O_DIRECT`, a batch is simply written
-//! through the page cache.
-//!
-//! # Power loss
-//!
-//! A direct write past the end of the file makes the new length durable with the next journal
-//! commit, which any other file's `fsync` can trigger; bytes written through the page cache
-//! below it may still wait for write-back, and a power cut loses them while the length that
-//! covers them survives: zeros below the offset. So no direct write ever lands above bytes the
-//! same append wrote through the page cache ([`Through`]): the partial block a file ends in is
-//! read back and rewritten with the direct write instead of being completed through the page
-//! cache first, and once an append has written through the page cache it stays there until
-//! its `fdatasync`. (Bytes of earlier appends are synced before their append returns.)
+//! through the page cache, which is always correct.
 
 use bytes::Bytes;
 use std::fs::{File, OpenOptions};
@@ -95,75 +84,63 @@ impl DirectWriter {
     }
 
     /// Appends `batch` to `file` (open for appending, `length` bytes long, locked by the
-    /// caller) whose path is `path`: whole blocks with direct writes when `through` allows and
-    /// a buffer is free, the rest through the page cache. Returns how the bytes went, which
-    /// decides how the append's next writes may go. The batch is released as soon as its bytes
-    /// are copied, before the disk is done with them, so an upload holds no memory while its
-    /// write is in flight (the pool's buffers are the only memory direct writes hold).
+    /// caller) whose path is `path`: the aligned middle with direct writes when possible, the
+    /// rest through the page cache. The batch is released as soon as its bytes are copied,
+    /// before the disk is done with them, so an upload holds no memory while its write is in
+    /// flight (the pool's buffers are the only memory direct writes hold).
     pub(crate) fn append(
         self: &Arc<Self>,
         path: &Path,
         file: &mut File,
         length: u64,
         mut batch: Vec<Bytes>,
-        through: Through,
-    ) -> io::Result<Through> {
+    ) -> io::Result<()> {
         let total: usize = batch.iter().map(Bytes::len).sum();
         let mut done = 0;
         while done < total {
             let start = length + done as u64;
             let fits = PIECE - (start % ALIGN as u64) as usize;
             let range = done..total.min(done + fits);
-            let prepared = match through {
-                Through::Disk => self.prepare(&batch, range.clone(), start),
-                Through::PageCache => None,
-            };
-            let Some(prepared) = prepared else {
-                write_range(file, &batch, done..total)?;
-                return Ok(Through::PageCache);
+            let Some(prepared) = self.prepare(&batch, range.clone(), start) else {
+                return write_range(file, &batch, done..total);
             };
             if range.end == total {
                 // Every byte is copied: let the batch go before the disk is done.
                 batch = Vec::new();
             }
-            if self.write(path, file, prepared)? == Through::PageCache {
-                write_range(file, &batch, range.end..total)?;
-                return Ok(Through::PageCache);
-            }
+            self.write(path, file, prepared)?;
             done = range.end;
         }
-        Ok(through)
+        Ok(())
     }
 
     /// Appends `prepared` to `file` (open for appending, exactly `prepared.start()` bytes long,
-    /// locked by the caller) whose path is `path`: every block that gains bytes straight to the
-    /// disk, the block the file ends in first read back from the file so its stored bytes are
-    /// rewritten unchanged, and only a partial last block through the page cache. Returns
-    /// whether any bytes went through the page cache.
+    /// locked by the caller) whose path is `path`: the whole blocks straight to the disk, the
+    /// partial ones at either end through the page cache.
     pub(crate) fn write(
         &self,
         path: &Path,
         file: &mut File,
         mut prepared: Prepared,
-    ) -> io::Result<Through> {
+    ) -> io::Result<()> {
         let Prepared {
             start, pad, end, ..
         } = prepared;
         let block_start = start - pad as u64;
-        let window = &mut aligned_window(&mut prepared.lease.buffer)[..end];
-        if pad > 0 {
-            File::open(path)?.read_exact_at(&mut window[..pad], block_start)?;
-        }
-        let blocks_end = end / ALIGN * ALIGN;
-        // Bytes of the window that are in the file: the first `pad` already were.
-        let mut done = 0;
+        let bytes = &aligned_window(&mut prepared.lease.buffer)[..end];
+        let middle_start = pad.next_multiple_of(ALIGN).min(end);
+        let middle_end = (end / ALIGN * ALIGN).max(middle_start);
+        file.write_all(&bytes[pad..middle_start])?;
+        let mut done = middle_start;
         match OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_DIRECT)
             .open(path)
         {
             Ok(direct) => {
-                match write_all_at(&direct, &window[..blocks_end], block_start, &mut done) {
+                let middle = &bytes[middle_start..middle_end];
+                let offset = block_start + middle_start as u64;
+                match write_all_at(&direct, middle, offset, &mut done) {
                     Ok(()) => {}
                     // Alignment stricter than ours: the page cache takes it from here.
                     Err(error) if error.kind() == io::ErrorKind::InvalidInput => {
@@ -175,12 +152,7 @@ impl DirectWriter {
             Err(error) if error.kind() == io::ErrorKind::InvalidInput => self.disable(&error),
             Err(error) => return Err(error),
         }
-        let done = done.max(pad);
-        if done == end {
-            return Ok(Through::Disk);
-        }
-        file.write_all(&window[done..end])?;
-        Ok(Through::PageCache)
+        file.write_all(&bytes[done..end])
     }
 
     /// A buffer from the pool, if one is free or may still be made.
@@ -216,16 +188,6 @@ impl DirectWriter {
             tracing::info!(%error, "direct I/O refused here; writing through the page cache");
         }
     }
-}
-
-/// How an append's bytes have reached the file so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Through {
-    /// Straight to the disk: later writes may go direct too.
-    Disk,
-    /// Some through the page cache, not yet written back: the append's later writes go there
-    /// too, never direct above them (see the module docs).
-    PageCache,
 }
 
 /// Bytes laid out in a pooled buffer as they will lie in the file's blocks: byte `pad` of the
@@ -357,9 +319,7 @@ mod tests {
             let (batch, bytes) = batch_of(sizes);
             let mut file = OpenOptions::new().append(true).open(&path).unwrap();
             let length = file.metadata().unwrap().len();
-            writer
-                .append(&path, &mut file, length, batch, Through::Disk)
-                .unwrap();
+            writer.append(&path, &mut file, length, batch).unwrap();
             expected.extend_from_slice(&bytes);
             assert_eq!(
                 std::fs::metadata(&path).unwrap().len(),
@@ -411,44 +371,6 @@ mod tests {
         assert!(std::fs::read(&path).unwrap() == expected);
         let (small, _) = batch_of(&[MIN_DIRECT / 2]);
         assert!(writer.prepare(&small, 0..MIN_DIRECT / 2, 0).is_none());
-    }
-
-    /// The power-loss rule: a prepared batch from an unaligned offset takes the file's last
-    /// partial block with it, so nothing of it goes through the page cache when it ends on a
-    /// block boundary; a batch that ends mid-block says so, and after that nothing goes direct.
-    #[test]
-    fn no_direct_write_lands_above_bytes_in_the_page_cache() {
-        let writer = Arc::new(DirectWriter::new(2));
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("data.bin");
-        let (first, mut expected) = batch_of(&[777]);
-        std::fs::write(&path, &first[0]).unwrap();
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        // 777 + 3319 + 30 blocks: ends on a block boundary.
-        let (batch, bytes) = batch_of(&[ALIGN - 777 + 30 * ALIGN]);
-        let prepared = writer.prepare(&batch, 0..bytes.len(), 777).unwrap();
-        assert_eq!(
-            writer.write(&path, &mut file, prepared).unwrap(),
-            Through::Disk
-        );
-        expected.extend_from_slice(&bytes);
-        let (batch, bytes) = batch_of(&[20 * ALIGN + 5]);
-        let length = expected.len() as u64;
-        let through = writer.append(&path, &mut file, length, batch, Through::Disk);
-        assert_eq!(through.unwrap(), Through::PageCache, "5 bytes past a block");
-        expected.extend_from_slice(&bytes);
-        let in_use = writer.created.load(Ordering::SeqCst);
-        let (batch, bytes) = batch_of(&[40 * ALIGN]);
-        let length = expected.len() as u64;
-        let through = writer.append(&path, &mut file, length, batch, Through::PageCache);
-        assert_eq!(through.unwrap(), Through::PageCache);
-        assert_eq!(
-            writer.created.load(Ordering::SeqCst),
-            in_use,
-            "no buffer taken"
-        );
-        expected.extend_from_slice(&bytes);
-        assert!(std::fs::read(&path).unwrap() == expected);
     }
 
     #[test]

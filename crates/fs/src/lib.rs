@@ -3,7 +3,8 @@
 //! # Layout on disk
 //!
 //! ```text
-//! ROOT/uploads/ID.bin   the upload's bytes, append-only; its length IS the offset
+//! ROOT/uploads/ID.bin   the upload's bytes, append-only
+//! ROOT/uploads/ID.len   its committed length: bytes of ID.bin known durable (`committed`)
 //! ROOT/uploads/ID.info  the upload's info as JSON, replaced atomically (temp + fsync + rename)
 //! ROOT/uploads/ID.staged a checksummed chunk set aside until verified (`Store::stage`)
 //! ROOT/keys/DIGEST      the id of a simple-protocol upload, DIGEST = sha256(owner, X-File-Id)
@@ -26,6 +27,7 @@
 //! whatever its size and an idle upload holds no thread (`write`). Long aligned runs skip the
 //! page cache (`direct`).
 
+mod committed;
 mod direct;
 mod write;
 
@@ -104,6 +106,10 @@ impl FileStore {
         self.uploads.join(format!("{id}.bin"))
     }
 
+    fn committed_path(&self, id: &UploadId) -> PathBuf {
+        self.uploads.join(format!("{id}.len"))
+    }
+
     fn staged_path(&self, id: &UploadId) -> PathBuf {
         self.uploads.join(format!("{id}.staged"))
     }
@@ -116,14 +122,15 @@ impl FileStore {
         self.keys.join(client_key_digest(owner, client_key))
     }
 
-    /// Where and how an append to `path` writes.
-    fn target(&self, path: PathBuf) -> write::Target {
+    /// Where and how an append to `path` writes, committing to `committed` (none: bytes set
+    /// aside).
+    fn target(&self, path: PathBuf, committed: Option<PathBuf>) -> write::Target {
         write::Target {
             path,
             clock: self.clock.clone(),
             direct: self.direct.clone(),
             streams: self.streams.clone(),
-            set_aside: false,
+            committed,
         }
     }
 
@@ -157,9 +164,7 @@ impl FileStore {
     }
 }
 
-/// Makes the store's directories exist durably, and everything on its file system durable:
-/// after a `kill -9` the page cache still holds bytes a dead process wrote but never synced,
-/// and an offset read from a data file's length must not count them until they are on disk.
+/// Makes the store's directories exist, durably.
 fn settle(root: &Path) -> io::Result<()> {
     for directory in [root.join("uploads"), root.join("keys")] {
         std::fs::create_dir_all(&directory)?;
@@ -171,7 +176,6 @@ fn settle(root: &Path) -> io::Result<()> {
     {
         sync_directory(parent)?;
     }
-    rustix::fs::syncfs(File::open(root)?)?;
     Ok(())
 }
 
@@ -275,6 +279,7 @@ impl Store for FileStore {
         let encoded = serde_json::to_vec(info).map_err(io::Error::other)?;
         let id = info.id.to_string();
         let now = self.clock.now();
+        let committed = self.committed_path(&info.id);
         blocking(move || {
             // Data first: an info file always has its data file beside it.
             let file = OpenOptions::new()
@@ -283,6 +288,7 @@ impl Store for FileStore {
                 .open(&data)
                 .at(&data)?;
             file.set_modified(now).at(&data)?;
+            committed::create(&committed).at(&committed)?;
             write_atomically(&info_path, &encoded).at(&info_path)?;
             if let Some(key) = key {
                 write_atomically(&key, id.as_bytes()).at(&key)?;
@@ -295,19 +301,22 @@ impl Store for FileStore {
     async fn status(&self, id: &UploadId) -> Result<UploadStatus, StoreError> {
         let info_path = self.info_path(id);
         let data_path = self.data_path(id);
+        let committed_path = self.committed_path(id);
         let uploads = self.uploads.clone();
-        // One trip to the blocking pool for both reads: the trip costs more than the reads
-        // (two trips per status held HEADs to half the rate). The reads stay off the async
-        // threads all the same: on a cold cache or a network file system they can take long.
-        let (info, metadata) = blocking(move || {
+        // One trip to the blocking pool for the three reads: the trip costs more than the
+        // reads (two trips per status held HEADs to half the rate). The reads stay off the
+        // async threads all the same: on a cold cache or a network file system they can take
+        // long.
+        let (info, metadata, committed) = blocking(move || {
             let info = std::fs::read(&info_path).of_upload(&uploads, &info_path)?;
             let metadata = std::fs::metadata(&data_path).of_upload(&uploads, &data_path)?;
-            Ok((info, metadata))
+            let committed = committed::read(&committed_path).at(&committed_path)?;
+            Ok((info, metadata, committed))
         })
         .await?;
         Ok(UploadStatus {
             info: decode_info(&info)?,
-            offset: Offset(metadata.len()),
+            offset: Offset(committed::offset(metadata.len(), committed)),
             modified_at: metadata.modified().map_err(StoreError::from_io)?,
         })
     }
@@ -320,7 +329,8 @@ impl Store for FileStore {
     ) -> Result<Appended, StoreError> {
         // Each batch takes the data file's lock and checks its length (see `write`): nothing
         // stays open while the client is quiet.
-        let written = write::stream_to_file(self.target(self.data_path(id)), offset.0, body).await;
+        let target = self.target(self.data_path(id), Some(self.committed_path(id)));
+        let written = write::stream_to_file(target, offset.0, body).await;
         let durable = Offset(written.durable_length);
         let Some(error) = written.error else {
             return Ok(Appended {
@@ -364,6 +374,7 @@ impl Store for FileStore {
         let info_path = self.info_path(id);
         let data = self.data_path(id);
         let staged = self.staged_path(id);
+        let record = self.committed_path(id);
         let key = info
             .client_key
             .as_ref()
@@ -375,6 +386,7 @@ impl Store for FileStore {
             std::fs::remove_file(&info_path).of_upload(&directory, &info_path)?;
             sync_directory(&directory).at(&directory)?;
             remove_if_present(&data).at(&data)?;
+            remove_if_present(&record).at(&record)?;
             remove_if_present(&staged).at(&staged)?;
             if let Some(key) = key
                 && std::fs::read(&key).is_ok_and(|stored| stored == id.as_bytes())
@@ -436,10 +448,7 @@ impl Store for FileStore {
         let path = self.staged_path(id);
         let created = path.clone();
         blocking(move || File::create(&created).at(&created).map(drop)).await?;
-        let target = write::Target {
-            set_aside: true,
-            ..self.target(path.clone())
-        };
+        let target = self.target(path.clone(), None);
         let written = write::stream_to_file(target, 0, body).await;
         if let Some(error) = written.error {
             return Err(fault(&path, error));
@@ -453,12 +462,18 @@ impl Store for FileStore {
     async fn commit_staged(&self, id: &UploadId, offset: Offset) -> Result<Offset, StoreError> {
         let mut file = self.open_locked(id).await?;
         let staged = self.staged_path(id);
+        let record = self.committed_path(id);
         let now = self.clock.now();
         let committed = blocking(move || {
             let mut commit = || {
-                let stored = file.metadata()?.len();
+                let found = file.metadata()?.len();
+                let stored = committed::offset(found, committed::read(&record)?);
                 if stored != offset.0 {
                     return Ok(Err(stored));
+                }
+                // Bytes past the committed length were never acknowledged.
+                if found > stored {
+                    file.set_len(stored)?;
                 }
                 // Verified bytes only: a crash part-way leaves a prefix of them, which is the
                 // client's. copy_file_range on Linux: no bytes pass through user space.
@@ -466,6 +481,7 @@ impl Store for FileStore {
                 file.set_modified(now)?;
                 let durable = file.metadata()?.len();
                 file.sync_data()?;
+                committed::store(&record, durable)?;
                 remove_if_present(&staged)?;
                 Ok(Ok(durable))
             };
@@ -489,8 +505,12 @@ impl Store for FileStore {
             self.read_info(part).await?;
         }
         let data = self.data_path(target);
+        let record = self.committed_path(target);
         let directory = self.uploads.clone();
-        let sources: Vec<PathBuf> = parts.iter().map(|part| self.data_path(part)).collect();
+        let sources: Vec<(PathBuf, PathBuf)> = parts
+            .iter()
+            .map(|part| (self.data_path(part), self.committed_path(part)))
+            .collect();
         let now = self.clock.now();
         blocking(move || {
             // Assembled aside and renamed over the data file once synced: the data file is
@@ -500,16 +520,21 @@ impl Store for FileStore {
             let name = format!(".{}.{}.tmp", file_name(&data), UploadId::random());
             let temporary = directory.join(name);
             let mut file = File::create(&temporary).at(&temporary)?;
-            for source in &sources {
-                let mut source = File::open(source).of_upload(&directory, source)?;
+            for (source, source_record) in &sources {
+                let opened = File::open(source).of_upload(&directory, source)?;
+                let found = opened.metadata().at(source)?.len();
+                let stored = committed::offset(found, committed::read(source_record).at(source)?);
                 // std::io::copy uses copy_file_range on Linux: no bytes pass through user space.
-                std::io::copy(&mut source, &mut file).map_err(StoreError::from_io)?;
+                std::io::copy(&mut std::io::Read::take(opened, stored), &mut file)
+                    .map_err(StoreError::from_io)?;
             }
             let settled = (|| {
                 file.set_modified(now)?;
                 file.sync_data()?;
+                let length = file.metadata()?.len();
                 std::fs::rename(&temporary, &data)?;
-                sync_directory(&directory)
+                sync_directory(&directory)?;
+                committed::store(&record, length)
             })();
             settled.map_err(StoreError::from_io)
         })
@@ -584,12 +609,15 @@ fn remove_leftovers_in(
     Ok(removed)
 }
 
-/// Whether `name` in the uploads directory belongs to no upload: a data file without its info
-/// (creation writes the data file first, removal deletes the info first, so this is one of
-/// them cut short by a crash), a chunk set aside by an append a crash cut short, or a
-/// temporary file.
+/// Whether `name` in the uploads directory belongs to no upload: a data file or committed
+/// length without its info (creation writes them first, removal deletes the info first, so
+/// this is one of them cut short by a crash), a chunk set aside by an append a crash cut
+/// short, or a temporary file.
 fn is_upload_leftover(uploads: &Path, name: &str) -> io::Result<bool> {
-    match name.strip_suffix(".bin") {
+    match name
+        .strip_suffix(".bin")
+        .or_else(|| name.strip_suffix(".len"))
+    {
         Some(id) => Ok(!uploads.join(format!("{id}.info")).try_exists()?),
         None => Ok(name.ends_with(".staged") || is_temporary(name)),
     }

@@ -12,10 +12,14 @@
 //! blocking thread per open upload let a few hundred idle clients exhaust tokio's blocking
 //! pool; an open file per upload let ten thousand idle clients exhaust the descriptor limit.)
 //!
-//! Bytes that arrived but were not yet written when the process dies are lost; they were never
-//! acknowledged (an offset is reported only after `fdatasync`), so the client sends them again.
+//! What counts is the committed length (see `committed`): an append syncs and commits when
+//! its body ends, and about once a second while a long body streams, so a crash of the server
+//! loses at most the last second of a body. Bytes past the committed length were never
+//! acknowledged (an offset is reported only once committed), so the client sends them again;
+//! the append that follows cuts them off before its first write.
 
-use crate::direct::{ALIGN, DirectWriter, Prepared, Through};
+use crate::committed;
+use crate::direct::{ALIGN, DirectWriter, Prepared};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use resumable_core::{BodyError, BodyStream, Clock};
@@ -73,9 +77,13 @@ impl Drop for Streaming {
 /// clients do not hold ten thousand batches in memory, and a crashed process loses little.
 const LINGER: Duration = Duration::from_millis(100);
 
+/// How often a long body is synced and committed while it streams: what a crash of the server
+/// can cost the client to send again, against one `fdatasync` more per second.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// What an append achieved.
 pub(crate) struct Written {
-    /// The data file's length after `fdatasync`: bytes that are durably stored.
+    /// The committed length after the append (for bytes set aside: the file's length).
     pub(crate) durable_length: u64,
     /// The write or sync error that stopped the append, if any.
     pub(crate) error: Option<io::Error>,
@@ -100,13 +108,25 @@ pub(crate) struct Target {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) direct: Arc<DirectWriter>,
     pub(crate) streams: Arc<Streams>,
-    /// The bytes are set aside until verified (a staged chunk): they go through the page cache
-    /// and are not synced, since they count only once copied into the data file.
-    pub(crate) set_aside: bool,
+    /// The upload's committed-length record; `None` for bytes set aside until verified (a
+    /// staged chunk), which are neither synced nor committed: they count only once copied into
+    /// the data file.
+    pub(crate) committed: Option<PathBuf>,
 }
 
-/// A write in flight: the file's new length, and how the bytes went.
-type WriteTask = JoinHandle<io::Result<(u64, Through)>>;
+/// How a write task treats the file around its write.
+#[derive(Debug, Clone, Copy)]
+struct Trip {
+    /// The file's length before the write: this append's bytes so far.
+    length: u64,
+    /// The append's first write: the committed length must be `length` (else another
+    /// process got there first), and bytes past it, never committed, are cut off.
+    first: bool,
+    /// Sync and commit after the write.
+    commit: bool,
+}
+
+type WriteTask = JoinHandle<io::Result<u64>>;
 
 /// Writes every chunk of `body`, in order, at the end of the file (whose length is `start`),
 /// until the body ends, fails, or a write fails; then syncs what reached the file and stamps
@@ -119,7 +139,7 @@ pub(crate) async fn stream_to_file(target: Target, start: u64, mut body: BodyStr
             break;
         }
         let reading = append.is_reading();
-        let linger = append.linger_deadline();
+        let linger = append.wake_at();
         tokio::select! {
             biased;
             done = async { append.writing.as_mut().expect("guarded by the condition").await },
@@ -148,9 +168,16 @@ struct Append {
     writing: Option<WriteTask>,
     /// Bytes of the write in flight.
     in_flight: u64,
-    /// How this append's bytes have reached the file: once some went through the page cache,
-    /// the rest follow (no direct write may land above them; see the `direct` module).
-    through: Through,
+    /// No write has started yet.
+    first: bool,
+    /// When the next write also syncs and commits.
+    commit_by: Instant,
+    /// Whether the write in flight commits.
+    committing: bool,
+    /// The error stopped the append because another process wrote to the file.
+    foreign: bool,
+    /// Bytes were written since the last commit.
+    uncommitted: bool,
     ended: bool,
     interruption: Option<BodyError>,
     error: Option<io::Error>,
@@ -158,11 +185,6 @@ struct Append {
 
 impl Append {
     fn new(target: Target, start: u64) -> Self {
-        let through = if target.set_aside {
-            Through::PageCache
-        } else {
-            Through::Disk
-        };
         Append {
             streaming: target.streams.enter(),
             target,
@@ -173,7 +195,11 @@ impl Append {
             prepared: None,
             writing: None,
             in_flight: 0,
-            through,
+            first: true,
+            commit_by: Instant::now() + COMMIT_INTERVAL,
+            committing: false,
+            foreign: false,
+            uncommitted: false,
             ended: false,
             interruption: None,
             error: None,
@@ -199,10 +225,27 @@ impl Append {
             && let Some(ready) = self.prepared.take()
         {
             self.in_flight = ready.len() as u64;
-            let (target, length) = (self.target.clone(), self.length);
+            let (target, trip) = (self.target.clone(), self.trip());
             self.writing = Some(tokio::task::spawn_blocking(move || {
-                append_prepared(&target, length, ready)
+                append_prepared(&target, trip, ready)
             }));
+        }
+        if self.writing.is_none()
+            && self.uncommitted
+            && self.batch.is_empty()
+            && self.prepared.is_none()
+            && !self.ended
+            && self.error.is_none()
+            && self.commit_by <= Instant::now()
+        {
+            // The client has gone quiet with bytes written but not committed: commit them, so
+            // a crash of the server does not cost them.
+            let (target, trip) = (self.target.clone(), self.trip());
+            self.in_flight = 0;
+            self.writing = Some(tokio::task::spawn_blocking(move || {
+                commit_only(&target, trip)
+            }));
+            return;
         }
         let full = self.is_full();
         let due = full || self.write_by.is_some_and(|at| at <= Instant::now());
@@ -214,15 +257,11 @@ impl Append {
             };
             let batch = self.take_batch(tail);
             self.in_flight = batch.iter().map(|chunk| chunk.len() as u64).sum();
-            let (target, length, through) = (self.target.clone(), self.length, self.through);
+            let (target, trip) = (self.target.clone(), self.trip());
             self.writing = Some(tokio::task::spawn_blocking(move || {
-                append_batch(&target, length, batch, through)
+                append_batch(&target, trip, batch)
             }));
-        } else if full
-            && self.writing.is_some()
-            && self.prepared.is_none()
-            && self.through == Through::Disk
-        {
+        } else if full && self.writing.is_some() && self.prepared.is_none() {
             let start = self.length + self.in_flight;
             let tail = self.unaligned_tail(start);
             self.prepared =
@@ -291,9 +330,17 @@ impl Append {
         self.writing.is_none() && !self.is_reading() && (self.prepared.is_none() || self.ended)
     }
 
-    /// When a partial batch must be written, if it may be written now.
-    fn linger_deadline(&self) -> Option<Instant> {
-        self.write_by.filter(|_| self.writing.is_none())
+    /// When something must happen even if no byte arrives, with no write in flight: a
+    /// partial batch written, or what was written committed.
+    fn wake_at(&self) -> Option<Instant> {
+        if self.writing.is_some() {
+            return None;
+        }
+        let commit_by = self.uncommitted.then_some(self.commit_by);
+        match (self.write_by, commit_by) {
+            (Some(write_by), Some(commit_by)) => Some(write_by.min(commit_by)),
+            (write_by, commit_by) => write_by.or(commit_by),
+        }
     }
 
     fn receive(&mut self, next: Option<Result<Bytes, BodyError>>) {
@@ -313,14 +360,32 @@ impl Append {
         }
     }
 
-    fn write_finished(&mut self, done: Result<io::Result<(u64, Through)>, tokio::task::JoinError>) {
+    /// The trip of the write about to start.
+    fn trip(&mut self) -> Trip {
+        let trip = Trip {
+            length: self.length,
+            first: self.first,
+            commit: self.target.committed.is_some() && Instant::now() >= self.commit_by,
+        };
+        self.first = false;
+        self.committing = trip.commit;
+        trip
+    }
+
+    fn write_finished(&mut self, done: Result<io::Result<u64>, tokio::task::JoinError>) {
         self.writing = None;
         match done {
-            Ok(Ok((new_length, through))) => {
+            Ok(Ok(new_length)) => {
+                self.uncommitted = self.target.committed.is_some() && !self.committing;
                 self.length = new_length;
-                self.through = through;
+                if self.committing {
+                    self.commit_by = Instant::now() + COMMIT_INTERVAL;
+                }
             }
-            Ok(Err(failure)) => self.error = Some(failure),
+            Ok(Err(failure)) => {
+                self.foreign = is_length_changed(&failure);
+                self.error = Some(failure);
+            }
             Err(failure) => self.error = Some(io::Error::other(failure)),
         }
     }
@@ -331,10 +396,15 @@ impl Append {
             self.batch.clear();
             self.prepared = None;
         }
-        let (target, length, through) = (self.target, self.length, self.through);
+        let trip = Trip {
+            length: self.length,
+            first: self.first,
+            commit: true,
+        };
+        let (target, foreign) = (self.target, self.foreign);
         let (prepared, batch) = (self.prepared, self.batch);
         let last = tokio::task::spawn_blocking(move || {
-            write_last(&target, length, through, prepared, batch)
+            write_last(&target, trip, foreign, prepared, batch)
         })
         .await;
         let (write_error, synced) = match last {
@@ -353,38 +423,28 @@ impl Append {
     }
 }
 
-/// Appends `batch` to the file, which must be `length` bytes long; returns its new length and
-/// how the bytes went. The file is open (and locked) only for this write.
-fn append_batch(
-    target: &Target,
-    length: u64,
-    batch: Vec<Bytes>,
-    through: Through,
-) -> io::Result<(u64, Through)> {
-    let mut file = open_at(target, length)?;
-    append_to(target, &mut file, length, batch, through)
+/// Appends `batch` to the file, which must be `trip.length` bytes long; returns its new
+/// length. The file is open (and locked) only for this write.
+fn append_batch(target: &Target, trip: Trip, batch: Vec<Bytes>) -> io::Result<u64> {
+    let mut file = open_at(target, trip)?;
+    let length = append_to(target, &mut file, trip.length, batch)?;
+    commit_if(target, &file, trip, length)?;
+    Ok(length)
 }
 
 /// Appends `batch` to `file`, opened by [`open_at`] and `length` bytes long.
-fn append_to(
-    target: &Target,
-    file: &mut File,
-    length: u64,
-    batch: Vec<Bytes>,
-    through: Through,
-) -> io::Result<(u64, Through)> {
+fn append_to(target: &Target, file: &mut File, length: u64, batch: Vec<Bytes>) -> io::Result<u64> {
     let new_length = length + batch.iter().map(|chunk| chunk.len() as u64).sum::<u64>();
-    let through = target
-        .direct
-        .append(&target.path, file, length, batch, through)?;
-    Ok((new_length, through))
+    target.direct.append(&target.path, file, length, batch)?;
+    Ok(new_length)
 }
 
-/// Appends a batch prepared while the previous write was in flight; returns the new length
-/// and how the bytes went.
-fn append_prepared(target: &Target, length: u64, prepared: Prepared) -> io::Result<(u64, Through)> {
-    let mut file = open_at(target, length)?;
-    append_prepared_to(target, &mut file, length, prepared)
+/// Appends a batch prepared while the previous write was in flight; returns the new length.
+fn append_prepared(target: &Target, trip: Trip, prepared: Prepared) -> io::Result<u64> {
+    let mut file = open_at(target, trip)?;
+    let length = append_prepared_to(target, &mut file, trip.length, prepared)?;
+    commit_if(target, &file, trip, length)?;
+    Ok(length)
 }
 
 /// Appends `prepared` to `file`, opened by [`open_at`] and `length` bytes long.
@@ -393,7 +453,7 @@ fn append_prepared_to(
     file: &mut File,
     length: u64,
     prepared: Prepared,
-) -> io::Result<(u64, Through)> {
+) -> io::Result<u64> {
     // Prepared for the length the previous write was to reach, which it did if it succeeded;
     // written anywhere else, its direct part would land at the wrong offset.
     if prepared.start() != length {
@@ -403,46 +463,82 @@ fn append_prepared_to(
         )));
     }
     let new_length = length + prepared.len() as u64;
-    let through = target.direct.write(&target.path, file, prepared)?;
-    Ok((new_length, through))
+    target.direct.write(&target.path, file, prepared)?;
+    Ok(new_length)
 }
 
-/// Opens the data file for appending, takes its lock and checks that it is `length` bytes
-/// long. The lock goes with the file when it is closed.
-fn open_at(target: &Target, length: u64) -> io::Result<File> {
+/// Opens the data file for appending, takes its lock and checks it (see [`check`]). The lock
+/// goes with the file when it is closed.
+fn open_at(target: &Target, trip: Trip) -> io::Result<File> {
     let file = OpenOptions::new().append(true).open(&target.path)?;
-    lock_at(&file, length)?;
+    // Blocks only while another process writes one batch of its own.
+    file.lock()?;
+    check(target, &file, trip)?;
     Ok(file)
 }
 
-/// Takes the data file's lock and checks that it is `length` bytes long.
-fn lock_at(file: &File, length: u64) -> io::Result<()> {
-    // Blocks only while another process writes one batch of its own.
-    file.lock()?;
-    check_length(file, length)
-}
-
-/// Checks that the (locked) data file is `length` bytes long.
-fn check_length(file: &File, length: u64) -> io::Result<()> {
+/// Checks the (locked) data file before a write: on the append's first, that the committed
+/// length is where the append starts (cutting off bytes past it, which were never committed);
+/// on the others, that the file is as long as this append's writes left it.
+fn check(target: &Target, file: &File, trip: Trip) -> io::Result<()> {
     let found = file.metadata()?.len();
-    if found != length {
-        return Err(io::Error::other(LengthChanged {
-            expected: length,
-            found,
-        }));
+    if !trip.first {
+        return expect_length(trip.length, found);
+    }
+    let record = target
+        .committed
+        .as_deref()
+        .map(committed::read)
+        .transpose()?;
+    expect_length(trip.length, committed::offset(found, record.flatten()))?;
+    if found > trip.length {
+        file.set_len(trip.length)?;
     }
     Ok(())
 }
 
-/// Writes the last batch (prepared, gathered, or both in that order), if any, then makes what
-/// reached the file durable and stamps the write time. Returns the write's error, if it
-/// failed, and the durable length: the file's, read under its lock before the sync, so it is
-/// true even when this append wrote nothing or failed (another process's bytes included: the
-/// sync flushes them too).
+fn expect_length(expected: u64, found: u64) -> io::Result<()> {
+    if found != expected {
+        return Err(io::Error::other(LengthChanged { expected, found }));
+    }
+    Ok(())
+}
+
+/// Whether `error` says another process wrote to the data file.
+fn is_length_changed(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<LengthChanged>())
+}
+
+/// Syncs what earlier writes of the append left in the file and commits it; returns the
+/// length.
+fn commit_only(target: &Target, trip: Trip) -> io::Result<u64> {
+    let file = open_at(target, trip)?;
+    commit_if(target, &file, trip, trip.length)?;
+    Ok(trip.length)
+}
+
+/// Syncs the file and commits `length` when the trip asks for it.
+fn commit_if(target: &Target, file: &File, trip: Trip, length: u64) -> io::Result<()> {
+    match &target.committed {
+        Some(record) if trip.commit => {
+            file.sync_data()?;
+            committed::store(record, length)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes the last batch (prepared, gathered, or both in that order), if any, then syncs what
+/// this append wrote, stamps the write time and commits. Returns the write's error, if it
+/// failed, and the committed length after it: after a failed write, what reached the file
+/// (this append holds the lock, so those are its bytes); when another process wrote to the
+/// file (`foreign`, or found now), nothing is committed and the length as it stands is told.
 fn write_last(
     target: &Target,
-    length: u64,
-    through: Through,
+    trip: Trip,
+    foreign: bool,
     prepared: Option<Prepared>,
     batch: Vec<Bytes>,
 ) -> (Option<io::Error>, io::Result<u64>) {
@@ -450,36 +546,43 @@ fn write_last(
         Ok(file) => file,
         Err(error) => return (None, Err(error)),
     };
-    // One lock for both writes and the sync.
+    // One lock for both writes and the commit.
     if let Err(error) = file.lock() {
         return (None, Err(error));
     }
+    let writes = prepared.is_some() || !batch.is_empty();
     let written = (|| {
-        if prepared.is_none() && batch.is_empty() {
-            return Ok(());
+        if !writes {
+            return Ok(trip.length);
         }
-        check_length(&file, length)?;
-        let (length, through) = match prepared {
-            Some(prepared) => append_prepared_to(target, &mut file, length, prepared)?,
-            None => (length, through),
-        };
+        check(target, &file, trip)?;
+        let mut length = trip.length;
+        if let Some(prepared) = prepared {
+            length = append_prepared_to(target, &mut file, length, prepared)?;
+        }
         if !batch.is_empty() {
-            append_to(target, &mut file, length, batch, through)?;
+            length = append_to(target, &mut file, length, batch)?;
         }
-        Ok(())
+        Ok(length)
     })();
-    // fdatasync flushes the file's pages whichever descriptor wrote them.
-    let synced = (|| {
-        if target.set_aside {
-            return file.metadata().map(|metadata| metadata.len());
+    let foreign = foreign || written.as_ref().is_err_and(is_length_changed);
+    let committed = (|| {
+        let found = file.metadata()?.len();
+        let Some(record) = &target.committed else {
+            return Ok(found);
+        };
+        // Nothing of this append reached the file: nothing to commit.
+        if foreign || (trip.first && !writes) {
+            return Ok(committed::offset(found, committed::read(record)?));
         }
+        let length = *written.as_ref().unwrap_or(&found);
         // Expiry counts from the last write, on the service's clock.
         file.set_modified(target.clock.now())?;
-        let durable = file.metadata()?.len();
         file.sync_data()?;
-        Ok(durable)
+        committed::store(record, length)?;
+        Ok(length)
     })();
-    (written.err(), synced)
+    (written.err(), committed)
 }
 
 #[cfg(test)]
@@ -493,7 +596,7 @@ mod tests {
             clock: Arc::new(SystemClock),
             direct: Arc::new(DirectWriter::new(0)),
             streams: Arc::default(),
-            set_aside: false,
+            committed: None,
         };
         let mut append = Append::new(target, start);
         let mut all = Vec::new();

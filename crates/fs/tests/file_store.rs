@@ -109,6 +109,10 @@ async fn no_temporary_files_are_left_behind() {
 #[tokio::test]
 async fn two_processes_never_interleave_their_appends() {
     let root = fresh_root();
+    let data_path = {
+        let root = root.clone();
+        move |id: &UploadId| root.join("uploads").join(format!("{id}.bin"))
+    };
     let first = open(root.clone(), Duration::from_secs(5)).await;
     // A second store on the same directory stands for a second server process.
     let second = open(root, Duration::from_secs(5)).await;
@@ -119,26 +123,27 @@ async fn two_processes_never_interleave_their_appends() {
     let slow_body = tokio_stream_from(receiver);
     let id = info.id.clone();
     let in_flight = tokio::spawn(async move { first.append(&id, Offset(0), slow_body).await });
-    // A chunk bigger than a batch is written at once.
+    // A chunk bigger than a batch is written at once, but not committed while the body goes on.
     let big = Bytes::from(vec![b'a'; 1 << 20]);
     sender.send(Ok(big.clone())).await.unwrap();
-    while second.status(&info.id).await.unwrap().offset < Offset(1 << 20) {
+    let data = data_path(&info.id);
+    while std::fs::metadata(&data).unwrap().len() < 1 << 20 {
         tokio::task::yield_now().await;
     }
-    // While the first append waits for its client, the second process appends at the end...
+    // The other process sees only what is committed, and appends there...
+    assert_eq!(second.status(&info.id).await.unwrap().offset, Offset(0));
     let appended = second
-        .append(&info.id, Offset(1 << 20), body(&[b"zzz"]))
+        .append(&info.id, Offset(0), body(&[b"zzz"]))
         .await
         .unwrap();
-    assert_eq!(appended.offset, Offset((1 << 20) + 3));
+    assert_eq!(appended.offset, Offset(3));
     // ...so the first one's next bytes would land in the wrong place: it stops instead.
     sender.send(Ok(Bytes::from_static(b"def"))).await.unwrap();
     drop(sender);
     let stopped = in_flight.await.unwrap();
     assert!(matches!(stopped, Err(StoreError::Locked)), "{stopped:?}");
-    let stored = read_all(&second, &info.id, (1 << 20) + 3).await;
-    assert!(stored[..1 << 20] == big[..]);
-    assert_eq!(&stored[1 << 20..], b"zzz");
+    assert_eq!(second.status(&info.id).await.unwrap().offset, Offset(3));
+    assert_eq!(read_all(&second, &info.id, 3).await, b"zzz");
 }
 
 #[tokio::test]
@@ -179,7 +184,8 @@ async fn an_append_overtaken_before_its_first_write_reports_the_new_offset() {
 /// clients would hold ten thousand batches, and a crash would lose what they sent.
 #[tokio::test]
 async fn a_slow_body_reaches_the_file_before_a_batch_fills() {
-    let store = open(fresh_root(), Duration::from_secs(5)).await;
+    let root = fresh_root();
+    let store = open(root.clone(), Duration::from_secs(5)).await;
     let info = info(Length::Known(100));
     store.create(&info).await.unwrap();
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, BodyError>>(1);
@@ -192,7 +198,8 @@ async fn a_slow_body_reaches_the_file_before_a_batch_fills() {
     });
     sender.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while store.status(&info.id).await.unwrap().offset < Offset(3) {
+    let data = root.join("uploads").join(format!("{}.bin", info.id));
+    while std::fs::metadata(&data).unwrap().len() < 3 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the bytes never reached the file"
@@ -407,4 +414,37 @@ async fn a_missing_directory_is_unavailable_storage_not_a_missing_upload() {
     );
     unavailable(store.list().await.map(|_| ()));
     unavailable(store.remove_leftovers(Duration::ZERO).await.map(|_| ()));
+}
+
+/// What a power cut leaves: a data file longer than what was committed (the kernel kept a
+/// length whose bytes never reached the disk: zeros). They never count, and the next append
+/// cuts them off before it writes.
+#[tokio::test]
+async fn bytes_past_the_committed_length_never_count() {
+    let root = fresh_root();
+    let store = open(root.clone(), Duration::from_secs(5)).await;
+    let info = info(Length::Known(100));
+    store.create(&info).await.unwrap();
+    store
+        .append(&info.id, Offset(0), body(&[b"abc"]))
+        .await
+        .unwrap();
+    let data = root.join("uploads").join(format!("{}.bin", info.id));
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&data)
+            .unwrap();
+        file.write_all(&[0; 4093]).unwrap();
+    }
+    assert_eq!(store.status(&info.id).await.unwrap().offset, Offset(3));
+    let reopened = open(root, Duration::from_secs(5)).await;
+    assert_eq!(reopened.status(&info.id).await.unwrap().offset, Offset(3));
+    let appended = reopened
+        .append(&info.id, Offset(3), body(&[b"def"]))
+        .await
+        .unwrap();
+    assert_eq!(appended.offset, Offset(6));
+    assert_eq!(std::fs::read(&data).unwrap(), b"abcdef");
 }

@@ -301,6 +301,21 @@ pub(crate) fn data_file(data_dir: &Path, id: &str) -> PathBuf {
     data_dir.join("uploads").join(format!("{id}.bin"))
 }
 
+/// The committed length of upload `id` (`uploads/ID.len`, the store's record of how many bytes
+/// of the data file are durable): 0 while there is none. Two 512-byte slots, each
+/// `RLEN`, sequence (u64 LE), length (u64 LE), CRC-32; the newest slot counts.
+pub(crate) fn committed_length(data_dir: &Path, id: &str) -> u64 {
+    let bytes =
+        std::fs::read(data_dir.join("uploads").join(format!("{id}.len"))).unwrap_or_default();
+    let number = |slot: &[u8], at: usize| u64::from_le_bytes(slot[at..at + 8].try_into().unwrap());
+    bytes
+        .chunks(512)
+        .filter(|slot| slot.len() >= 24 && slot.starts_with(b"RLEN"))
+        .map(|slot| (number(slot, 4), number(slot, 12)))
+        .max()
+        .map_or(0, |(_, length)| length)
+}
+
 /// The length of `path`, 0 while it does not exist.
 pub(crate) fn file_length(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |metadata| metadata.len())
