@@ -3,11 +3,11 @@
 //! # Layout on disk
 //!
 //! ```text
-//! ROOT/uploads/ID.bin   the upload's bytes, append-only
-//! ROOT/uploads/ID.len   its committed length: bytes of ID.bin known durable (`committed`)
-//! ROOT/uploads/ID.info  the upload's info as JSON, replaced atomically (temp + fsync + rename)
-//! ROOT/uploads/ID.staged a checksummed chunk set aside until verified (`Store::stage`)
-//! ROOT/keys/DIGEST      the id of a simple-protocol upload, DIGEST = sha256(owner, X-File-Id)
+//! ROOT/uploads/ID.bin     the upload's bytes, append-only
+//! ROOT/uploads/ID.len     its committed length: bytes of ID.bin known durable (`committed`)
+//! ROOT/uploads/ID.info    the upload's info as JSON, replaced atomically (temp, fsync, rename)
+//! ROOT/uploads/ID.staged  a checksummed chunk set aside until verified (`Store::stage`)
+//! ROOT/keys/DIGEST        the id of a simple-protocol upload, DIGEST = sha256(owner, X-File-Id)
 //! ```
 //!
 //! A missing file is [`StoreError::NotFound`] only when it is an upload's own file and the
@@ -17,10 +17,12 @@
 //! that is not there yet.
 //!
 //! Names are built only from [`UploadId`]s (32 hex digits) and hex digests, never from client
-//! input. The data file is the single source of truth for the offset: bytes are written in order
-//! and `fdatasync`ed before an append returns, so after a crash the file holds a prefix of what
-//! was sent. An append holds an exclusive `flock` on the data file, so two server processes
-//! sharing a data dir cannot interleave writes to one upload.
+//! input. The offset is the committed length (never more than the data file holds): bytes are
+//! written in order, `fdatasync`ed, and only then recorded as committed, so after a crash or a
+//! power cut every byte below the offset is what was sent; bytes past it (written but never
+//! committed, or zeros a power cut left) are cut off by the next append. Each write holds an
+//! exclusive `flock` on the data file and checks it first, so two server processes sharing a
+//! data dir cannot interleave writes to one upload.
 //!
 //! Appends gather chunks into batches written by short blocking tasks (at most one in flight
 //! per upload; the last batch and the sync share one task), so memory per upload is bounded
