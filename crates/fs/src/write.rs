@@ -551,11 +551,14 @@ fn write_last(
         return (None, Err(error));
     }
     let writes = prepared.is_some() || !batch.is_empty();
+    // Whether the file was found as this append left it (or, on its first write, as committed).
+    let mut checked = !trip.first;
     let written = (|| {
         if !writes {
             return Ok(trip.length);
         }
         check(target, &file, trip)?;
+        checked = true;
         let mut length = trip.length;
         if let Some(prepared) = prepared {
             length = append_prepared_to(target, &mut file, length, prepared)?;
@@ -572,7 +575,7 @@ fn write_last(
             return Ok(found);
         };
         // Nothing of this append reached the file: nothing to commit.
-        if foreign || (trip.first && !writes) {
+        if foreign || !checked {
             return Ok(committed::offset(found, committed::read(record)?));
         }
         let length = *written.as_ref().unwrap_or(&found);
