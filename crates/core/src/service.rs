@@ -748,6 +748,9 @@ impl Writing {
             },
             other => other.into(),
         };
+        // A checksum trailer came unannounced: the bytes count, but the answer must say that
+        // nothing checked them.
+        let mut unverified = false;
         let (offset, interruption) = match checksum {
             None => {
                 let appended = store.append(&id, start, body).await.map_err(mismatch)?;
@@ -758,12 +761,7 @@ impl Writing {
             // anyway cannot be checked any more, and the answer says so.
             Some((ExpectedChecksum::Unannounced(read), _)) => {
                 let appended = store.append(&id, start, body).await.map_err(mismatch)?;
-                if appended.interruption.is_none() && !matches!(read(), Ok(None)) {
-                    drop(guard);
-                    return Err(UploadError::ChecksumNotAnnounced {
-                        stored: appended.offset,
-                    });
-                }
+                unverified = appended.interruption.is_none() && !matches!(read(), Ok(None));
                 (appended.offset, appended.interruption)
             }
             // Checksummed bytes are set aside and count only once verified.
@@ -790,6 +788,11 @@ impl Writing {
             tracing::info!(upload = %id, length = status.offset.0, "upload complete");
         }
         drop(guard);
+        if unverified {
+            return Err(UploadError::ChecksumNotAnnounced {
+                stored: status.offset,
+            });
+        }
         match interruption {
             None => Ok(status),
             Some(BodyError::TooLong) => Err(UploadError::BodyTooLong {
