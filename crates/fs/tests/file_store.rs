@@ -225,15 +225,18 @@ fn tokio_stream_from(
     futures_util::stream::poll_fn(move |context| receiver.poll_recv(context)).boxed()
 }
 
-/// What a crash can leave: a data file without its info (creation or removal cut short), a
-/// chunk set aside by an append cut short, the key file of an upload whose removal was cut
-/// short, and half-written temporary files, in both directories. Returns their paths.
+/// What a crash can leave: a data file or committed length without its info (creation or
+/// removal cut short), a chunk set aside by an append cut short, the key file of an upload
+/// whose removal was cut short, and half-written temporary files, in both directories.
+/// Returns their paths.
 fn plant_leftovers(root: &std::path::Path) -> Vec<PathBuf> {
     let leftovers = vec![
         root.join("uploads")
             .join(format!("{}.bin", UploadId::random())),
         root.join("uploads")
             .join(format!("{}.staged", UploadId::random())),
+        root.join("uploads")
+            .join(format!("{}.len", UploadId::random())),
         root.join("keys").join("0f".repeat(32)),
         root.join("uploads").join(format!(
             ".{}.info.{}.tmp",
@@ -262,7 +265,7 @@ async fn leftovers_of_a_crash_are_removed_and_uploads_kept() {
         .unwrap();
     let leftovers = plant_leftovers(&root);
 
-    assert_eq!(store.remove_leftovers(Duration::ZERO).await.unwrap(), 5);
+    assert_eq!(store.remove_leftovers(Duration::ZERO).await.unwrap(), 6);
 
     for path in &leftovers {
         assert!(!path.exists(), "{} is still there", path.display());
