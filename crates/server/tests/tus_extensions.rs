@@ -382,26 +382,33 @@ async fn concatenation_the_final_upload_is_its_parts_in_order() {
     assert_eq!(download(&server, &path_of(&again)).await, b" worldhello");
 }
 
-#[tokio::test]
-async fn concatenation_unfinished_final_completes_when_its_parts_do() {
-    let server = TestServer::start().await;
+/// Two empty partial uploads (5 and 6 bytes) and a final upload of them made at once
+/// (concatenation-unfinished): their paths.
+async fn unfinished_final(server: &TestServer) -> (String, String, String) {
     let first = create_path(
-        &server,
+        server,
         &[("Upload-Length", "5"), ("Upload-Concat", "partial")],
     )
     .await;
     let second = create_path(
-        &server,
+        server,
         &[("Upload-Length", "6"), ("Upload-Concat", "partial")],
     )
     .await;
     let response = create(
-        &server,
+        server,
         &[("Upload-Concat", &format!("final;{first} {second}"))],
     )
     .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let path = path_of(&response);
+    (first, second, path)
+}
+
+#[tokio::test]
+async fn concatenation_unfinished_final_completes_when_its_parts_do() {
+    let server = TestServer::start().await;
+    let (first, second, path) = unfinished_final(&server).await;
     let pending = head(&server, &path).await;
     assert_eq!(pending.headers()["upload-length"], "11");
     assert!(
@@ -420,22 +427,7 @@ async fn concatenation_unfinished_final_completes_when_its_parts_do() {
 #[tokio::test]
 async fn concatenation_unfinished_final_is_assembled_by_a_download_without_a_head_first() {
     let server = TestServer::start().await;
-    let first = create_path(
-        &server,
-        &[("Upload-Length", "5"), ("Upload-Concat", "partial")],
-    )
-    .await;
-    let second = create_path(
-        &server,
-        &[("Upload-Length", "6"), ("Upload-Concat", "partial")],
-    )
-    .await;
-    let response = create(
-        &server,
-        &[("Upload-Concat", &format!("final;{first} {second}"))],
-    )
-    .await;
-    let path = path_of(&response);
+    let (first, second, path) = unfinished_final(&server).await;
     patch(&server, &first, 0, b"hello", None).await;
     patch(&server, &second, 0, b" world", None).await;
     // The first request after the parts finished is a GET: it assembles, no HEAD needed.
