@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::SystemTime;
 
-/// An upload's id: 128 random bits as 32 lowercase hex digits.
+/// An upload's id: a random (version 4) UUID, 122 random bits, as 32 lowercase hex digits.
 ///
 /// Ids are never built from client input, and parsing accepts only this exact shape, so an id
 /// can be used in a file name or object key without ever becoming a path.
