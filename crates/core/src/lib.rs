@@ -30,7 +30,7 @@ pub use memory::MemoryStore;
 pub use model::{Concat, ConcatPart, Length, Offset, Owner, UploadId, UploadInfo, UploadStatus};
 pub use service::{
     Append, ExpectedChecksum, ExpirySweep, NewConcat, NewUpload, ServiceConfig, TrailerChecksum,
-    UploadError, UploadService,
+    UnannouncedTrailer, UploadError, UploadService,
 };
 pub use store::{
     Appended, BodyError, BodyStream, ByteStream, Capabilities, Staged, Store, StoreError,

@@ -202,12 +202,11 @@ pub enum ExpectedChecksum {
     Header(Checksum),
     /// Given after the body (`Upload-Checksum` trailer).
     Trailer(TrailerChecksum),
-    /// None announced, so none may come: the closure reads the trailers once the body has
-    /// ended, as for [`ExpectedChecksum::Trailer`]. Nothing is digested and nothing set aside,
-    /// so the bytes count as they arrive; a checksum that comes anyway (or the closure's
-    /// error) is answered with [`UploadError::ChecksumNotAnnounced`]: it was not verified.
-    Unannounced(TrailerChecksum),
 }
+
+/// Whether a checksum came after a body that announced none (a trailer nobody expected, or a
+/// malformed one): read once the body has ended.
+pub type UnannouncedTrailer = Box<dyn FnOnce() -> bool + Send>;
 
 /// An append as a front-end describes it.
 pub struct Append {
@@ -219,6 +218,10 @@ pub struct Append {
     pub content_length: Option<u64>,
     /// The digest the body must have; the body is discarded if it differs or is cut short.
     pub checksum: Option<ExpectedChecksum>,
+    /// For a body without `checksum`: tells whether a checksum came anyway. Nothing was
+    /// digested or set aside, so the bytes count as they arrive, and the answer is
+    /// [`UploadError::ChecksumNotAnnounced`]: they were not verified.
+    pub unannounced_trailer: Option<UnannouncedTrailer>,
     /// The body is the rest of the upload: once it has arrived whole, an upload whose length is
     /// still unknown is complete at the stored count. The seed's client says "done" this way: it
     /// sends the whole rest of the file in one request, without a size.
@@ -515,11 +518,7 @@ impl UploadService {
                 stored: status.offset,
             });
         }
-        let verifies = matches!(
-            append.checksum,
-            Some(ExpectedChecksum::Header(_) | ExpectedChecksum::Trailer(_))
-        );
-        if verifies && !self.capabilities().stage {
+        if append.checksum.is_some() && !self.capabilities().stage {
             return Err(UploadError::Unsupported);
         }
         let limits = BodyLimits {
@@ -539,6 +538,7 @@ impl UploadService {
             status,
             body,
             checksum: append.checksum.zip(digests),
+            unannounced_trailer: append.unannounced_trailer,
             ends_upload: append.ends_upload,
         };
         tokio::spawn(writing.run())
@@ -723,6 +723,7 @@ struct Writing {
     body: BodyStream,
     /// The checksum the body must match, and the digests fed while it streams.
     checksum: Option<(ExpectedChecksum, Arc<Mutex<Digests>>)>,
+    unannounced_trailer: Option<UnannouncedTrailer>,
     ends_upload: bool,
 }
 
@@ -735,6 +736,7 @@ impl Writing {
             mut status,
             body,
             checksum,
+            unannounced_trailer,
             ends_upload,
         } = self;
         let id = status.info.id.clone();
@@ -748,20 +750,9 @@ impl Writing {
             },
             other => other.into(),
         };
-        // A checksum trailer came unannounced: the bytes count, but the answer must say that
-        // nothing checked them.
-        let mut unverified = false;
         let (offset, interruption) = match checksum {
             None => {
                 let appended = store.append(&id, start, body).await.map_err(mismatch)?;
-                (appended.offset, appended.interruption)
-            }
-            // Nothing was announced, so nothing is digested or set aside (that would cost
-            // every such PATCH): the bytes count as they arrive. A checksum trailer that comes
-            // anyway cannot be checked any more, and the answer says so.
-            Some((ExpectedChecksum::Unannounced(read), _)) => {
-                let appended = store.append(&id, start, body).await.map_err(mismatch)?;
-                unverified = appended.interruption.is_none() && !matches!(read(), Ok(None));
                 (appended.offset, appended.interruption)
             }
             // Checksummed bytes are set aside and count only once verified.
@@ -777,6 +768,10 @@ impl Writing {
                 (offset, None)
             }
         };
+        // A checksum that came unannounced cannot be checked any more (nothing was digested:
+        // digesting and setting aside every PATCH just in case would cost each one): the bytes
+        // count, and the answer says nothing checked them.
+        let unverified = interruption.is_none() && unannounced_trailer.is_some_and(|came| came());
         status.offset = offset;
         status.modified_at = clock.now();
         if ends_upload && interruption.is_none() && status.info.length == Length::Deferred {
@@ -819,10 +814,6 @@ fn digesting(
         None => return (body, None),
         Some(ExpectedChecksum::Header(checksum)) => Digests::one(checksum.algorithm),
         Some(ExpectedChecksum::Trailer(_)) => Digests::all(),
-        // Verification only checks that no checksum came: nothing to feed.
-        Some(ExpectedChecksum::Unannounced(_)) => {
-            return (body, Some(Arc::new(Mutex::new(Digests::none()))));
-        }
     };
     let digests = Arc::new(Mutex::new(digests));
     let feeding = digests.clone();
@@ -873,9 +864,7 @@ fn verify(
     digests: Arc<Mutex<Digests>>,
     interruption: Option<&BodyError>,
 ) -> Result<(), Rejected> {
-    // A body that owes no checksum keeps its bytes when cut, as any other.
-    let owes_checksum = !matches!(expected, ExpectedChecksum::Unannounced(_));
-    if let Some(reason) = interruption.filter(|_| owes_checksum) {
+    if let Some(reason) = interruption {
         return Err(Rejected::Cut(reason.clone()));
     }
     let checksum = match expected {
@@ -883,13 +872,6 @@ fn verify(
         ExpectedChecksum::Trailer(read) => read()
             .map_err(Rejected::BadTrailer)?
             .ok_or_else(|| Rejected::BadTrailer("announced but not sent".into()))?,
-        // Only a checksum that came anyway fails.
-        ExpectedChecksum::Unannounced(read) => {
-            return match read().map_err(Rejected::BadTrailer)? {
-                None => Ok(()),
-                Some(_) => Err(Rejected::BadTrailer("it was not announced".into())),
-            };
-        }
     };
     let digests = Arc::try_unwrap(digests)
         .map_err(|_| Rejected::BadTrailer("digest still in use".into()))?

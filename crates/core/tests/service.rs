@@ -42,6 +42,7 @@ fn append(offset: u64, bytes: &'static [u8]) -> Append {
         declared_length: None,
         content_length: Some(bytes.len() as u64),
         checksum: None,
+        unannounced_trailer: None,
         ends_upload: false,
         body: body(bytes),
     }
@@ -215,6 +216,7 @@ async fn a_status_request_takes_over_an_append_in_flight() {
                 declared_length: None,
                 content_length: Some(100),
                 checksum: None,
+                unannounced_trailer: None,
                 ends_upload: false,
                 body: never_ending,
             };

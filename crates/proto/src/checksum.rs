@@ -177,11 +177,6 @@ impl Digests {
         Digests(vec![(algorithm, Running::new(algorithm))])
     }
 
-    /// No algorithm: for a body that must bring no checksum at all (nothing to compute).
-    pub fn none() -> Self {
-        Digests(Vec::new())
-    }
-
     /// Every algorithm, for a checksum that arrives after the body (a trailer).
     pub fn all() -> Self {
         Digests(

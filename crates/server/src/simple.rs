@@ -132,6 +132,7 @@ pub(crate) async fn upload(
         declared_length: upload.size,
         content_length: upload.content_length,
         checksum: None,
+        unannounced_trailer: None,
         // Without a size, the seed's client sends the whole rest of the file and takes 200 as
         // done: a body that arrives whole completes the upload.
         ends_upload: upload.size.is_none(),

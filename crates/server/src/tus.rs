@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, head, options};
 use resumable_core::{
     Append, Concat, ConcatPart, ExpectedChecksum, Length, NewConcat, NewUpload, Offset,
-    UploadError, UploadId, UploadService, UploadStatus,
+    UnannouncedTrailer, UploadError, UploadId, UploadService, UploadStatus,
 };
 use resumable_proto::Metadata;
 use resumable_proto::checksum::{self, Checksum};
@@ -289,6 +289,7 @@ async fn create(
             declared_length: None,
             content_length: create.content_length,
             checksum: None,
+            unannounced_trailer: None,
             ends_upload: false,
             body: body_stream(body),
         };
@@ -400,26 +401,28 @@ fn parse_append(id: &str, headers: &HeaderMap) -> Result<AppendRequest, Rejectio
 }
 
 /// The checksum a PATCH must match: from its header, or from its trailer once the body is read.
-///
-/// Without either, an `Upload-Checksum` trailer that comes anyway refuses the chunk (400, the
-/// chunk discarded): the body was not digested, since digesting every PATCH just in case would
-/// cost CPU on each, and the client must not believe unverified bytes were checked. That needs
-/// a store that can discard (`can_discard`); one that cannot offers no checksum extension.
-fn expected_checksum(request: &mut AppendRequest, trailers: Trailers) -> Option<ExpectedChecksum> {
+fn expected_checksum(request: &mut AppendRequest, trailers: &Trailers) -> Option<ExpectedChecksum> {
     if let Some(checksum) = request.checksum.take() {
         return Some(ExpectedChecksum::Header(checksum));
     }
-    if request.checksum_trailer {
-        return Some(ExpectedChecksum::Trailer(Box::new(move || {
-            checksum_trailer(&trailers)
-        })));
+    let trailers = trailers.clone();
+    request
+        .checksum_trailer
+        .then(|| ExpectedChecksum::Trailer(Box::new(move || checksum_trailer(&trailers))))
+}
+
+/// For a PATCH that announced no checksum: whether one came anyway as a trailer (or a
+/// malformed one did). The body was not digested, so it cannot have been checked.
+fn unannounced_trailer(
+    checksum: &Option<ExpectedChecksum>,
+    trailers: Trailers,
+) -> Option<UnannouncedTrailer> {
+    if checksum.is_some() {
+        return None;
     }
-    Some(ExpectedChecksum::Unannounced(Box::new(
-        move || match checksum_trailer(&trailers)? {
-            None => Ok(None),
-            Some(_) => Err("Upload-Checksum was not announced in a Trailer header".into()),
-        },
-    )))
+    Some(Box::new(move || {
+        !matches!(checksum_trailer(&trailers), Ok(None))
+    }))
 }
 
 /// The `Upload-Checksum` trailer, once the body has ended: `None` when absent.
@@ -442,11 +445,14 @@ async fn append(
     let (parts, body) = request.into_parts();
     let mut request = parse_append(&id, &parts.headers)?;
     let (body, trailers) = body_stream_with_trailers(body);
+    let checksum = expected_checksum(&mut request, &trailers);
+    let unannounced_trailer = unannounced_trailer(&checksum, trailers);
     let append = Append {
         offset: request.offset,
         declared_length: request.declared_length,
         content_length: request.content_length,
-        checksum: expected_checksum(&mut request, trailers),
+        checksum,
+        unannounced_trailer,
         ends_upload: false,
         body,
     };
