@@ -120,6 +120,12 @@ pub(crate) fn offset(data_length: u64, committed: Option<Committed>) -> u64 {
     committed.map_or(data_length, |committed| data_length.min(committed.length))
 }
 
+/// The offset of an upload whose data file is `data_length` bytes long and whose record is at
+/// `path`.
+pub(crate) fn stored(path: &Path, data_length: u64) -> io::Result<u64> {
+    Ok(offset(data_length, read(path)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

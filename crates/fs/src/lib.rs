@@ -309,16 +309,16 @@ impl Store for FileStore {
         // reads (two trips per status held HEADs to half the rate). The reads stay off the
         // async threads all the same: on a cold cache or a network file system they can take
         // long.
-        let (info, metadata, committed) = blocking(move || {
+        let (info, metadata, offset) = blocking(move || {
             let info = std::fs::read(&info_path).of_upload(&uploads, &info_path)?;
             let metadata = std::fs::metadata(&data_path).of_upload(&uploads, &data_path)?;
-            let committed = committed::read(&committed_path).at(&committed_path)?;
-            Ok((info, metadata, committed))
+            let offset = committed::stored(&committed_path, metadata.len()).at(&committed_path)?;
+            Ok((info, metadata, offset))
         })
         .await?;
         Ok(UploadStatus {
             info: decode_info(&info)?,
-            offset: Offset(committed::offset(metadata.len(), committed)),
+            offset: Offset(offset),
             modified_at: metadata.modified().map_err(StoreError::from_io)?,
         })
     }
@@ -469,7 +469,7 @@ impl Store for FileStore {
         let committed = blocking(move || {
             let mut commit = || {
                 let found = file.metadata()?.len();
-                let stored = committed::offset(found, committed::read(&record)?);
+                let stored = committed::stored(&record, found)?;
                 if stored != offset.0 {
                     return Ok(Err(stored));
                 }
@@ -525,7 +525,7 @@ impl Store for FileStore {
             for (source, source_record) in &sources {
                 let opened = File::open(source).of_upload(&directory, source)?;
                 let found = opened.metadata().at(source)?.len();
-                let stored = committed::offset(found, committed::read(source_record).at(source)?);
+                let stored = committed::stored(source_record, found).at(source)?;
                 // std::io::copy uses copy_file_range on Linux: no bytes pass through user space.
                 std::io::copy(&mut std::io::Read::take(opened, stored), &mut file)
                     .map_err(StoreError::from_io)?;

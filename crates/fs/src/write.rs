@@ -496,12 +496,11 @@ fn check(target: &Target, file: &File, trip: Trip) -> io::Result<()> {
     if !trip.first {
         return expect_length(trip.length, found);
     }
-    let record = target
-        .committed
-        .as_deref()
-        .map(committed::read)
-        .transpose()?;
-    expect_length(trip.length, committed::offset(found, record.flatten()))?;
+    let stored = match &target.committed {
+        Some(record) => committed::stored(record, found)?,
+        None => found,
+    };
+    expect_length(trip.length, stored)?;
     if found > trip.length {
         file.set_len(trip.length)?;
     }
@@ -587,7 +586,7 @@ fn write_last(
         };
         // Nothing of this append reached the file: nothing to commit.
         if foreign || !checked {
-            return Ok(committed::offset(found, committed::read(record)?));
+            return committed::stored(record, found);
         }
         let length = *written.as_ref().unwrap_or(&found);
         // Expiry counts from the last write, on the service's clock.
