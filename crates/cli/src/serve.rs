@@ -4,6 +4,9 @@ use anyhow::Context;
 use clap::Args;
 use resumable_core::{MemoryLocker, ServiceConfig, SystemClock, UploadService};
 use resumable_fs::{FileStore, FileStoreConfig};
+use resumable_server::auth::{
+    Auth, ForwardAuth, ForwardSettings, JwtAuth, JwtKeySource, JwtSettings, TokensAuth,
+};
 use resumable_server::{CorsOrigins, ServerConfig};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -60,6 +63,137 @@ pub(crate) struct ServeArgs {
     /// themselves, so this is only for comparing the two.
     #[arg(long, env = "RESUMABLE_NO_DIRECT_IO")]
     no_direct_io: bool,
+
+    #[command(flatten)]
+    auth: AuthArgs,
+
+    /// The bytes each owner's uploads may hold together (finished or not; an upload of known
+    /// length counts whole from its creation). Over it, creation is refused with 413 and an
+    /// append stores what fits and stops with 413. A token's `quota_bytes` claim may lower it.
+    #[arg(long, env = "RESUMABLE_QUOTA_BYTES", value_parser = crate::options::parse_size)]
+    quota_bytes: Option<u64>,
+
+    /// The unfinished uploads each owner may have at once; one more is refused with 429. A
+    /// token's `quota_uploads` claim may lower it.
+    #[arg(long, env = "RESUMABLE_QUOTA_UPLOADS")]
+    quota_uploads: Option<u64>,
+}
+
+/// How requests are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AuthMode {
+    /// Everyone is one anonymous principal: uploads are open to anyone who can reach the server.
+    None,
+    /// `Authorization: Bearer <JWT>`, verified with --jwt-secret-file, --jwt-public-key or
+    /// --jwt-jwks; `sub` is the owner.
+    Jwt,
+    /// `Authorization: Bearer <token>`, looked up in --tokens-file.
+    Tokens,
+    /// The request's Authorization and Cookie go to --auth-forward-url, which names the owner.
+    Forward,
+}
+
+/// Flags of authentication.
+#[derive(Args, Debug)]
+struct AuthArgs {
+    /// Who may upload: `none` (anyone who can reach the server), `jwt`, `tokens` or `forward`.
+    /// Another owner's upload answers 404, as if it did not exist.
+    #[arg(long, env = "RESUMABLE_AUTH", value_enum, default_value = "none")]
+    auth: AuthMode,
+
+    /// `--auth jwt`: a file holding the HS256 shared secret (at least 32 bytes; a trailing
+    /// newline is ignored).
+    #[arg(long, env = "RESUMABLE_JWT_SECRET_FILE", conflicts_with_all = ["jwt_public_key", "jwt_jwks"])]
+    jwt_secret_file: Option<PathBuf>,
+
+    /// `--auth jwt`: a PEM public key (RSA for RS256/PS256, EC P-256/P-384 for ES256/ES384, or
+    /// Ed25519 for EdDSA); the key decides the algorithms a token may use.
+    #[arg(long, env = "RESUMABLE_JWT_PUBLIC_KEY", conflicts_with = "jwt_jwks")]
+    jwt_public_key: Option<PathBuf>,
+
+    /// `--auth jwt`: a JSON Web Key Set file; a token's `kid` picks the key.
+    #[arg(long, env = "RESUMABLE_JWT_JWKS")]
+    jwt_jwks: Option<PathBuf>,
+
+    /// `--auth jwt`: the issuer (`iss`) tokens must name.
+    #[arg(long, env = "RESUMABLE_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+
+    /// `--auth jwt`: the audience (`aud`) tokens must name.
+    #[arg(long, env = "RESUMABLE_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+
+    /// `--auth jwt`: clock skew allowed on `exp` and `nbf`.
+    #[arg(long, env = "RESUMABLE_JWT_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]
+    jwt_leeway: Duration,
+
+    /// `--auth tokens`: a file of `TOKEN OWNER` lines (`#` starts a comment), re-read when it
+    /// changes and on SIGHUP.
+    #[arg(long, env = "RESUMABLE_TOKENS_FILE")]
+    tokens_file: Option<PathBuf>,
+
+    /// `--auth forward`: the application's endpoint. It gets a GET with the request's
+    /// Authorization and Cookie, X-Forwarded-Method and X-Forwarded-Uri, and answers 2xx with
+    /// the owner (a `Resumable-Owner` header, or JSON `{"owner": "..."}`), or 401/403.
+    #[arg(long, env = "RESUMABLE_AUTH_FORWARD_URL")]
+    auth_forward_url: Option<String>,
+
+    /// `--auth forward`: how long an answer is reused for the same credentials, method and path.
+    #[arg(long, env = "RESUMABLE_AUTH_FORWARD_CACHE", default_value = "10s", value_parser = humantime::parse_duration)]
+    auth_forward_cache: Duration,
+
+    /// `--auth forward`: how long the endpoint may take to answer (then 503).
+    #[arg(long, env = "RESUMABLE_AUTH_FORWARD_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    auth_forward_timeout: Duration,
+}
+
+impl AuthArgs {
+    /// The authenticator these flags describe; an error names the missing or unusable flag.
+    fn authenticator(&self) -> anyhow::Result<Auth> {
+        let auth = match self.auth {
+            AuthMode::None => Auth::None,
+            AuthMode::Jwt => {
+                let keys = match (&self.jwt_secret_file, &self.jwt_public_key, &self.jwt_jwks) {
+                    (Some(path), None, None) => JwtKeySource::SecretFile(path.clone()),
+                    (None, Some(path), None) => JwtKeySource::PublicKeyFile(path.clone()),
+                    (None, None, Some(path)) => JwtKeySource::JwksFile(path.clone()),
+                    _ => anyhow::bail!(
+                        "--auth jwt needs one of --jwt-secret-file, --jwt-public-key, --jwt-jwks"
+                    ),
+                };
+                let settings = JwtSettings {
+                    keys,
+                    issuer: self.jwt_issuer.clone(),
+                    audience: self.jwt_audience.clone(),
+                    leeway: self.jwt_leeway,
+                };
+                Auth::Jwt(JwtAuth::new(&settings).map_err(anyhow::Error::msg)?)
+            }
+            AuthMode::Tokens => {
+                let path = self
+                    .tokens_file
+                    .clone()
+                    .context("--auth tokens needs --tokens-file")?;
+                Auth::Tokens(TokensAuth::new(path).map_err(anyhow::Error::msg)?)
+            }
+            AuthMode::Forward => {
+                let url = self
+                    .auth_forward_url
+                    .clone()
+                    .context("--auth forward needs --auth-forward-url")?;
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    anyhow::bail!("--auth-forward-url must be an http:// URL, not {url:?}");
+                }
+                let settings = ForwardSettings {
+                    url,
+                    cache_for: self.auth_forward_cache,
+                    timeout: self.auth_forward_timeout,
+                };
+                Auth::Forward(ForwardAuth::new(settings).map_err(anyhow::Error::msg)?)
+            }
+        };
+        Ok(auth)
+    }
 }
 
 /// An expiry period, or none.
@@ -107,6 +241,7 @@ fn parse_max_size(text: &str) -> Result<MaxSize, String> {
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let auth = Arc::new(args.auth.authenticator()?);
     let clock = Arc::new(SystemClock);
     let store = FileStore::open(FileStoreConfig {
         root: args.data_dir.clone(),
@@ -120,6 +255,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_size: args.max_size.0,
         body_idle_timeout: args.body_timeout,
         expire_after: args.expire_after.0,
+        quota_bytes: args.quota_bytes,
+        quota_uploads: args.quota_uploads,
     };
     let service = UploadService::new(
         Arc::new(store),
@@ -135,11 +272,18 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout();
     writeln!(stdout, "resumable listening on http://{address}")?;
     stdout.flush()?;
-    tracing::info!(%address, data_dir = %args.data_dir.display(), "serving uploads");
+    tracing::info!(%address, data_dir = %args.data_dir.display(), auth = auth.mode(), "serving uploads");
+    if let Auth::None = *auth {
+        tracing::warn!(
+            "--auth none: uploads are open to anyone who can reach the server (see --auth)"
+        );
+    }
+    reload_on_hangup(auth.clone());
     let server_config = ServerConfig {
         cors_origins: args.cors_origins,
         behind_proxy: args.behind_proxy,
         head_timeout: args.head_timeout,
+        auth,
     };
     resumable_server::run(
         listener,
@@ -149,6 +293,27 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// Re-reads the authentication's files (the tokens file) on SIGHUP.
+fn reload_on_hangup(auth: Arc<Auth>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot watch SIGHUP; the tokens file is still re-read when it changes");
+            return;
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                if let Err(error) = auth.reload() {
+                    tracing::error!(%error, "reload on SIGHUP failed; keeping the previous tokens");
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(auth);
 }
 
 async fn shutdown_signal() {

@@ -10,6 +10,7 @@
 //! - [`store`]: the [`Store`] trait (with its `# Behavior` contract) and its error type.
 //! - [`lock`]: the [`Locker`] trait with takeover, and the in-process [`MemoryLocker`].
 //! - [`clock`]: the injectable clock expiry runs on.
+//! - [`quota`]: per-owner [`Limits`] (largest upload, bytes stored, uploads in progress).
 //! - [`service`]: [`UploadService`], which enforces ownership, locking, offsets and limits.
 //! - [`memory`]: an in-memory store.
 //! - [`conformance`]: the checks every store must pass, as a test-generating macro.
@@ -21,6 +22,7 @@ pub mod conformance;
 pub mod lock;
 pub mod memory;
 pub mod model;
+pub mod quota;
 pub mod service;
 pub mod store;
 
@@ -28,6 +30,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use lock::{LockError, LockGuard, Locker, MemoryLocker};
 pub use memory::MemoryStore;
 pub use model::{Concat, ConcatPart, Length, Offset, Owner, UploadId, UploadInfo, UploadStatus};
+pub use quota::{Limits, Usage};
 pub use service::{
     Append, ExpectedChecksum, ExpirySweep, NewConcat, NewUpload, ServiceConfig, TrailerChecksum,
     UnannouncedTrailer, UploadError, UploadService,

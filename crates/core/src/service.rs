@@ -5,6 +5,7 @@ use crate::body::{BodyLimits, BodyStops, GuardedBody};
 use crate::clock::Clock;
 use crate::lock::{LockError, LockGuard, Locker};
 use crate::model::{Concat, ConcatPart, Length, Offset, Owner, UploadId, UploadInfo, UploadStatus};
+use crate::quota::{Limits, UsageCounter};
 use crate::store::{
     BodyError, BodyStream, ByteStream, Capabilities, Store, StoreError, client_key_digest,
 };
@@ -31,6 +32,11 @@ pub struct ServiceConfig {
     pub body_idle_timeout: Duration,
     /// How long after its last write an unfinished upload expires; `None` for never.
     pub expire_after: Option<Duration>,
+    /// The bytes each owner's uploads may hold together; `None` for no quota. A principal's own
+    /// limits ([`NewUpload::limits`], [`Append::limits`]) may narrow it.
+    pub quota_bytes: Option<u64>,
+    /// The unfinished uploads each owner may have at once; `None` for no quota.
+    pub quota_uploads: Option<u64>,
 }
 
 impl Default for ServiceConfig {
@@ -39,6 +45,8 @@ impl Default for ServiceConfig {
             max_size: None,
             body_idle_timeout: Duration::from_secs(60),
             expire_after: Some(Duration::from_secs(24 * 60 * 60)),
+            quota_bytes: None,
+            quota_uploads: None,
         }
     }
 }
@@ -67,6 +75,21 @@ pub enum UploadError {
         length: u64,
         /// The limit.
         max: u64,
+    },
+    /// The owner's uploads would hold more than the storage quota allows. Nothing was written,
+    /// or (`stored` given) an append was cut at the quota with the bytes before it stored.
+    #[error("storage quota of {limit} bytes reached")]
+    QuotaBytes {
+        /// The quota.
+        limit: u64,
+        /// Bytes stored, when an append was cut at the quota.
+        stored: Option<Offset>,
+    },
+    /// The owner has as many unfinished uploads as the quota allows.
+    #[error("at most {limit} unfinished uploads at once: finish or delete one first")]
+    QuotaUploads {
+        /// The quota.
+        limit: u64,
     },
     /// The body runs past the upload's length; the bytes up to it are stored.
     #[error("the body runs past the upload's length (or the size limit)")]
@@ -190,6 +213,8 @@ pub struct NewUpload {
     pub metadata: Metadata,
     /// Its role in concatenation, if any.
     pub concat: Option<NewConcat>,
+    /// The creator's own limits (say, from its token), on top of the server's.
+    pub limits: Limits,
 }
 
 /// A checksum that only arrives after the body: reads the trailer once the body has ended.
@@ -226,6 +251,8 @@ pub struct Append {
     /// still unknown is complete at the stored count. The seed's client says "done" this way: it
     /// sends the whole rest of the file in one request, without a size.
     pub ends_upload: bool,
+    /// The appender's own limits (say, from its token), on top of the server's.
+    pub limits: Limits,
     /// The body.
     pub body: BodyStream,
 }
@@ -250,6 +277,8 @@ pub struct UploadService {
     shutdown: CancellationToken,
     /// The uploads the last expiry sweep could not check: each is logged once, not every sweep.
     sweep_failures: Mutex<HashSet<UploadId>>,
+    /// Counts owners' usage for quotas.
+    usage: UsageCounter,
 }
 
 impl UploadService {
@@ -267,6 +296,7 @@ impl UploadService {
             config,
             shutdown: CancellationToken::new(),
             sweep_failures: Mutex::default(),
+            usage: UsageCounter::default(),
         }
     }
 
@@ -315,9 +345,14 @@ impl UploadService {
         concat: Option<Concat>,
         client_key: Option<String>,
     ) -> Result<UploadStatus, UploadError> {
+        let limits = self.limits(new.limits);
         if let Length::Known(length) = new.length {
-            self.check_size(length)?;
+            self.check_size(length, &limits)?;
         }
+        // Held until the upload exists, so two creations cannot both fit in the last room.
+        let _quota_guard = self
+            .check_room_for_new(&new.owner, new.length, &limits)
+            .await?;
         let now = self.clock.now();
         let info = UploadInfo {
             id: UploadId::random(),
@@ -461,6 +496,7 @@ impl UploadService {
         owner: &Owner,
         client_key: &str,
         length: Length,
+        limits: Limits,
     ) -> Result<UploadId, UploadError> {
         // Serialise creators of the same key so two first requests make one upload.
         let _guard = self
@@ -477,6 +513,7 @@ impl UploadService {
             length,
             metadata: Metadata::default(),
             concat: None,
+            limits,
         };
         let status = self
             .create_upload(new, None, Some(client_key.to_owned()))
@@ -506,10 +543,11 @@ impl UploadService {
                 provided: append.offset,
             });
         }
+        let limits = self.limits(append.limits);
         if let Some(length) = append.declared_length {
-            self.declare_length(&mut status, length).await?;
+            self.declare_length(&mut status, length, &limits).await?;
         }
-        let remaining = self.remaining(&status);
+        let mut remaining = self.remaining(&status, &limits);
         if append
             .content_length
             .is_some_and(|length| length > remaining)
@@ -518,6 +556,13 @@ impl UploadService {
                 stored: status.offset,
             });
         }
+        // Unlike the length, a quota does not refuse a body up front: it stores what fits (so
+        // the offset goes as far as the quota allows) and stops there.
+        let room = self.room_for(owner, &status, &limits).await?;
+        let quota_cut = room.filter(|room| *room < remaining).map(|room| {
+            remaining = room;
+            limits.quota_bytes.unwrap_or_default()
+        });
         if append.checksum.is_some() && !self.capabilities().stage {
             return Err(UploadError::Unsupported);
         }
@@ -540,6 +585,7 @@ impl UploadService {
             checksum: append.checksum.zip(digests),
             unannounced_trailer: append.unannounced_trailer,
             ends_upload: append.ends_upload,
+            quota_cut,
         };
         tokio::spawn(writing.run())
             .await
@@ -672,16 +718,26 @@ impl UploadService {
         &self,
         status: &mut UploadStatus,
         length: u64,
+        limits: &Limits,
     ) -> Result<(), UploadError> {
         match status.info.length {
             Length::Known(declared) if declared == length => Ok(()),
             Length::Known(declared) => Err(UploadError::LengthConflict { declared }),
             Length::Deferred => {
-                self.check_size(length)?;
+                self.check_size(length, limits)?;
                 if length < status.offset.0 {
                     return Err(UploadError::LengthBelowOffset {
                         length,
                         stored: status.offset,
+                    });
+                }
+                let room = self.room_for(&status.info.owner, status, limits).await?;
+                if let (Some(room), Some(limit)) = (room, limits.quota_bytes)
+                    && length - status.offset.0 > room
+                {
+                    return Err(UploadError::QuotaBytes {
+                        limit,
+                        stored: None,
                     });
                 }
                 status.info.length = Length::Known(length);
@@ -694,21 +750,83 @@ impl UploadService {
         }
     }
 
-    fn remaining(&self, status: &UploadStatus) -> u64 {
+    fn remaining(&self, status: &UploadStatus, limits: &Limits) -> u64 {
         let limit = status
             .info
             .length
             .known()
-            .or(self.config.max_size)
+            .or(limits.max_size)
             .unwrap_or(u64::MAX);
         limit.saturating_sub(status.offset.0)
     }
 
-    fn check_size(&self, length: u64) -> Result<(), UploadError> {
-        match self.config.max_size {
+    fn check_size(&self, length: u64, limits: &Limits) -> Result<(), UploadError> {
+        match limits.max_size {
             Some(max) if length > max => Err(UploadError::TooLarge { length, max }),
             _ => Ok(()),
         }
+    }
+
+    /// The server's limits, narrowed by a principal's own.
+    fn limits(&self, principal: Limits) -> Limits {
+        let server = Limits {
+            max_size: self.config.max_size,
+            quota_bytes: self.config.quota_bytes,
+            quota_uploads: self.config.quota_uploads,
+        };
+        server.narrowed(principal)
+    }
+
+    /// Checks that `owner`'s quotas leave room for one more upload of `length`; returns the
+    /// owner's quota lock (held by the caller until the upload exists), if a quota applies.
+    async fn check_room_for_new(
+        &self,
+        owner: &Owner,
+        length: Length,
+        limits: &Limits,
+    ) -> Result<Option<LockGuard>, UploadError> {
+        if !limits.has_quota() {
+            return Ok(None);
+        }
+        let key = format!("quota:{}", client_key_digest(owner, ""));
+        let guard = self.locker.lock(&key).await?;
+        let usage = self.usage.usage(&*self.store, owner, None).await?;
+        if let Some(limit) = limits.quota_uploads
+            && usage.in_progress >= limit
+        {
+            return Err(UploadError::QuotaUploads { limit });
+        }
+        if let Some(limit) = limits.quota_bytes
+            && usage.bytes.saturating_add(length.known().unwrap_or(0)) > limit
+        {
+            return Err(UploadError::QuotaBytes {
+                limit,
+                stored: None,
+            });
+        }
+        Ok(Some(guard))
+    }
+
+    /// How many more bytes this upload may take under its owner's storage quota, if one
+    /// applies: the quota less what the owner's other uploads reserve and this one holds.
+    async fn room_for(
+        &self,
+        owner: &Owner,
+        status: &UploadStatus,
+        limits: &Limits,
+    ) -> Result<Option<u64>, UploadError> {
+        let Some(quota) = limits.quota_bytes else {
+            return Ok(None);
+        };
+        let others = self
+            .usage
+            .usage(&*self.store, owner, Some(&status.info.id))
+            .await?;
+        Ok(Some(
+            quota
+                .saturating_sub(others.bytes)
+                .saturating_sub(status.offset.0),
+        ))
     }
 }
 
@@ -725,6 +843,8 @@ struct Writing {
     checksum: Option<(ExpectedChecksum, Arc<Mutex<Digests>>)>,
     unannounced_trailer: Option<UnannouncedTrailer>,
     ends_upload: bool,
+    /// The storage quota, when the body is cut at it rather than at the upload's length.
+    quota_cut: Option<u64>,
 }
 
 impl Writing {
@@ -738,6 +858,7 @@ impl Writing {
             checksum,
             unannounced_trailer,
             ends_upload,
+            quota_cut,
         } = self;
         let id = status.info.id.clone();
         let start = status.offset;
@@ -762,7 +883,15 @@ impl Writing {
                 if let Err(error) = verdict {
                     store.discard_staged(&id).await?;
                     tracing::info!(upload = %id, %error, "chunk discarded");
-                    return Err(error.into_upload_error(start));
+                    return Err(match (error, quota_cut) {
+                        (Rejected::Cut(BodyError::TooLong), Some(limit)) => {
+                            UploadError::QuotaBytes {
+                                limit,
+                                stored: Some(start),
+                            }
+                        }
+                        (error, _) => error.into_upload_error(start),
+                    });
                 }
                 let offset = store.commit_staged(&id, start).await.map_err(mismatch)?;
                 (offset, None)
@@ -790,8 +919,14 @@ impl Writing {
         }
         match interruption {
             None => Ok(status),
-            Some(BodyError::TooLong) => Err(UploadError::BodyTooLong {
-                stored: status.offset,
+            Some(BodyError::TooLong) => Err(match quota_cut {
+                Some(limit) => UploadError::QuotaBytes {
+                    limit,
+                    stored: Some(status.offset),
+                },
+                None => UploadError::BodyTooLong {
+                    stored: status.offset,
+                },
             }),
             Some(reason) => Err(UploadError::Interrupted {
                 stored: status.offset,

@@ -3,8 +3,8 @@
 use bytes::Bytes;
 use futures_util::StreamExt;
 use resumable_core::{
-    Append, BodyError, BodyStream, Length, MemoryLocker, MemoryStore, NewUpload, Offset, Owner,
-    ServiceConfig, SystemClock, UploadError, UploadService,
+    Append, BodyError, BodyStream, Length, Limits, MemoryLocker, MemoryStore, NewUpload, Offset,
+    Owner, ServiceConfig, SystemClock, UploadError, UploadService,
 };
 use resumable_proto::Metadata;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ fn service(max_size: Option<u64>) -> Arc<UploadService> {
             max_size,
             body_idle_timeout: Duration::from_secs(5),
             expire_after: None,
+            ..ServiceConfig::default()
         },
     ))
 }
@@ -29,6 +30,7 @@ fn new_upload(owner: &str, length: Length) -> NewUpload {
         length,
         metadata: Metadata::default(),
         concat: None,
+        limits: Limits::default(),
     }
 }
 
@@ -44,6 +46,7 @@ fn append(offset: u64, bytes: &'static [u8]) -> Append {
         checksum: None,
         unannounced_trailer: None,
         ends_upload: false,
+        limits: Limits::default(),
         body: body(bytes),
     }
 }
@@ -82,16 +85,16 @@ async fn client_keys_are_scoped_per_owner() {
     let alice = Owner::new("alice");
     let bob = Owner::new("bob");
     let for_alice = service
-        .open_by_key(&alice, "a.txt-3-1", Length::Deferred)
+        .open_by_key(&alice, "a.txt-3-1", Length::Deferred, Limits::default())
         .await
         .unwrap();
     let for_bob = service
-        .open_by_key(&bob, "a.txt-3-1", Length::Deferred)
+        .open_by_key(&bob, "a.txt-3-1", Length::Deferred, Limits::default())
         .await
         .unwrap();
     assert_ne!(for_alice, for_bob);
     let again = service
-        .open_by_key(&alice, "a.txt-3-1", Length::Deferred)
+        .open_by_key(&alice, "a.txt-3-1", Length::Deferred, Limits::default())
         .await
         .unwrap();
     assert_eq!(again, for_alice);
@@ -105,7 +108,12 @@ async fn simultaneous_first_requests_for_a_key_make_one_upload() {
             let service = service.clone();
             tokio::spawn(async move {
                 service
-                    .open_by_key(&Owner::anonymous(), "same-1-1", Length::Known(1))
+                    .open_by_key(
+                        &Owner::anonymous(),
+                        "same-1-1",
+                        Length::Known(1),
+                        Limits::default(),
+                    )
                     .await
                     .unwrap()
             })
@@ -218,6 +226,7 @@ async fn a_status_request_takes_over_an_append_in_flight() {
                 checksum: None,
                 unannounced_trailer: None,
                 ends_upload: false,
+                limits: Limits::default(),
                 body: never_ending,
             };
             service.append(&owner, &id, append).await

@@ -364,6 +364,7 @@ async fn one_unreadable_info_does_not_stop_the_expiry_sweep() {
             length: Length::Known(10),
             metadata: Default::default(),
             concat: None,
+            limits: Default::default(),
         };
         service.create(new).await.unwrap();
     }

@@ -54,13 +54,41 @@ impl UploadConcat {
     }
 }
 
-/// The last path segment of an upload URL (absolute or relative): the candidate upload id.
-pub fn last_segment(url: &str) -> &str {
-    let path = url.split(['?', '#']).next().unwrap_or_default();
-    path.trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
+/// An upload URL taken apart: the scheme and authority of an absolute URL, and the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UrlParts<'a> {
+    /// `(scheme, authority)` of an absolute `http`/`https` URL; `None` for an absolute path.
+    pub origin: Option<(&'a str, &'a str)>,
+    /// The path, starting with `/`.
+    pub path: &'a str,
+}
+
+/// Splits an upload URL as a client may name a partial upload: an absolute `http(s)` URL or an
+/// absolute path. Anything else (other schemes, relative paths, network-path references such
+/// as `//host/x`, queries, fragments) is `None`: a part must be named exactly.
+pub fn split_url(url: &str) -> Option<UrlParts<'_>> {
+    if url.contains(['?', '#']) {
+        return None;
+    }
+    if url.starts_with('/') {
+        return (!url.starts_with("//")).then_some(UrlParts {
+            origin: None,
+            path: url,
+        });
+    }
+    let (scheme, rest) = url.split_once("://")?;
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return None;
+    }
+    let slash = rest.find('/')?;
+    let (authority, path) = rest.split_at(slash);
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    Some(UrlParts {
+        origin: Some((scheme, authority)),
+        path,
+    })
 }
 
 #[cfg(test)]
@@ -83,10 +111,35 @@ mod tests {
     }
 
     #[test]
-    fn finds_ids_in_urls() {
-        assert_eq!(last_segment("/files/abc"), "abc");
-        assert_eq!(last_segment("https://x.example/files/abc/?q=1"), "abc");
-        assert_eq!(last_segment("abc"), "abc");
+    fn splits_absolute_urls_and_paths_only() {
+        assert_eq!(
+            split_url("/files/abc"),
+            Some(UrlParts {
+                origin: None,
+                path: "/files/abc"
+            })
+        );
+        assert_eq!(
+            split_url("HTTPS://x.example:8443/files/abc"),
+            Some(UrlParts {
+                origin: Some(("HTTPS", "x.example:8443")),
+                path: "/files/abc"
+            })
+        );
+        for bad in [
+            "abc",
+            "files/abc",
+            "//evil.example/files/abc",
+            "file:///x/abc",
+            "ftp://x.example/files/abc",
+            "https://x.example",
+            "https:///files/abc",
+            "https://user@x.example/files/abc",
+            "/files/abc?q=1",
+            "/files/abc#f",
+        ] {
+            assert_eq!(split_url(bad), None, "{bad}");
+        }
     }
 
     proptest! {

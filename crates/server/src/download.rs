@@ -13,7 +13,7 @@ use resumable_proto::range::{self, RangeRequest};
 
 pub(crate) async fn download(
     State(state): State<AppState>,
-    Principal(owner): Principal,
+    Principal { owner, .. }: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Rejection> {

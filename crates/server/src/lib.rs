@@ -9,6 +9,7 @@
 //! - `simple`: the seed's protocol, `GET /status` and `POST /upload`.
 //! - `tus`: tus 1.0.0 on `/files/`.
 //! - `download`: `GET /files/{id}` of completed uploads, with `Range`.
+//! - [`auth`]: the `--auth` modes, which name the principal (owner) of each request.
 //! - `cors`: cross-origin access for pages on other origins.
 //! - `web`: the upload page and the browser client, embedded in the binary.
 //! - `wire`: what every front-end shares: request bodies as upload streams, the principal of a
@@ -17,6 +18,7 @@
 //! Each front-end parses a request into a typed value before any I/O, calls the service, and
 //! maps [`resumable_core::UploadError`] to its own status codes in one exhaustive `match`.
 
+pub mod auth;
 mod connections;
 mod cors;
 mod download;
@@ -51,6 +53,8 @@ pub struct ServerConfig {
     /// and between requests on a kept-alive HTTP/1.1 connection; then it is closed. (A stalled
     /// body is cut by [`resumable_core::ServiceConfig::body_idle_timeout`] instead.)
     pub head_timeout: Duration,
+    /// Who requests act for (`--auth`).
+    pub auth: Arc<auth::Auth>,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +63,7 @@ impl Default for ServerConfig {
             cors_origins: CorsOrigins::Any,
             behind_proxy: false,
             head_timeout: Duration::from_secs(30),
+            auth: Arc::new(auth::Auth::None),
         }
     }
 }

@@ -82,7 +82,7 @@ fn mismatch(stored: Offset) -> Rejection {
 /// `GET /status`: how many bytes of this file id are durably stored (`0` if none).
 pub(crate) async fn status(
     State(state): State<AppState>,
-    Principal(owner): Principal,
+    Principal { owner, .. }: Principal,
     headers: HeaderMap,
 ) -> Result<Response, Rejection> {
     let file_id = parse_file_id(&headers)?;
@@ -105,7 +105,7 @@ pub(crate) async fn status(
 /// `POST /upload`: append the body at `X-Start-Byte` if exactly that many bytes are stored.
 pub(crate) async fn upload(
     State(state): State<AppState>,
-    Principal(owner): Principal,
+    Principal { owner, limits }: Principal,
     request: Request,
 ) -> Result<Response, Rejection> {
     let (parts, body) = request.into_parts();
@@ -118,7 +118,7 @@ pub(crate) async fn upload(
         // Only a request starting at 0 may create the upload (or replace an expired one).
         let length = upload.size.map_or(Length::Deferred, Length::Known);
         service
-            .open_by_key(&owner, &upload.file_id, length)
+            .open_by_key(&owner, &upload.file_id, length, limits)
             .await
             .map_err(upload_error)?
     } else {
@@ -136,6 +136,7 @@ pub(crate) async fn upload(
         // Without a size, the seed's client sends the whole rest of the file and takes 200 as
         // done: a body that arrives whole completes the upload.
         ends_upload: upload.size.is_none(),
+        limits,
         body: body_stream(body),
     };
     let status = service
@@ -155,6 +156,19 @@ fn upload_error(error: UploadError) -> Rejection {
         UploadError::NotFound => reject(StatusCode::NOT_FOUND, "upload not found"),
         UploadError::Expired => reject(StatusCode::GONE, error.to_string()),
         UploadError::TooLarge { .. } => reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string()),
+        UploadError::QuotaBytes { stored, .. } => {
+            let rejection = reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string());
+            match stored {
+                Some(stored) => {
+                    let (name, value) = offset_header(stored);
+                    rejection.with_header(name, value)
+                }
+                None => rejection,
+            }
+        }
+        UploadError::QuotaUploads { .. } => {
+            reject(StatusCode::TOO_MANY_REQUESTS, error.to_string())
+        }
         // The count kept, as on a 409: none of this body's when Content-Length said too much,
         // the bytes up to X-File-Size when the body overflowed.
         UploadError::BodyTooLong { stored } => {

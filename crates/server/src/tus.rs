@@ -156,9 +156,9 @@ struct CreateRequest {
     content_length: Option<u64>,
 }
 
-fn parse_create(headers: &HeaderMap) -> Result<CreateRequest, Rejection> {
+fn parse_create(headers: &HeaderMap, behind_proxy: bool) -> Result<CreateRequest, Rejection> {
     check_version(headers)?;
-    let concat = parse_concat(headers)?;
+    let concat = parse_concat(headers, behind_proxy)?;
     let length = parse_number(headers, UPLOAD_LENGTH)?;
     let deferred = header_bytes(headers, UPLOAD_DEFER_LENGTH)?;
     let length = match (&concat, length, deferred) {
@@ -202,7 +202,7 @@ fn parse_create(headers: &HeaderMap) -> Result<CreateRequest, Rejection> {
     })
 }
 
-fn parse_concat(headers: &HeaderMap) -> Result<Option<NewConcat>, Rejection> {
+fn parse_concat(headers: &HeaderMap, behind_proxy: bool) -> Result<Option<NewConcat>, Rejection> {
     let Some(value) = header_bytes(headers, UPLOAD_CONCAT)? else {
         return Ok(None);
     };
@@ -210,35 +210,69 @@ fn parse_concat(headers: &HeaderMap) -> Result<Option<NewConcat>, Rejection> {
     match UploadConcat::parse(value).map_err(|error| bad(error.to_string()))? {
         UploadConcat::Partial => Ok(Some(NewConcat::Partial)),
         UploadConcat::Final(urls) => {
-            let parts = urls
-                .into_iter()
-                .map(|url| match concat::last_segment(&url).parse::<UploadId>() {
-                    Ok(id) => Ok(ConcatPart { id, url }),
-                    Err(_) => Err(bad(format!("partial upload {url} does not exist"))),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let origin = origin(headers, behind_proxy);
+            let mut parts: Vec<ConcatPart> = Vec::with_capacity(urls.len());
+            for url in urls {
+                let Some(id) = own_upload(&url, &origin) else {
+                    return Err(bad(format!("{url} is not an upload URL of this server")));
+                };
+                // One part named many times would make one small request write a huge file.
+                if parts.iter().any(|part| part.id == id) {
+                    return Err(bad(format!("partial upload {url} is named twice")));
+                }
+                parts.push(ConcatPart { id, url });
+            }
             Ok(Some(NewConcat::Final(parts)))
         }
     }
 }
 
-/// The absolute URL of an upload: from `Host` over plain HTTP, or, behind a trusted proxy, from
-/// the scheme and host the proxy reports. Relative when nothing names a host.
-fn location(headers: &HeaderMap, id: &UploadId, behind_proxy: bool) -> HeaderValue {
+/// The upload a part URL names, if it is one of this server's: an absolute path `/files/{id}`,
+/// or an absolute URL with that path on the origin this server's own upload URLs have.
+fn own_upload(url: &str, origin: &Origin) -> Option<UploadId> {
+    let parts = concat::split_url(url)?;
+    if let Some((scheme, authority)) = parts.origin {
+        let same = origin.host.as_deref().is_some_and(|host| {
+            scheme.eq_ignore_ascii_case(&origin.proto) && authority.eq_ignore_ascii_case(host)
+        });
+        if !same {
+            return None;
+        }
+    }
+    parts.path.strip_prefix("/files/")?.parse().ok()
+}
+
+/// The scheme and host of this server's upload URLs, as a request reaches it.
+struct Origin {
+    proto: String,
+    host: Option<String>,
+}
+
+/// From `Host` over plain HTTP, or, behind a trusted proxy, from the scheme and host the proxy
+/// reports.
+fn origin(headers: &HeaderMap, behind_proxy: bool) -> Origin {
     let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
-    let mut origin = ForwardedOrigin::default();
+    let mut forwarded = ForwardedOrigin::default();
     if behind_proxy {
-        origin = match text("forwarded") {
-            Some(forwarded) => forwarded::parse_forwarded(forwarded),
+        forwarded = match text("forwarded") {
+            Some(value) => forwarded::parse_forwarded(value),
             None => {
                 forwarded::parse_x_forwarded(text("x-forwarded-proto"), text("x-forwarded-host"))
             }
         };
     }
-    let host = origin
+    let host = forwarded
         .host
         .or_else(|| text(header::HOST.as_str()).and_then(forwarded::valid_host));
-    let proto = origin.proto.unwrap_or_else(|| "http".to_owned());
+    Origin {
+        proto: forwarded.proto.unwrap_or_else(|| "http".to_owned()),
+        host,
+    }
+}
+
+/// The absolute URL of an upload (relative when nothing names a host).
+fn location(headers: &HeaderMap, id: &UploadId, behind_proxy: bool) -> HeaderValue {
+    let Origin { proto, host } = origin(headers, behind_proxy);
     let url = match host {
         Some(host) => format!("{proto}://{host}/files/{id}"),
         None => format!("/files/{id}"),
@@ -259,11 +293,11 @@ fn expiry(service: &UploadService, status: &UploadStatus) -> Option<(HeaderName,
 /// `application/offset+octet-stream`; partial and final uploads with `Upload-Concat`.
 async fn create(
     State(state): State<AppState>,
-    Principal(owner): Principal,
+    Principal { owner, limits }: Principal,
     request: Request,
 ) -> Result<Response, Rejection> {
     let (parts, body) = request.into_parts();
-    let create = parse_create(&parts.headers)?;
+    let create = parse_create(&parts.headers, state.config.behind_proxy)?;
     if let (true, Length::Known(length), Some(body_length)) =
         (create.with_body, create.length, create.content_length)
         && body_length > length
@@ -276,6 +310,7 @@ async fn create(
         length: create.length,
         metadata: create.metadata,
         concat: create.concat,
+        limits,
     };
     let service = &state.service;
     let mut status = service.create(new).await.map_err(upload_error)?;
@@ -291,6 +326,7 @@ async fn create(
             checksum: None,
             unannounced_trailer: None,
             ends_upload: false,
+            limits,
             body: body_stream(body),
         };
         let id = &status.info.id;
@@ -312,7 +348,7 @@ async fn create(
 /// `HEAD /files/{id}`: the offset to resume from (any request in flight persists first).
 async fn offset(
     State(state): State<AppState>,
-    Principal(owner): Principal,
+    Principal { owner, .. }: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Rejection> {
@@ -438,7 +474,7 @@ fn checksum_trailer(trailers: &Trailers) -> Result<Option<Checksum>, String> {
 /// `PATCH /files/{id}`: append the body at `Upload-Offset`.
 async fn append(
     State(state): State<AppState>,
-    Principal(owner): Principal,
+    Principal { owner, limits }: Principal,
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, Rejection> {
@@ -454,6 +490,7 @@ async fn append(
         checksum,
         unannounced_trailer,
         ends_upload: false,
+        limits,
         body,
     };
     drop(parts); // see `create`
@@ -470,7 +507,7 @@ async fn append(
 /// `DELETE /files/{id}`: termination.
 async fn terminate(
     State(state): State<AppState>,
-    Principal(owner): Principal,
+    Principal { owner, .. }: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Rejection> {
@@ -494,6 +531,17 @@ pub(crate) fn upload_error(error: UploadError) -> Rejection {
                 .with_header(name(UPLOAD_OFFSET), number(stored.0))
         }
         UploadError::TooLarge { .. } => reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string()),
+        // Like an overflow: what was kept is said, so the client does not guess.
+        UploadError::QuotaBytes { stored, .. } => {
+            let rejection = reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string());
+            match stored {
+                Some(stored) => rejection.with_header(name(UPLOAD_OFFSET), number(stored.0)),
+                None => rejection,
+            }
+        }
+        UploadError::QuotaUploads { .. } => {
+            reject(StatusCode::TOO_MANY_REQUESTS, error.to_string())
+        }
         // What was kept (nothing when Content-Length said too much up front, the bytes up to
         // the length when the body overflowed): the client must not guess.
         UploadError::BodyTooLong { stored } => {

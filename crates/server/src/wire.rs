@@ -1,24 +1,116 @@
 //! What every front-end shares.
 
+use crate::AppState;
+use crate::auth::{Auth, AuthError, Credentials, FrontEnd};
 use axum::body::Body;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use resumable_core::{BodyError, BodyStream, Offset, Owner};
-use std::convert::Infallible;
+use resumable_core::{BodyError, BodyStream, Limits, Offset, Owner};
 use std::sync::{Arc, Mutex};
 
-/// The principal a request acts for. Every request is anonymous until authentication exists;
-/// handlers already take the principal so uploads are scoped per principal from day one.
-pub(crate) struct Principal(pub(crate) Owner);
+/// The principal a request acts for, as the server's `--auth` mode authenticated it; a request
+/// that does not authenticate is refused (401, or 403 for a front-end its token does not allow)
+/// before its handler runs.
+pub(crate) struct Principal {
+    /// Who owns what the request touches.
+    pub(crate) owner: Owner,
+    /// The principal's own limits.
+    pub(crate) limits: Limits,
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for Principal {
-    type Rejection = Infallible;
+/// The front-end a request speaks, for tokens limited to some; `None` for downloads, which
+/// every token may make.
+fn front_end(parts: &Parts) -> Option<FrontEnd> {
+    let path = parts.uri.path();
+    if path == "/status" || path == "/upload" {
+        Some(FrontEnd::Simple)
+    } else if parts.method == Method::GET {
+        None
+    } else {
+        Some(FrontEnd::Tus)
+    }
+}
 
-    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Principal(Owner::anonymous()))
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let auth = &state.config.auth;
+        if let Auth::None = **auth {
+            return Ok(Principal {
+                owner: Owner::anonymous(),
+                limits: Limits::default(),
+            });
+        }
+        // HTTP/2 may split cookies over several fields; the endpoint gets them as one.
+        let cookies: Vec<&[u8]> = parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        let cookie = cookies.join(&b"; "[..]);
+        let path = parts.uri.path_and_query().map_or("/", |path| path.as_str());
+        let credentials = Credentials {
+            authorization: header_bytes(&parts.headers, header::AUTHORIZATION.as_str())?,
+            cookie: (!cookie.is_empty()).then_some(&cookie[..]),
+            method: parts.method.as_str(),
+            path,
+        };
+        let identity = auth
+            .authenticate(credentials)
+            .await
+            .map_err(unauthenticated)?;
+        if let (Some(allowed), Some(front_end)) = (&identity.front_ends, front_end(parts))
+            && !allowed.contains(&front_end)
+        {
+            let message = format!("these credentials do not allow {front_end}");
+            return Err(reject(StatusCode::FORBIDDEN, message));
+        }
+        Ok(Principal {
+            owner: identity.owner,
+            limits: identity.limits,
+        })
+    }
+}
+
+/// The answer to a request that does not authenticate.
+fn unauthenticated(error: AuthError) -> Rejection {
+    let challenge = |value: String| {
+        HeaderValue::from_str(&value)
+            .unwrap_or_else(|_| HeaderValue::from_static(r#"Bearer realm="resumable""#))
+    };
+    match error {
+        AuthError::Missing => reject(StatusCode::UNAUTHORIZED, "authentication required")
+            .with_header(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="resumable""#),
+            ),
+        AuthError::Invalid(reason) => {
+            let value = format!(
+                r#"Bearer realm="resumable", error="invalid_token", error_description="{reason}""#
+            );
+            reject(StatusCode::UNAUTHORIZED, reason)
+                .with_header(header::WWW_AUTHENTICATE, challenge(value))
+        }
+        AuthError::Refused {
+            status: 403,
+            challenge: _,
+        } => reject(StatusCode::FORBIDDEN, "forbidden"),
+        AuthError::Refused {
+            challenge: given, ..
+        } => {
+            let value = given.unwrap_or_else(|| r#"Bearer realm="resumable""#.to_owned());
+            reject(StatusCode::UNAUTHORIZED, "not authenticated")
+                .with_header(header::WWW_AUTHENTICATE, challenge(value))
+        }
+        AuthError::Unavailable(reason) => reject(StatusCode::SERVICE_UNAVAILABLE, reason),
     }
 }
 

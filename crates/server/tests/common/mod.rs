@@ -21,6 +21,7 @@ pub fn config() -> ServiceConfig {
         max_size: Some(MAX_SIZE),
         body_idle_timeout: Duration::from_secs(10),
         expire_after: Some(Duration::from_secs(24 * 60 * 60)),
+        ..ServiceConfig::default()
     }
 }
 
