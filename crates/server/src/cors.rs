@@ -28,7 +28,8 @@ const METHODS: &str = "GET, HEAD, POST, PATCH, DELETE, OPTIONS";
 const EXPOSED: &str = "Location, Upload-Offset, Upload-Length, Upload-Defer-Length, \
     Upload-Metadata, Upload-Expires, Upload-Concat, Upload-Complete, Upload-Incomplete, \
     Upload-Limit, Upload-Draft-Interop-Version, Tus-Resumable, Tus-Version, Tus-Extension, \
-    Tus-Max-Size, Tus-Checksum-Algorithm, Content-Range, Content-Disposition, Content-Length";
+    Tus-Max-Size, Tus-Checksum-Algorithm, Content-Range, Content-Disposition, Content-Length, \
+    WWW-Authenticate";
 
 /// Request headers allowed when a preflight does not list any.
 const ALLOWED: &str = "Authorization, Content-Type, Content-Disposition, Content-Digest, \
