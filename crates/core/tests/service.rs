@@ -29,6 +29,7 @@ fn new_upload(owner: &str, length: Length) -> NewUpload {
         length,
         metadata: Metadata::default(),
         concat: None,
+        protocol: resumable_core::Protocol::Tus,
     }
 }
 

@@ -56,6 +56,8 @@ fn info(length: Length) -> UploadInfo {
         client_key: Some("фото.jpg-5-1".into()),
         created_at: 1,
         concat: None,
+        protocol: None,
+        completion: None,
     }
 }
 
@@ -364,6 +366,7 @@ async fn one_unreadable_info_does_not_stop_the_expiry_sweep() {
             length: Length::Known(10),
             metadata: Default::default(),
             concat: None,
+            protocol: resumable_core::Protocol::Tus,
         };
         service.create(new).await.unwrap();
     }

@@ -10,6 +10,7 @@
 //! - `tus`: tus 1.0.0 on `/files/`.
 //! - `download`: `GET /files/{id}` of completed uploads, with `Range`.
 //! - `cors`: cross-origin access for pages on other origins.
+//! - `hook_errors`: the answers to a hook's refusal or silence, shared by the front-ends.
 //! - `web`: the upload page and the browser client, embedded in the binary.
 //! - `wire`: what every front-end shares: request bodies as upload streams, the principal of a
 //!   request, plain-text rejections.
@@ -20,6 +21,7 @@
 mod connections;
 mod cors;
 mod download;
+mod hook_errors;
 mod simple;
 mod tus;
 mod web;
