@@ -3,6 +3,7 @@
 //! Thin on purpose: `serve` wires the server crates together; the client subcommands parse flags
 //! and show progress, and leave the protocols, retries and resume state to `resumable-client`.
 
+mod hooks;
 mod options;
 mod remote;
 mod report;

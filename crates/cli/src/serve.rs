@@ -60,6 +60,9 @@ pub(crate) struct ServeArgs {
     /// themselves, so this is only for comparing the two.
     #[arg(long, env = "RESUMABLE_NO_DIRECT_IO")]
     no_direct_io: bool,
+
+    #[command(flatten)]
+    hooks: crate::hooks::HookArgs,
 }
 
 /// An expiry period, or none.
@@ -121,12 +124,18 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         body_idle_timeout: args.body_timeout,
         expire_after: args.expire_after.0,
     };
-    let service = UploadService::new(
+    let hooks = args.hooks.hooks(&args.data_dir, clock.clone()).await?;
+    let mut service = UploadService::new(
         Arc::new(store),
         Arc::new(MemoryLocker::new(args.lock_timeout)),
         clock,
         config,
     );
+    if let Some(hooks) = &hooks {
+        service = service.with_hooks(hooks.clone());
+    }
+    let service = Arc::new(service);
+    let delivery = hooks.map(|hooks| crate::hooks::start(hooks, service.clone()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -141,13 +150,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         behind_proxy: args.behind_proxy,
         head_timeout: args.head_timeout,
     };
-    resumable_server::run(
-        listener,
-        Arc::new(service),
-        server_config,
-        shutdown_signal(),
-    )
-    .await?;
+    let served = resumable_server::run(listener, service, server_config, shutdown_signal()).await;
+    if let Some(delivery) = delivery {
+        delivery.stop().await;
+    }
+    served?;
     Ok(())
 }
 
