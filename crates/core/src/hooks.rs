@@ -471,10 +471,9 @@ impl Hooks {
             }
         }
         status.info.completion = Some(Completion::Pending);
-        Ok(self
-            .record(HookKind::PostCreate, status, store)
+        self.record(HookKind::PostCreate, status, store)
             .await
-            .map_err(outbox_error)?)
+            .map_err(outbox_error)
     }
 
     /// After a failed creation: withdraws its `post-create`.
