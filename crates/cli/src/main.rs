@@ -3,6 +3,7 @@
 //! Thin on purpose: `serve` wires the server crates together; the client subcommands parse flags
 //! and show progress, and leave the protocols, retries and resume state to `resumable-client`.
 
+mod hooks;
 mod options;
 mod remote;
 mod report;
@@ -25,7 +26,7 @@ struct Cli {
 enum Command {
     /// Run the upload server (the seed's simple protocol on /status and /upload, tus 1.0.0 on
     /// /files/).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Upload files, resuming across failures and runs: rerun the same command after Ctrl-C,
     /// a crash or a reboot and it continues where the server stands. Exit codes: 0 every upload
     /// finished, 1 some failed, 2 usage, 130 interrupted.
@@ -99,7 +100,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<Outcome> {
     match command {
-        Command::Serve(args) => serve::serve(args).await.map(|()| Outcome::Success),
+        Command::Serve(args) => serve::serve(*args).await.map(|()| Outcome::Success),
         Command::Upload(args) => upload::upload(args).await,
         Command::Status(args) => remote::status(args).await,
         Command::Download(args) => remote::download(args).await,

@@ -67,6 +67,9 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     auth: AuthArgs,
 
+    #[command(flatten)]
+    hooks: crate::hooks::HookArgs,
+
     /// The bytes each owner's uploads may hold together (finished or not; an upload of known
     /// length counts whole from its creation). Over it, creation is refused with 413 and an
     /// append stores what fits and stops with 413. A token's `quota_bytes` claim may lower it.
@@ -258,12 +261,18 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         quota_bytes: args.quota_bytes,
         quota_uploads: args.quota_uploads,
     };
-    let service = UploadService::new(
+    let hooks = args.hooks.hooks(&args.data_dir, clock.clone()).await?;
+    let mut service = UploadService::new(
         Arc::new(store),
         Arc::new(MemoryLocker::new(args.lock_timeout)),
         clock,
         config,
     );
+    if let Some(hooks) = &hooks {
+        service = service.with_hooks(hooks.clone());
+    }
+    let service = Arc::new(service);
+    let delivery = hooks.map(|hooks| crate::hooks::start(hooks, service.clone()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -285,13 +294,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         head_timeout: args.head_timeout,
         auth,
     };
-    resumable_server::run(
-        listener,
-        Arc::new(service),
-        server_config,
-        shutdown_signal(),
-    )
-    .await?;
+    let served = resumable_server::run(listener, service, server_config, shutdown_signal()).await;
+    if let Some(delivery) = delivery {
+        delivery.stop().await;
+    }
+    served?;
     Ok(())
 }
 

@@ -58,6 +58,8 @@ fn info(owner: &str, length: Length) -> UploadInfo {
         client_key: None,
         created_at: 1_700_000_000,
         concat: None,
+        protocol: None,
+        completion: None,
     }
 }
 

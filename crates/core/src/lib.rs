@@ -13,30 +13,43 @@
 //! - [`quota`]: per-owner [`Limits`] (largest upload, bytes stored, uploads in progress).
 //! - [`service`]: [`UploadService`], which enforces ownership, locking, offsets and limits.
 //! - [`memory`]: an in-memory store.
+//! - [`hooks`]: hook events, the transport and delivery worker contracts, [`Hooks`].
+//! - [`outbox`]: the [`Outbox`] trait `post-*` events are persisted in, and an in-memory one.
 //! - [`conformance`]: the checks every store must pass, as a test-generating macro.
 //! - `body`: the guard that cuts request bodies on takeover, stall or overflow.
 
 mod body;
 pub mod clock;
 pub mod conformance;
+pub mod hooks;
 pub mod lock;
 pub mod memory;
 pub mod model;
+pub mod outbox;
 pub mod quota;
 pub mod service;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use hooks::{
+    HookAnswer, HookCallError, HookConfig, HookEvent, HookFailure, HookKind, HookKinds,
+    HookRejection, HookTransport, HookUpload, Hooks, RefusalStatus,
+};
 pub use lock::{LockError, LockGuard, Locker, MemoryLocker};
 pub use memory::MemoryStore;
-pub use model::{Concat, ConcatPart, Length, Offset, Owner, UploadId, UploadInfo, UploadStatus};
+pub use model::{
+    Completion, Concat, ConcatPart, Length, Offset, Owner, Protocol, UploadId, UploadInfo,
+    UploadStatus,
+};
+pub use outbox::{MemoryOutbox, Outbox, OutboxEntry, OutboxError};
 pub use quota::{Limits, Usage};
 pub use service::{
     Append, ExpectedChecksum, ExpirySweep, NewConcat, NewUpload, ServiceConfig, TrailerChecksum,
     UnannouncedTrailer, UploadError, UploadService,
 };
 pub use store::{
-    Appended, BodyError, BodyStream, ByteStream, Capabilities, Staged, Store, StoreError,
+    Appended, BodyError, BodyStream, ByteStream, Capabilities, Staged, StorageLocation, Store,
+    StoreError,
 };
 
 #[cfg(test)]

@@ -140,6 +140,48 @@ pub enum Concat {
     },
 }
 
+/// The protocol front-end an upload was created through (hooks report it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// The seed's simple protocol (`POST /upload`).
+    Simple,
+    /// tus 1.0.0 (`/files/`).
+    Tus,
+}
+
+impl Protocol {
+    /// The name used in hook payloads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Simple => "simple",
+            Protocol::Tus => "tus",
+        }
+    }
+}
+
+/// Where a complete upload stands with the finish hooks (`pre-finish`, `post-finish`).
+///
+/// Persisted because the last byte is committed before the hooks can run: a crash in between
+/// must leave a record that the upload still owes them, or `post-finish` would be lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Completion {
+    /// Created while hooks were on: once complete, it owes `pre-finish` and `post-finish`. A
+    /// complete upload in this state is not finished yet (no download); a restart, or the next
+    /// status request, runs what it owes.
+    Pending,
+    /// `pre-finish` accepted it and `post-finish` is in the outbox.
+    Finished,
+    /// `pre-finish` refused it: it takes no more bytes and cannot be downloaded.
+    Failed {
+        /// The status the hook chose (4xx), answered to every later append or download.
+        status: u16,
+        /// The hook's message, shown to the client.
+        reason: String,
+    },
+}
+
 /// Everything persisted about an upload except its bytes (whose count is the offset).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadInfo {
@@ -160,9 +202,34 @@ pub struct UploadInfo {
     /// Its role in concatenation, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concat: Option<Concat>,
+    /// The front-end that created it; `None` in info written before this was recorded (see
+    /// [`UploadInfo::protocol`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+    /// Where it stands with the finish hooks; `None` for uploads created without hooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion: Option<Completion>,
 }
 
 impl UploadInfo {
+    /// The front-end that created it. Info written before the protocol was recorded tells it
+    /// by the simple protocol's key, which only that protocol sets.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol.unwrap_or(if self.client_key.is_some() {
+            Protocol::Simple
+        } else {
+            Protocol::Tus
+        })
+    }
+
+    /// Whether a hook refused it at its finish: `(status, reason)`.
+    pub fn failure(&self) -> Option<(u16, &str)> {
+        match &self.completion {
+            Some(Completion::Failed { status, reason }) => Some((*status, reason)),
+            _ => None,
+        }
+    }
+
     /// Whether this upload is the concatenation of others.
     pub fn is_final(&self) -> bool {
         matches!(self.concat, Some(Concat::Final { .. }))
@@ -196,6 +263,16 @@ mod tests {
         let id = UploadId::random();
         assert_eq!(id.as_str().parse::<UploadId>().unwrap(), id);
         assert_ne!(UploadId::random(), id);
+    }
+
+    #[test]
+    fn info_written_before_protocol_and_completion_still_loads() {
+        let old = r#"{"id":"0123456789abcdef0123456789abcdef","owner":"anonymous",
+            "length":{"known":5},"client_key":"a-5-1","created_at":1}"#;
+        let info: UploadInfo = serde_json::from_str(old).unwrap();
+        assert_eq!(info.protocol, None);
+        assert_eq!(info.protocol(), Protocol::Simple);
+        assert_eq!(info.completion, None);
     }
 
     #[test]

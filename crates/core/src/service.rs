@@ -3,8 +3,11 @@
 
 use crate::body::{BodyLimits, BodyStops, GuardedBody};
 use crate::clock::Clock;
+use crate::hooks::{self, HookKind, Hooks, RefusalStatus};
 use crate::lock::{LockError, LockGuard, Locker};
-use crate::model::{Concat, ConcatPart, Length, Offset, Owner, UploadId, UploadInfo, UploadStatus};
+use crate::model::{
+    Concat, ConcatPart, Length, Offset, Owner, Protocol, UploadId, UploadInfo, UploadStatus,
+};
 use crate::quota::{Limits, UsageCounter};
 use crate::store::{
     BodyError, BodyStream, ByteStream, Capabilities, Store, StoreError, client_key_digest,
@@ -164,6 +167,19 @@ pub enum UploadError {
     /// Anything else; details are logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A hook refused the request (`pre-create`), or the upload (`pre-finish`: it is failed,
+    /// and every later append or download is answered this); the message is for the client.
+    #[error("{message}")]
+    HookRefused {
+        /// The 4xx to answer.
+        status: RefusalStatus,
+        /// The hook's message.
+        message: String,
+    },
+    /// A hook that must answer first did not (down, too slow, a bad answer) and hook failures
+    /// refuse: nothing happened (or, at a finish, the upload waits complete); retry later.
+    #[error("a hook did not answer; retry later")]
+    HookUnavailable(String),
 }
 
 impl From<StoreError> for UploadError {
@@ -215,6 +231,8 @@ pub struct NewUpload {
     pub concat: Option<NewConcat>,
     /// The creator's own limits (say, from its token), on top of the server's.
     pub limits: Limits,
+    /// The front-end creating it.
+    pub protocol: Protocol,
 }
 
 /// A checksum that only arrives after the body: reads the trailer once the body has ended.
@@ -279,6 +297,8 @@ pub struct UploadService {
     sweep_failures: Mutex<HashSet<UploadId>>,
     /// Counts owners' usage for quotas.
     usage: UsageCounter,
+    /// Told of (and asked about) each step of an upload, when configured (`with_hooks`).
+    hooks: Option<Arc<Hooks>>,
 }
 
 impl UploadService {
@@ -297,7 +317,14 @@ impl UploadService {
             shutdown: CancellationToken::new(),
             sweep_failures: Mutex::default(),
             usage: UsageCounter::default(),
+            hooks: None,
         }
+    }
+
+    /// The same service with hooks (see [`crate::hooks`]); run [`Hooks::deliver`] beside it.
+    pub fn with_hooks(mut self, hooks: Arc<Hooks>) -> Self {
+        self.hooks = Some(hooks);
+        self
     }
 
     /// Makes every append in flight stop reading, persist what it has and answer; new appends
@@ -362,17 +389,29 @@ impl UploadService {
             client_key,
             created_at: now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
             concat,
+            protocol: Some(new.protocol),
+            completion: None,
         };
-        self.store.create(&info).await?;
-        tracing::info!(upload = %info.id, length = ?info.length, "upload created");
-        if info.length == Length::Known(0) {
-            self.store.finish(&info.id).await?;
-        }
-        Ok(UploadStatus {
+        let mut status = UploadStatus {
             info,
             offset: Offset(0),
             modified_at: now,
-        })
+        };
+        let post_create = match &self.hooks {
+            Some(hooks) => hooks.before_create(&*self.store, &mut status).await?,
+            None => None,
+        };
+        if let Err(error) = self.store.create(&status.info).await {
+            if let Some(hooks) = &self.hooks {
+                hooks.creation_failed(post_create).await;
+            }
+            return Err(error.into());
+        }
+        tracing::info!(upload = %status.info.id, length = ?status.info.length, "upload created");
+        if status.info.length == Length::Known(0) {
+            hooks::finish(&*self.store, self.hooks.as_deref(), &mut status).await?;
+        }
+        Ok(status)
     }
 
     /// A final upload: its parts must be the owner's partial uploads of known length; it is
@@ -445,9 +484,10 @@ impl UploadService {
             return Ok(current);
         }
         self.store.concatenate(&status.info.id, &ids).await?;
-        self.store.finish(&status.info.id).await?;
+        let mut assembled = self.store.status(&status.info.id).await?;
+        hooks::finish(&*self.store, self.hooks.as_deref(), &mut assembled).await?;
         tracing::info!(upload = %status.info.id, parts = ids.len(), "final upload assembled");
-        Ok(self.store.status(&status.info.id).await?)
+        Ok(assembled)
     }
 
     /// The upload's status, without interrupting a request in flight (for downloads).
@@ -476,7 +516,15 @@ impl UploadService {
     /// the offset a client should resume from. A final upload whose parts are complete is
     /// assembled first.
     pub async fn status(&self, owner: &Owner, id: &UploadId) -> Result<UploadStatus, UploadError> {
-        let (guard, status) = self.lock_owned(owner, id).await?;
+        let (guard, mut status) = self.lock_owned(owner, id).await?;
+        // Complete but still owing its finish hooks (their receiver could not answer, or a
+        // crash came between): try again now. A refusal fails the upload; its offset stands.
+        if hooks::owes_finish(self.hooks.as_deref(), &status) {
+            match hooks::finish(&*self.store, self.hooks.as_deref(), &mut status).await {
+                Ok(()) | Err(UploadError::HookRefused { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
         drop(guard);
         self.assemble_if_ready(status).await
     }
@@ -514,6 +562,7 @@ impl UploadService {
             metadata: Metadata::default(),
             concat: None,
             limits,
+            protocol: Protocol::Simple,
         };
         let status = self
             .create_upload(new, None, Some(client_key.to_owned()))
@@ -534,6 +583,9 @@ impl UploadService {
         append: Append,
     ) -> Result<UploadStatus, UploadError> {
         let (guard, mut status) = self.lock_owned(owner, id).await?;
+        if status.info.failure().is_some() {
+            return Err(hooks::failed_error(&status.info));
+        }
         if status.info.is_final() {
             return Err(UploadError::FinalUpload);
         }
@@ -586,6 +638,7 @@ impl UploadService {
             unannounced_trailer: append.unannounced_trailer,
             ends_upload: append.ends_upload,
             quota_cut,
+            hooks: self.hooks.clone(),
         };
         tokio::spawn(writing.run())
             .await
@@ -597,8 +650,20 @@ impl UploadService {
         if !self.capabilities().terminate {
             return Err(UploadError::Unsupported);
         }
-        let (_guard, _status) = self.lock_owned(owner, id).await?;
-        self.store.terminate(id).await?;
+        let (_guard, status) = self.lock_owned(owner, id).await?;
+        let event = match &self.hooks {
+            Some(hooks) => {
+                let kind = HookKind::PostTerminate;
+                hooks.before_removal(&*self.store, &status, kind).await?
+            }
+            None => None,
+        };
+        if let Err(error) = self.store.terminate(id).await {
+            if let Some(hooks) = &self.hooks {
+                hooks.removal_failed(event).await;
+            }
+            return Err(error.into());
+        }
         tracing::info!(upload = %id, "upload terminated");
         Ok(())
     }
@@ -614,10 +679,42 @@ impl UploadService {
             return Err(UploadError::Unsupported);
         }
         let status = self.inspect_assembled(owner, id).await?;
-        if !status.is_complete() {
+        if status.info.failure().is_some() {
+            return Err(hooks::failed_error(&status.info));
+        }
+        // Complete but not accepted by pre-finish yet: not a finished upload.
+        if !status.is_complete() || hooks::owes_finish(self.hooks.as_deref(), &status) {
             return Err(UploadError::Incomplete);
         }
         Ok(self.store.read(id, range).await?)
+    }
+
+    /// Runs the finish hooks of every complete upload that still owes them (a crash came
+    /// between its last byte and them): for start-up. Returns how many it finished or
+    /// failed; an upload whose hook cannot answer is left for the next status request.
+    pub async fn settle_finishes(&self) -> Result<usize, UploadError> {
+        if self.hooks.is_none() || !self.capabilities().list {
+            return Ok(0);
+        }
+        let mut settled = 0;
+        for id in self.store.list().await? {
+            match self.store.status(&id).await {
+                Ok(status) if hooks::owes_finish(self.hooks.as_deref(), &status) => {}
+                Ok(_) | Err(_) => continue,
+            }
+            let _guard = self.locker.lock(id.as_str()).await?;
+            let Ok(mut status) = self.store.status(&id).await else {
+                continue;
+            };
+            if !hooks::owes_finish(self.hooks.as_deref(), &status) {
+                continue;
+            }
+            match hooks::finish(&*self.store, self.hooks.as_deref(), &mut status).await {
+                Ok(()) | Err(UploadError::HookRefused { .. }) => settled += 1,
+                Err(error) => tracing::warn!(upload = %id, %error, "finish hooks still owed"),
+            }
+        }
+        Ok(settled)
     }
 
     /// Removes what crashes left behind that belongs to no upload, once untouched for
@@ -677,14 +774,26 @@ impl UploadService {
         }
         let _guard = self.locker.lock(id.as_str()).await?;
         // Look again under the lock: a write may have revived it meanwhile.
-        match self.store.status(id).await {
-            Ok(status) if is_expired(&status) => {}
+        let status = match self.store.status(id).await {
+            Ok(status) if is_expired(&status) => status,
             Ok(_) | Err(StoreError::NotFound) => return Ok(false),
             Err(error) => return Err(error.into()),
-        }
+        };
+        let event = match &self.hooks {
+            Some(hooks) => {
+                let kind = HookKind::PostExpire;
+                hooks.before_removal(&*self.store, &status, kind).await?
+            }
+            None => None,
+        };
         match self.store.terminate(id).await {
             Ok(()) | Err(StoreError::NotFound) => Ok(true),
-            Err(error) => Err(error.into()),
+            Err(error) => {
+                if let Some(hooks) = &self.hooks {
+                    hooks.removal_failed(event).await;
+                }
+                Err(error.into())
+            }
         }
     }
 
@@ -743,7 +852,7 @@ impl UploadService {
                 status.info.length = Length::Known(length);
                 self.store.update(&status.info).await?;
                 if status.is_complete() {
-                    self.store.finish(&status.info.id).await?;
+                    hooks::finish(&*self.store, self.hooks.as_deref(), status).await?;
                 }
                 Ok(())
             }
@@ -845,6 +954,7 @@ struct Writing {
     ends_upload: bool,
     /// The storage quota, when the body is cut at it rather than at the upload's length.
     quota_cut: Option<u64>,
+    hooks: Option<Arc<Hooks>>,
 }
 
 impl Writing {
@@ -859,6 +969,7 @@ impl Writing {
             unannounced_trailer,
             ends_upload,
             quota_cut,
+            hooks,
         } = self;
         let id = status.info.id.clone();
         let start = status.offset;
@@ -907,8 +1018,12 @@ impl Writing {
             status.info.length = Length::Known(status.offset.0);
             store.update(&status.info).await?;
         }
-        if status.is_complete() && !was_complete {
-            store.finish(&id).await?;
+        if let Some(hooks) = &hooks {
+            hooks.received(&*store, &status, offset > start).await;
+        }
+        let owes_finish = hooks::owes_finish(hooks.as_deref(), &status);
+        if status.is_complete() && (!was_complete || owes_finish) {
+            hooks::finish(&*store, hooks.as_deref(), &mut status).await?;
             tracing::info!(upload = %id, length = status.offset.0, "upload complete");
         }
         drop(guard);

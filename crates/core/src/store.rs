@@ -67,6 +67,17 @@ pub struct Capabilities {
     pub list: bool,
 }
 
+/// Where a store keeps an upload's bytes, as hooks report it (so a receiver can pick the
+/// finished file up without downloading it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StorageLocation {
+    /// The kind of store: `file`, later `s3`, ….
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Where in it: a file store's path of the data file.
+    pub path: String,
+}
+
 /// Errors of a store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -213,6 +224,13 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_leftovers(&self, min_age: Duration) -> Result<usize, StoreError> {
         let _ = min_age;
         Ok(0)
+    }
+
+    /// Where the upload's bytes are kept, for hook payloads; `None` (the default) for a store
+    /// with nothing useful to name.
+    fn location(&self, id: &UploadId) -> Option<StorageLocation> {
+        let _ = id;
+        None
     }
 }
 

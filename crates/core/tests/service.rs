@@ -31,6 +31,7 @@ fn new_upload(owner: &str, length: Length) -> NewUpload {
         metadata: Metadata::default(),
         concat: None,
         limits: Limits::default(),
+        protocol: resumable_core::Protocol::Tus,
     }
 }
 

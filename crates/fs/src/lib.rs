@@ -8,6 +8,7 @@
 //! ROOT/uploads/ID.info    the upload's info as JSON, replaced atomically (temp, fsync, rename)
 //! ROOT/uploads/ID.staged  a checksummed chunk set aside until verified (`Store::stage`)
 //! ROOT/keys/DIGEST        the id of a simple-protocol upload, DIGEST = sha256(owner, X-File-Id)
+//! ROOT/outbox/SEQ.json    a hook event awaiting delivery ([`FileOutbox`])
 //! ```
 //!
 //! A missing file is [`StoreError::NotFound`] only when it is an upload's own file and the
@@ -31,14 +32,17 @@
 
 mod committed;
 mod direct;
+mod outbox;
 mod write;
+
+pub use outbox::FileOutbox;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use resumable_core::store::client_key_digest;
 use resumable_core::{
-    Appended, BodyStream, ByteStream, Capabilities, Clock, Offset, Owner, Staged, Store,
-    StoreError, UploadId, UploadInfo, UploadStatus,
+    Appended, BodyStream, ByteStream, Capabilities, Clock, Offset, Owner, Staged, StorageLocation,
+    Store, StoreError, UploadId, UploadInfo, UploadStatus,
 };
 use std::fs::{File, OpenOptions};
 use std::io::{self, SeekFrom};
@@ -549,6 +553,16 @@ impl Store for FileStore {
             .checked_sub(min_age)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         blocking(move || remove_leftovers_in(&uploads, &keys, cutoff)).await
+    }
+
+    fn location(&self, id: &UploadId) -> Option<StorageLocation> {
+        // Absolute: a hook receiver does not share our working directory.
+        let path = self.data_path(id);
+        let path = std::path::absolute(&path).unwrap_or(path);
+        Some(StorageLocation {
+            kind: "file".into(),
+            path: path.display().to_string(),
+        })
     }
 
     async fn list(&self) -> Result<Vec<UploadId>, StoreError> {

@@ -56,6 +56,8 @@ fn info(length: Length) -> UploadInfo {
         client_key: Some("фото.jpg-5-1".into()),
         created_at: 1,
         concat: None,
+        protocol: None,
+        completion: None,
     }
 }
 
@@ -365,6 +367,7 @@ async fn one_unreadable_info_does_not_stop_the_expiry_sweep() {
             metadata: Default::default(),
             concat: None,
             limits: Default::default(),
+            protocol: resumable_core::Protocol::Tus,
         };
         service.create(new).await.unwrap();
     }

@@ -120,6 +120,23 @@ impl Metadata {
         Ok(())
     }
 
+    /// Sets `key` to `value`, in place when the key is present (its position kept), else at
+    /// the end; rejects an invalid key.
+    pub fn set(&mut self, key: &str, value: Option<Vec<u8>>) -> Result<(), MetadataError> {
+        match self.0.iter_mut().find(|entry| entry.key == key) {
+            Some(entry) => {
+                entry.value = value;
+                Ok(())
+            }
+            None => self.insert(key, value),
+        }
+    }
+
+    /// Removes `key`, if present.
+    pub fn remove(&mut self, key: &str) {
+        self.0.retain(|entry| entry.key != key);
+    }
+
     /// The value of `key`, if the key is present with a value.
     pub fn get(&self, key: &str) -> Option<&[u8]> {
         self.0
@@ -176,6 +193,16 @@ mod tests {
             metadata.encode_tus(),
             "filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential"
         );
+    }
+
+    #[test]
+    fn set_replaces_in_place_and_remove_drops() {
+        let mut metadata = Metadata::parse_tus(b"a YQ==,b Yg==").unwrap();
+        metadata.set("a", Some(b"z".to_vec())).unwrap();
+        metadata.set("c", None).unwrap();
+        metadata.remove("b");
+        assert_eq!(metadata.encode_tus(), "a eg==,c");
+        assert!(metadata.set("bad key", None).is_err());
     }
 
     #[test]

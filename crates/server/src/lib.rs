@@ -11,6 +11,7 @@
 //! - `download`: `GET /files/{id}` of completed uploads, with `Range`.
 //! - [`auth`]: the `--auth` modes, which name the principal (owner) of each request.
 //! - `cors`: cross-origin access for pages on other origins.
+//! - `hook_errors`: the answers to a hook's refusal or silence, shared by the front-ends.
 //! - `web`: the upload page and the browser client, embedded in the binary.
 //! - `wire`: what every front-end shares: request bodies as upload streams, the principal of a
 //!   request, plain-text rejections.
@@ -22,6 +23,7 @@ pub mod auth;
 mod connections;
 mod cors;
 mod download;
+mod hook_errors;
 mod simple;
 mod tus;
 mod web;

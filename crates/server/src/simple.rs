@@ -6,6 +6,7 @@
 //! with `Location: /files/{id}` so it can be downloaded, and tus can continue it.
 
 use crate::AppState;
+use crate::hook_errors::hook_rejection;
 use crate::wire::{
     Principal, Rejection, body_stream, content_length, header_bytes, internal, interrupted, reject,
     storage_unavailable,
@@ -201,5 +202,6 @@ fn upload_error(error: UploadError) -> Rejection {
         UploadError::StorageUnavailable(cause) => storage_unavailable(cause),
         UploadError::Unsupported => reject(StatusCode::NOT_IMPLEMENTED, error.to_string()),
         UploadError::Internal(message) => internal(message),
+        UploadError::HookRefused { .. } | UploadError::HookUnavailable(_) => hook_rejection(error),
     }
 }

@@ -4,6 +4,7 @@
 //! store's capabilities and the service's settings, never from a fixed list.
 
 use crate::AppState;
+use crate::hook_errors::hook_rejection;
 use crate::wire::{
     Principal, Rejection, Trailers, body_stream, body_stream_with_trailers, content_length,
     header_bytes, internal, interrupted, reject, single_header, storage_unavailable,
@@ -13,7 +14,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, head, options};
 use resumable_core::{
-    Append, Concat, ConcatPart, ExpectedChecksum, Length, NewConcat, NewUpload, Offset,
+    Append, Concat, ConcatPart, ExpectedChecksum, Length, NewConcat, NewUpload, Offset, Protocol,
     UnannouncedTrailer, UploadError, UploadId, UploadService, UploadStatus,
 };
 use resumable_proto::Metadata;
@@ -311,6 +312,7 @@ async fn create(
         metadata: create.metadata,
         concat: create.concat,
         limits,
+        protocol: Protocol::Tus,
     };
     let service = &state.service;
     let mut status = service.create(new).await.map_err(upload_error)?;
@@ -581,5 +583,6 @@ pub(crate) fn upload_error(error: UploadError) -> Rejection {
         UploadError::StorageUnavailable(cause) => storage_unavailable(cause),
         UploadError::Unsupported => reject(StatusCode::NOT_IMPLEMENTED, error.to_string()),
         UploadError::Internal(message) => internal(message),
+        UploadError::HookRefused { .. } | UploadError::HookUnavailable(_) => hook_rejection(error),
     }
 }
