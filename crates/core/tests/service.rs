@@ -357,3 +357,160 @@ async fn unfinished_uploads_expire_on_the_service_clock_and_are_swept() {
         Offset(3)
     );
 }
+
+fn quota_service(quota_bytes: Option<u64>, quota_uploads: Option<u64>) -> Arc<UploadService> {
+    Arc::new(UploadService::new(
+        Arc::new(MemoryStore::default()),
+        Arc::new(MemoryLocker::new(Duration::from_secs(5))),
+        Arc::new(SystemClock),
+        ServiceConfig {
+            expire_after: None,
+            quota_bytes,
+            quota_uploads,
+            ..ServiceConfig::default()
+        },
+    ))
+}
+
+async fn create(service: &UploadService, owner: &str, length: Length) -> resumable_core::UploadId {
+    service
+        .create(new_upload(owner, length))
+        .await
+        .unwrap()
+        .info
+        .id
+}
+
+#[tokio::test]
+async fn the_byte_quota_counts_known_lengths_from_creation_per_owner() {
+    let service = quota_service(Some(10), None);
+    create(&service, "alice", Length::Known(6)).await;
+    // Alice has 4 bytes of room left; bob has his own 10.
+    let refused = service.create(new_upload("alice", Length::Known(5))).await;
+    assert!(
+        matches!(
+            refused,
+            Err(UploadError::QuotaBytes {
+                limit: 10,
+                stored: None
+            })
+        ),
+        "{refused:?}"
+    );
+    create(&service, "alice", Length::Known(4)).await;
+    create(&service, "bob", Length::Known(10)).await;
+    // Full now: even one byte more is refused.
+    let refused = service.create(new_upload("alice", Length::Known(1))).await;
+    assert!(matches!(refused, Err(UploadError::QuotaBytes { .. })));
+}
+
+#[tokio::test]
+async fn an_append_past_the_byte_quota_stores_what_fits_and_stops_with_the_true_offset() {
+    let service = quota_service(Some(10), None);
+    let owner = Owner::new("alice");
+    create(&service, "alice", Length::Known(4)).await;
+    let deferred = create(&service, "alice", Length::Deferred).await;
+    let cut = service
+        .append(
+            &owner,
+            &deferred,
+            Append {
+                content_length: None,
+                ..append(0, b"0123456789")
+            },
+        )
+        .await;
+    assert!(
+        matches!(
+            cut,
+            Err(UploadError::QuotaBytes {
+                limit: 10,
+                stored: Some(Offset(6))
+            })
+        ),
+        "{cut:?}"
+    );
+    assert_eq!(
+        service.status(&owner, &deferred).await.unwrap().offset,
+        Offset(6)
+    );
+    // Full: the next byte is refused, the offset stays.
+    let again = service.append(&owner, &deferred, append(6, b"x")).await;
+    assert!(matches!(
+        again,
+        Err(UploadError::QuotaBytes {
+            stored: Some(Offset(6)),
+            ..
+        })
+    ));
+    // Declaring a length that would not fit is refused before a byte is written.
+    let declared = service
+        .append(
+            &owner,
+            &deferred,
+            Append {
+                declared_length: Some(7),
+                ..append(6, b"")
+            },
+        )
+        .await;
+    assert!(
+        matches!(declared, Err(UploadError::QuotaBytes { .. })),
+        "{declared:?}"
+    );
+    // Bob is not affected by alice's usage.
+    let bob = create(&service, "bob", Length::Deferred).await;
+    let status = service
+        .append(&Owner::new("bob"), &bob, append(0, b"0123456789"))
+        .await
+        .unwrap();
+    assert_eq!(status.offset, Offset(10));
+}
+
+#[tokio::test]
+async fn the_upload_quota_counts_unfinished_uploads_only() {
+    let service = quota_service(None, Some(2));
+    let owner = Owner::new("alice");
+    let first = create(&service, "alice", Length::Known(1)).await;
+    create(&service, "alice", Length::Known(1)).await;
+    let refused = service.create(new_upload("alice", Length::Known(1))).await;
+    assert!(
+        matches!(refused, Err(UploadError::QuotaUploads { limit: 2 })),
+        "{refused:?}"
+    );
+    create(&service, "bob", Length::Known(1)).await;
+    // Finishing one makes room.
+    service
+        .append(&owner, &first, append(0, b"x"))
+        .await
+        .unwrap();
+    create(&service, "alice", Length::Known(1)).await;
+}
+
+#[tokio::test]
+async fn a_principals_limits_narrow_the_servers() {
+    let service = quota_service(Some(100), None);
+    let narrow = Limits {
+        max_size: Some(5),
+        quota_bytes: Some(8),
+        quota_uploads: Some(1),
+    };
+    let with = |length: u64| NewUpload {
+        limits: narrow,
+        ..new_upload("alice", Length::Known(length))
+    };
+    assert!(matches!(
+        service.create(with(6)).await,
+        Err(UploadError::TooLarge { length: 6, max: 5 })
+    ));
+    service.create(with(5)).await.unwrap();
+    assert!(matches!(
+        service.create(with(1)).await,
+        Err(UploadError::QuotaUploads { limit: 1 })
+    ));
+    // Without the narrow limits, the server's own apply.
+    service
+        .create(new_upload("alice", Length::Known(50)))
+        .await
+        .unwrap();
+}

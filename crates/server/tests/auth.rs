@@ -723,3 +723,153 @@ async fn forward_asks_the_application_and_caches_its_answers() {
     let no_credentials = tus(&server, Method::HEAD, &path).send().await.unwrap();
     assert_eq!(no_credentials.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn quotas_answer_413_with_the_offset_kept_and_429_and_hold_under_concurrency() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "t-alice alice\nt-bob bob\n").unwrap();
+    let service = ServiceConfig {
+        quota_bytes: Some(10),
+        quota_uploads: Some(3),
+        ..config()
+    };
+    let server = server_with(Auth::Tokens(TokensAuth::new(tokens).unwrap()), service).await;
+    let create = |token: &'static str, length: Option<u64>| {
+        let request = tus(&server, Method::POST, "/files/")
+            .header("authorization", format!("Bearer {token}"));
+        match length {
+            Some(length) => request.header("upload-length", length.to_string()),
+            None => request.header("upload-defer-length", "1"),
+        }
+        .send()
+    };
+    // Many creations at once: only what fits in 10 bytes is created.
+    let attempts = (0..16).map(|_| create("t-alice", Some(4)));
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(|response| response.unwrap().status())
+        .collect();
+    let created = statuses
+        .iter()
+        .filter(|status| **status == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 2, "{statuses:?}");
+    assert!(
+        statuses.iter().all(
+            |status| *status == StatusCode::CREATED || *status == StatusCode::PAYLOAD_TOO_LARGE
+        ),
+        "{statuses:?}"
+    );
+    // 2 bytes of room: a deferred upload takes them and is cut there, offset said.
+    let deferred = create("t-alice", None).await.unwrap();
+    assert_eq!(deferred.status(), StatusCode::CREATED);
+    let path = path_of(&deferred);
+    let patch = tus(&server, Method::PATCH, &path)
+        .header("authorization", "Bearer t-alice")
+        .header("content-type", OCTETS)
+        .header("upload-offset", "0")
+        .body(common::chunked(&[b"abc", b"def"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(patch.headers()["upload-offset"], "2");
+    assert!(patch.text().await.unwrap().contains("quota"));
+    let head = tus(&server, Method::HEAD, &path)
+        .header("authorization", "Bearer t-alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.headers()["upload-offset"], "2");
+    // Three unfinished uploads: a fourth (even empty-sized) is one too many.
+    let fourth = create("t-alice", Some(0)).await.unwrap();
+    assert_eq!(fourth.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(fourth.text().await.unwrap().contains("unfinished uploads"));
+    // Bob's quota is his own.
+    assert_eq!(
+        create("t-bob", Some(10)).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn a_final_upload_takes_only_this_servers_urls_of_the_callers_parts_each_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "t-alice alice\nt-bob bob\n").unwrap();
+    let service = ServiceConfig {
+        quota_bytes: Some(64),
+        ..config()
+    };
+    let server = server_with(Auth::Tokens(TokensAuth::new(tokens).unwrap()), service).await;
+    let partial = |token: &'static str| {
+        tus(&server, Method::POST, "/files/")
+            .header("authorization", format!("Bearer {token}"))
+            .header("upload-length", "16")
+            .header("upload-concat", "partial")
+            .send()
+    };
+    let part = path_of(&partial("t-alice").await.unwrap());
+    let bobs = path_of(&partial("t-bob").await.unwrap());
+    for (token, path) in [("t-alice", &part), ("t-bob", &bobs)] {
+        let response = tus(&server, Method::PATCH, path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", OCTETS)
+            .header("upload-offset", "0")
+            .body(vec![7u8; 16])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+    let id = &part["/files/".len()..];
+    let host = server.address.to_string();
+    let final_of = |urls: String| {
+        tus(&server, Method::POST, "/files/")
+            .header("authorization", "Bearer t-alice")
+            .header("upload-concat", format!("final;{urls}"))
+            .send()
+    };
+    for (urls, why) in [
+        (format!("http://evil.example/files/{id}"), "another host"),
+        (format!("file:///x/{id}"), "another scheme"),
+        (
+            format!("https://{host}/files/{id}"),
+            "https, where this server speaks http",
+        ),
+        (format!("/elsewhere/{id}"), "another path"),
+        (id.to_owned(), "a bare id"),
+        (format!("{part} {part}"), "a part named twice"),
+        (bobs.clone(), "another owner's part"),
+    ] {
+        let before = snapshot(&server.data_dir);
+        let response = final_of(urls.clone()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{why}: {urls}");
+        assert_eq!(snapshot(&server.data_dir), before, "{why}");
+    }
+    // This server's own URL, absolute or as a path, is a part.
+    let absolute = final_of(format!("http://{host}{part}")).await.unwrap();
+    assert_eq!(absolute.status(), StatusCode::CREATED);
+    let relative = final_of(part.clone()).await.unwrap();
+    assert_eq!(relative.status(), StatusCode::CREATED);
+    // 16 (part) + 16 + 16 (two finals) + 16 more would be 64: a final counts against the
+    // quota before it is assembled, so one of 32 bytes is refused and nothing is written.
+    let before = snapshot(&server.data_dir);
+    let second = partial("t-alice").await.unwrap();
+    assert_eq!(second.status(), StatusCode::CREATED);
+    let over = final_of(format!("{part} {}", path_of(&second)))
+        .await
+        .unwrap();
+    assert_eq!(over.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(over.text().await.unwrap().contains("quota"));
+    assert_eq!(
+        server.upload_count(),
+        before
+            .keys()
+            .filter(|path| path.extension().is_some_and(|ext| ext == "info"))
+            .count()
+            + 1
+    );
+}
