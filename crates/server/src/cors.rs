@@ -3,8 +3,10 @@
 //! Hand-written rather than tower-http's `CorsLayer` because that layer answers every `OPTIONS`
 //! request itself, which would hide tus's `OPTIONS` (capability discovery). Here only a real
 //! preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) is answered directly.
-//! Credentials (cookies) are never allowed: uploads authenticate with headers, so reflecting the
-//! requested headers is safe.
+//! Credentials (cookies) are allowed only where they are how uploads authenticate (`--auth
+//! forward`) and only for origins listed by name, never with `*`: then a listed page's
+//! `fetch(..., {credentials: 'include'})` carries its session cookie. Elsewhere uploads
+//! authenticate with headers, so reflecting the requested headers is safe.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -53,12 +55,21 @@ impl CorsOrigins {
     }
 }
 
+/// What the middleware allows.
+#[derive(Debug)]
+pub(crate) struct Policy {
+    pub(crate) origins: CorsOrigins,
+    /// Send `Access-Control-Allow-Credentials: true` (cookies authenticate, origins are named).
+    pub(crate) credentials: bool,
+}
+
 /// The middleware: answers preflights, and marks other responses readable by allowed origins.
 pub(crate) async fn cors(
-    State(origins): State<Arc<CorsOrigins>>,
+    State(policy): State<Arc<Policy>>,
     request: Request,
     next: Next,
 ) -> Response {
+    let origins = &policy.origins;
     let allowed = request
         .headers()
         .get(header::ORIGIN)
@@ -71,9 +82,12 @@ pub(crate) async fn cors(
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     if preflight {
-        return preflight_response(allowed, request.headers());
+        let mut response = preflight_response(allowed, request.headers());
+        allow_credentials(&mut response, policy.credentials);
+        return response;
     }
     let mut response = next.run(request).await;
+    allow_credentials(&mut response, policy.credentials);
     let headers = response.headers_mut();
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
     headers.insert(
@@ -82,6 +96,15 @@ pub(crate) async fn cors(
     );
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
     response
+}
+
+fn allow_credentials(response: &mut Response, credentials: bool) {
+    if credentials {
+        response.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
 }
 
 fn preflight_response(allowed: HeaderValue, request: &HeaderMap) -> Response {

@@ -81,7 +81,11 @@ pub struct AppState {
 
 /// The whole HTTP application.
 pub fn app(service: Arc<UploadService>, config: ServerConfig) -> Router {
-    let cors_origins = Arc::new(config.cors_origins.clone());
+    let cors_policy = Arc::new(cors::Policy {
+        origins: config.cors_origins.clone(),
+        credentials: matches!(*config.auth, auth::Auth::Forward(_))
+            && matches!(config.cors_origins, CorsOrigins::List(_)),
+    });
     let state = AppState {
         service,
         config: Arc::new(config),
@@ -96,7 +100,7 @@ pub fn app(service: Arc<UploadService>, config: ServerConfig) -> Router {
         .merge(web::routes())
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
-            cors_origins,
+            cors_policy,
             cors::cors,
         ))
         // A plain function through tower's MapResponse: unlike axum's `map_response` it boxes

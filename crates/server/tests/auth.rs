@@ -368,6 +368,12 @@ async fn cors_preflights_and_health_need_no_credentials() {
         .await
         .unwrap();
     assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+    // Tokens travel in headers: cookies are not invited.
+    assert!(
+        !preflight
+            .headers()
+            .contains_key("access-control-allow-credentials")
+    );
     let health = server
         .client
         .get(server.url("/healthz"))
@@ -677,7 +683,25 @@ async fn forward_asks_the_application_and_caches_its_answers() {
         timeout: Duration::from_secs(5),
     })
     .unwrap();
-    let server = server_with(Auth::Forward(auth), config()).await;
+    let server_config = ServerConfig {
+        auth: Arc::new(Auth::Forward(auth)),
+        cors_origins: resumable_server::CorsOrigins::List(vec!["https://app.example".into()]),
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start_full(config(), server_config).await;
+    // A page of a listed origin may send its session cookie.
+    let preflight = server
+        .client
+        .request(Method::OPTIONS, server.url("/files/"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        preflight.headers()["access-control-allow-credentials"],
+        "true"
+    );
     let create = |cookie: &'static str| {
         tus(&server, Method::POST, "/files/")
             .header("cookie", cookie)
