@@ -237,9 +237,11 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// The headers read through [`header_bytes`] whose grammar has commas of its own; in any other,
 /// a comma means two values folded into one line (`Upload-Length: 3, 9`).
-const COMMAS_ALLOWED: [&str; 2] = [
+const COMMAS_ALLOWED: [&str; 3] = [
     resumable_proto::tus::UPLOAD_METADATA,
     resumable_proto::simple::FILE_ID,
+    // Credentials with auth-params (`Digest a="1", b="2"`), passed on to a forward endpoint.
+    "authorization",
 ];
 
 /// The raw bytes of a header that carries one value, if present; an error naming it when it is

@@ -746,6 +746,22 @@ async fn forward_asks_the_application_and_caches_its_answers() {
     assert_eq!(server.upload_count(), before);
     let no_credentials = tus(&server, Method::HEAD, &path).send().await.unwrap();
     assert_eq!(no_credentials.status(), StatusCode::UNAUTHORIZED);
+    // Credentials whose grammar has commas are passed on whole; two of them are refused.
+    let with_params = tus(&server, Method::HEAD, &path)
+        .header("cookie", "session=alice")
+        .header("authorization", r#"Digest realm="x", nonce="y""#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_params.status(), StatusCode::OK);
+    let twice = tus(&server, Method::HEAD, &path)
+        .header("cookie", "session=alice")
+        .header("authorization", "Bearer a")
+        .header("authorization", "Bearer b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
