@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Browser tests of the upload page and resumable.js in a real (Debian) Chromium.
-#   RESUMABLE_BIN=/path/to/resumable tests/browser/run.sh
+#   RESUMABLE_BIN=/path/to/resumable tests/browser/run.sh [FILE.test.mjs...]
+# (default: every *.test.mjs here; FILEs are relative to tests/browser)
 # Installs what is missing: Debian's chromium (apt-get, as root), then playwright-core and uppy
 # (npm ci). Playwright's own browser downloads are never used: only /usr/bin/chromium
 # (or CHROMIUM_BIN).
@@ -44,6 +45,7 @@ fi
 echo "run.sh: browser tests ($("$chromium_bin" --version 2>/dev/null | head -1))"
 start=$SECONDS
 status=0
-node --test --test-concurrency=1 --test-reporter=spec ./*.test.mjs || status=$?
+if [[ $# -gt 0 ]]; then tests=("$@"); else tests=(./*.test.mjs); fi
+node --test --test-concurrency=1 --test-reporter=spec "${tests[@]}" || status=$?
 echo "run.sh: browser tests took $((SECONDS - start)) s"
 exit $status

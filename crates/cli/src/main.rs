@@ -127,8 +127,15 @@ pub(crate) async fn interrupt() -> Signal {
     interrupt.await
 }
 
-/// This process's command line, quoted for a POSIX shell, to tell how to run it again.
+/// This process's command line, quoted for a POSIX shell, to tell how to run it again; a
+/// `--token` and credential `--header` values are replaced by placeholders (the line is printed).
 pub(crate) fn command_line() -> String {
+    let arguments = std::env::args_os().map(|argument| argument.to_string_lossy().into_owned());
+    redact(arguments).join(" ")
+}
+
+/// Quotes each argument for a POSIX shell, hiding credentials.
+fn redact(arguments: impl IntoIterator<Item = String>) -> Vec<String> {
     let quote = |argument: String| {
         let plain = !argument.is_empty()
             && argument
@@ -140,8 +147,88 @@ pub(crate) fn command_line() -> String {
             format!("'{}'", argument.replace('\'', r"'\''"))
         }
     };
-    std::env::args_os()
-        .map(|argument| quote(argument.to_string_lossy().into_owned()))
-        .collect::<Vec<_>>()
-        .join(" ")
+    // A header is hidden from its colon on when its name is a credential's.
+    let header = |value: &str| match value.split_once(':') {
+        Some((name, _)) if !options::is_credential(name) => quote(value.to_owned()),
+        Some((name, _)) => quote(format!("{name}: ...")),
+        None => "'...'".to_owned(),
+    };
+    let mut shown = Vec::new();
+    let mut arguments = arguments.into_iter();
+    let mut options_ended = false;
+    while let Some(argument) = arguments.next() {
+        if options_ended {
+            shown.push(quote(argument));
+            continue;
+        }
+        if argument == "--" {
+            options_ended = true;
+            shown.push(argument);
+        } else if argument == "--token" {
+            shown.push(argument);
+            if arguments.next().is_some() {
+                shown.push("\"$RESUMABLE_TOKEN\"".to_owned());
+            }
+        } else if argument.starts_with("--token=") {
+            shown.push("--token=\"$RESUMABLE_TOKEN\"".to_owned());
+        } else if argument == "--header" || argument == "-H" {
+            shown.push(argument);
+            if let Some(value) = arguments.next() {
+                shown.push(header(&value));
+            }
+        } else if let Some(value) = argument.strip_prefix("--header=") {
+            shown.push(format!("--header={}", header(value)));
+        } else if let Some(value) = argument.strip_prefix("-H") {
+            shown.push(format!("-H{}", header(value)));
+        } else {
+            shown.push(quote(argument));
+        }
+    }
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    fn shown(arguments: &[&str]) -> String {
+        redact(arguments.iter().map(|argument| (*argument).to_owned())).join(" ")
+    }
+
+    #[test]
+    fn credentials_are_left_out_of_the_command_to_rerun() {
+        assert_eq!(
+            shown(&[
+                "resumable",
+                "upload",
+                "a b.bin",
+                "--token",
+                "s3cret",
+                "--to",
+                "http://x/"
+            ]),
+            r#"resumable upload 'a b.bin' --token "$RESUMABLE_TOKEN" --to http://x/"#
+        );
+        assert_eq!(
+            shown(&[
+                "resumable",
+                "--token=s3cret",
+                "-H",
+                "Authorization: Bearer s3cret"
+            ]),
+            r#"resumable --token="$RESUMABLE_TOKEN" -H 'Authorization: ...'"#
+        );
+        assert_eq!(
+            shown(&[
+                "resumable",
+                "-HX-Api-Key: s3cret",
+                "--header=Cookie: s=s3cret"
+            ]),
+            "resumable -H'X-Api-Key: ...' --header='Cookie: ...'"
+        );
+        assert_eq!(
+            shown(&["resumable", "--header", "X-Tenant: blue", "-H", "s3cret"]),
+            "resumable --header 'X-Tenant: blue' -H '...'"
+        );
+    }
 }

@@ -1,15 +1,30 @@
 //! Flags shared by the client subcommands, and their parsers.
 
+use crate::Usage;
 use clap::Args;
 use resumable_client::{ClientConfig, HeaderMap, HeaderName, HeaderValue, RetryPolicy};
+
+/// `Authorization`, which `--token` sets.
+const AUTHORIZATION: HeaderName = HeaderName::from_static("authorization");
 use std::time::Duration;
 
 /// How the client subcommands talk to the server.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct HttpArgs {
-    /// Extra header sent with every request, e.g. 'Authorization: Bearer TOKEN' (repeatable).
-    #[arg(long = "header", short = 'H', value_name = "'NAME: VALUE'", value_parser = parse_header)]
-    headers: Vec<(HeaderName, HeaderValue)>,
+    /// Extra header sent with every request, e.g. 'X-Tenant: blue' or 'Authorization: Basic ...'
+    /// (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "'NAME: VALUE'")]
+    headers: Vec<Secret>,
+
+    /// Send `Authorization: Bearer TOKEN` with every request. Prefer RESUMABLE_TOKEN: a flag's
+    /// value shows in `ps` and shell history.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "RESUMABLE_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<Secret>,
 
     /// Stop retrying after this long without progress (e.g. 30s, 10m, 2h).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
@@ -21,13 +36,27 @@ pub(crate) struct HttpArgs {
 }
 
 impl HttpArgs {
-    /// The client configuration these flags describe.
-    pub(crate) fn client_config(&self) -> ClientConfig {
+    /// The client configuration these flags describe; a [`Usage`] error for a token a header
+    /// cannot carry, or a token given next to an `Authorization` header.
+    pub(crate) fn client_config(&self) -> Result<ClientConfig, Usage> {
         let mut headers = HeaderMap::new();
-        for (name, value) in &self.headers {
-            headers.append(name.clone(), value.clone());
+        for header in &self.headers {
+            let (name, value) =
+                parse_header(&header.0).map_err(|error| Usage(format!("--header: {error}")))?;
+            headers.append(name, value);
         }
-        ClientConfig {
+        if let Some(token) = &self.token {
+            // Two credentials would make the server pick one: refuse rather than guess which.
+            if headers.contains_key(AUTHORIZATION) {
+                return Err(Usage(
+                    "--token (or RESUMABLE_TOKEN) and --header 'Authorization: ...' both set the \
+                     Authorization header; give one"
+                        .into(),
+                ));
+            }
+            headers.insert(AUTHORIZATION, token.bearer()?);
+        }
+        Ok(ClientConfig {
             headers,
             retry: RetryPolicy {
                 give_up_after: self.give_up_after,
@@ -35,19 +64,66 @@ impl HttpArgs {
             },
             stall_timeout: self.stall_timeout,
             ..ClientConfig::default()
-        }
+        })
     }
 }
 
-/// `Name: value`.
+/// A value that may hold a credential (`--token`, `--header`): its `Debug` never shows it, and
+/// clap takes it as it is, checked later, because clap's own error would quote a rejected value.
+#[derive(Clone)]
+pub(crate) struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Secret(..)")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(text: String) -> Self {
+        Secret(text)
+    }
+}
+
+impl Secret {
+    /// `Bearer TOKEN`, marked sensitive so that debug logs of requests leave it out.
+    fn bearer(&self) -> Result<HeaderValue, Usage> {
+        let token = self.0.trim();
+        if token.is_empty() {
+            return Err(Usage("--token (or RESUMABLE_TOKEN) is empty".into()));
+        }
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            Usage("--token (or RESUMABLE_TOKEN) holds characters a header cannot carry".into())
+        })?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+/// Header names whose values are credentials: never echoed, and marked sensitive.
+pub(crate) fn is_credential(name: &str) -> bool {
+    let name = name.trim().to_ascii_lowercase();
+    ["authorization", "proxy-authorization", "cookie"].contains(&name.as_str())
+        || ["token", "secret", "key", "auth"]
+            .iter()
+            .any(|part| name.contains(part))
+}
+
+/// `Name: value`. Errors never quote the whole argument: it may be a credential.
 fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
-    let (name, value) = text
-        .split_once(':')
-        .ok_or_else(|| format!("{text:?} is not a header like 'Name: value'"))?;
-    let name = HeaderName::from_bytes(name.trim().as_bytes())
-        .map_err(|_| format!("{:?} is not a valid header name", name.trim()))?;
-    let value = HeaderValue::from_str(value.trim())
+    let (name, value) = text.split_once(':').ok_or_else(|| {
+        "a header is 'Name: value', with a colon after the name (e.g. 'X-Tenant: blue')".to_owned()
+    })?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+        if is_credential(name) {
+            "not a valid header name before the colon".to_owned()
+        } else {
+            format!("{:?} is not a valid header name", name.trim())
+        }
+    })?;
+    let mut value = HeaderValue::from_str(value.trim())
         .map_err(|_| format!("the value of {name} holds characters a header cannot carry"))?;
+    value.set_sensitive(is_credential(name.as_str()));
     Ok((name, value))
 }
 
@@ -127,6 +203,39 @@ mod tests {
         assert!(parse_header("no colon").is_err());
         assert!(parse_header("bad name: x").is_err());
         assert!(parse_header("X-Ok: line\nbreak").is_err());
+    }
+
+    #[test]
+    fn header_errors_do_not_echo_credentials() {
+        let error = parse_header("Authorization Bearer s3cret").unwrap_err();
+        assert!(!error.contains("s3cret"), "{error}");
+        let error = parse_header("Authorization Bearer s3cret: x").unwrap_err();
+        assert!(!error.contains("s3cret"), "{error}");
+        let error = parse_header("Authorization: Bearer s3\ncret").unwrap_err();
+        assert!(!error.contains("s3"), "{error}");
+        assert!(
+            parse_header("Authorization: Bearer x")
+                .unwrap()
+                .1
+                .is_sensitive()
+        );
+        assert!(!parse_header("X-Tenant: blue").unwrap().1.is_sensitive());
+    }
+
+    #[test]
+    fn tokens_become_bearer_credentials() {
+        let value = Secret("abc.def".into()).bearer().unwrap();
+        assert_eq!(value, "Bearer abc.def");
+        assert!(value.is_sensitive());
+        assert!(Secret("  ".into()).bearer().is_err());
+        let trimmed = Secret("s3cret\r\n".into()).bearer().unwrap();
+        assert_eq!(
+            trimmed, "Bearer s3cret",
+            "surrounding whitespace is trimmed"
+        );
+        let error = Secret("s3\ncret".into()).bearer().unwrap_err();
+        assert!(!error.0.contains("s3"), "{error}");
+        assert_eq!(format!("{:?}", Secret("s3cret".into())), "Secret(..)");
     }
 
     #[test]

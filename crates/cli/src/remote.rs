@@ -35,7 +35,7 @@ struct StatusReport<'a> {
 }
 
 pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
-    let client = Client::new(args.http.client_config())?;
+    let client = Client::new(args.http.client_config()?)?;
     let status = client.status(&args.url).await?;
     let report = StatusReport {
         url: args.url.as_str(),
@@ -72,7 +72,7 @@ pub(crate) struct DeleteArgs {
 }
 
 pub(crate) async fn delete(args: DeleteArgs) -> anyhow::Result<Outcome> {
-    let client = Client::new(args.http.client_config())?;
+    let client = Client::new(args.http.client_config()?)?;
     client.terminate(&args.url).await?;
     println!("deleted {}", args.url);
     Ok(Outcome::Success)
@@ -98,7 +98,7 @@ pub(crate) struct DownloadArgs {
 }
 
 pub(crate) async fn download(args: DownloadArgs) -> anyhow::Result<Outcome> {
-    let client = Client::new(args.http.client_config())?;
+    let client = Client::new(args.http.client_config()?)?;
     let output = match args.output {
         Some(dir) if dir.is_dir() => dir.join(client.suggested_file_name(&args.url).await?),
         Some(output) => output,

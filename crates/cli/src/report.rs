@@ -469,6 +469,10 @@ fn hint(error: &ClientError) -> &'static str {
             "\n  hint: --to must be where uploads are created: the tus creation URL such as \
              http://HOST:PORT/files/, or the base URL with --protocol simple"
         }
+        ClientError::Refused { .. } => {
+            "\n  hint: pass the server's credentials: --token TOKEN (or RESUMABLE_TOKEN), or \
+             --header 'Authorization: ...'"
+        }
         _ => "",
     }
 }

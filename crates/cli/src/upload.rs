@@ -98,9 +98,10 @@ struct FileToUpload {
 }
 
 pub(crate) async fn upload(args: UploadArgs) -> anyhow::Result<Outcome> {
+    let config = args.http.client_config()?;
     let files = collect_files(&args.files)?;
     let template = request_template(&args)?;
-    let client = Client::new(args.http.client_config())?;
+    let client = Client::new(config)?;
     if let Some(algorithm) = args.checksum {
         check_checksum(&client, &args.to, algorithm).await?;
     }

@@ -31,6 +31,19 @@ pub enum ClientError {
         /// The start of the response body, which servers use for a human-readable reason.
         message: String,
     },
+    /// The server refused the request's credentials (`401`, or `403`): missing, wrong or
+    /// expired, or not allowed to do this. Retrying with the same headers cannot help.
+    #[error("the server refused the credentials: {message} ({method} {url} answered {status})")]
+    Refused {
+        /// The request's method.
+        method: &'static str,
+        /// The request's URL.
+        url: String,
+        /// `401` or `403`.
+        status: StatusCode,
+        /// The server's reason: the start of its body, else its `WWW-Authenticate` challenge.
+        message: String,
+    },
     /// The upload behind a URL no longer exists (`404` or `410`): expired, deleted, or never ours.
     #[error("the upload {url} no longer exists ({status})")]
     Gone {
@@ -137,6 +150,7 @@ impl ClientError {
             ClientError::Status { status, .. } if is_transient(*status) => Recovery::Retry,
             ClientError::Gone { .. } => Recovery::StartOver,
             ClientError::Status { .. }
+            | ClientError::Refused { .. }
             | ClientError::Protocol { .. }
             | ClientError::Unsupported(_)
             | ClientError::Config(_)
@@ -185,6 +199,22 @@ mod tests {
         for code in [400, 401, 403, 412, 413, 415, 501, 505] {
             assert_eq!(status(code).recovery(), Recovery::Fail, "{code}");
         }
+    }
+
+    #[test]
+    fn refused_credentials_are_permanent() {
+        let refused = ClientError::Refused {
+            method: "HEAD",
+            url: "http://x/files/1".into(),
+            status: StatusCode::UNAUTHORIZED,
+            message: "unknown token".into(),
+        };
+        assert_eq!(refused.recovery(), Recovery::Fail);
+        assert_eq!(
+            refused.to_string(),
+            "the server refused the credentials: unknown token \
+             (HEAD http://x/files/1 answered 401 Unauthorized)"
+        );
     }
 
     #[test]

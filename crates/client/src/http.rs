@@ -67,14 +67,35 @@ pub(crate) async fn unexpected_for_upload(
     unexpected(method, url, response).await
 }
 
-/// The error for an unexpected status, with the start of the body as the server's reason.
+/// The error for an unexpected status, with the start of the body as the server's reason;
+/// [`ClientError::Refused`] for `401` and `403`.
+///
+/// `403` counts as refused credentials too: it is what servers answer to credentials that are
+/// valid but not allowed this request. (tus also answers `403` to a `PATCH` of a final upload,
+/// which this client never sends.)
 pub(crate) async fn unexpected(method: &'static str, url: &Url, response: Response) -> ClientError {
     let status = response.status();
+    let challenge = header_text(&response, "www-authenticate").map(str::to_owned);
     let body = response.text().await.unwrap_or_default();
     let message: String = body.trim().chars().take(MESSAGE_LIMIT).collect();
+    let url = url.to_string();
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        // A HEAD answer has no body: the challenge is then the only reason given.
+        let message = match challenge {
+            _ if !message.is_empty() => message,
+            Some(challenge) => challenge.chars().take(MESSAGE_LIMIT).collect(),
+            None => status.to_string(),
+        };
+        return ClientError::Refused {
+            method,
+            url,
+            status,
+            message,
+        };
+    }
     ClientError::Status {
         method,
-        url: url.to_string(),
+        url,
         status,
         message,
     }

@@ -290,7 +290,7 @@ async fn gives_up_after_the_configured_time_without_progress() {
 #[tokio::test]
 async fn client_errors_are_not_retried() {
     let server = TestServer::start(Faults::default()).await;
-    server.fail_appends(&[403]);
+    server.fail_appends(&[400]);
     let scratch = tempfile::tempdir().unwrap();
     let (path, _) = source_file(scratch.path(), "data.bin", 1000);
     let error = client(quick_retries())
@@ -298,9 +298,34 @@ async fn client_errors_are_not_retried() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, ClientError::Status { status, .. } if *status == StatusCode::FORBIDDEN),
+        matches!(&error, ClientError::Status { status, .. } if *status == StatusCode::BAD_REQUEST),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn refused_credentials_are_not_retried() {
+    for code in [401, 403] {
+        let server = TestServer::start(Faults::default()).await;
+        // One refusal, then success: a retry would finish the upload.
+        server.fail_appends(&[code]);
+        let scratch = tempfile::tempdir().unwrap();
+        let (path, _) = source_file(scratch.path(), "data.bin", 1000);
+        let error = client(quick_retries())
+            .upload(&request(&path, server.tus(), 1000), &|_| {})
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, ClientError::Refused { status, .. } if status.as_u16() == code),
+            "{code}: {error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("the server refused the credentials: "),
+            "{error}"
+        );
+    }
 }
 
 #[tokio::test]
