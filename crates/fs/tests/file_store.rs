@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// A store root that is removed when the returned guard drops (hold it for the whole test:
-/// hundreds of runs otherwise pile up under `target/tmp`). Under the target dir, not /tmp: the
-/// direct-I/O path needs a real file system, and /tmp may be tmpfs.
+/// hundreds of runs otherwise pile up under `target/tmp`). Under the target dir, as before,
+/// rather than /tmp (often tmpfs): direct I/O is exercised on the disk the build runs on.
 fn fresh_root() -> (tempfile::TempDir, PathBuf) {
     let directory = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("file-store");
     std::fs::create_dir_all(&directory).expect("file-store dir");

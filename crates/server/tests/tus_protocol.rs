@@ -656,7 +656,7 @@ async fn shutdown_lets_an_upload_in_flight_persist_and_answer() {
         .eventually(|| async { (server.stored_bytes() == 50_000).then_some(()) })
         .await;
     let data_dir = server.data_dir.clone();
-    server.shutdown().await;
+    let _data = server.shutdown().await;
     let mut response = Vec::new();
     tokio::io::AsyncReadExt::read_to_end(&mut open, &mut response)
         .await

@@ -2,7 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use resumable_core::{ManualClock, MemoryLocker, ServiceConfig, UploadId, UploadService};
+use resumable_core::{ManualClock, MemoryLocker, ServiceConfig, UploadService};
 use resumable_fs::{FileStore, FileStoreConfig};
 use resumable_server::ServerConfig;
 use std::net::SocketAddr;
@@ -27,7 +27,10 @@ pub fn config() -> ServiceConfig {
 
 pub struct TestServer {
     pub address: SocketAddr,
+    /// The store's root: a temporary directory, removed when the server is dropped.
     pub data_dir: PathBuf,
+    /// Holds `data_dir`: every test would otherwise leave one behind under `target/tmp`.
+    data: tempfile::TempDir,
     pub client: reqwest::Client,
     /// The server's clock: real time plus whatever a test advances it by.
     pub clock: Arc<ManualClock>,
@@ -47,9 +50,15 @@ impl TestServer {
     }
 
     pub async fn start_full(config: ServiceConfig, server_config: ServerConfig) -> Self {
-        let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join("server")
-            .join(UploadId::random().as_str());
+        // Under the target dir, as before, rather than /tmp (often tmpfs): the store's direct
+        // I/O is exercised on the disk the build runs on.
+        let parent = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("server");
+        std::fs::create_dir_all(&parent).expect("server dir");
+        let data = tempfile::Builder::new()
+            .prefix("data-")
+            .tempdir_in(parent)
+            .expect("data dir");
+        let data_dir = data.path().to_path_buf();
         let clock = Arc::new(ManualClock::default());
         let store = FileStore::open(FileStoreConfig {
             root: data_dir.clone(),
@@ -82,6 +91,7 @@ impl TestServer {
         TestServer {
             address,
             data_dir,
+            data,
             client: reqwest::Client::new(),
             clock,
             service,
@@ -94,14 +104,16 @@ impl TestServer {
         format!("http://{}{}", self.address, path)
     }
 
-    /// Stops the server and waits until it has returned.
-    pub async fn shutdown(mut self) {
+    /// Stops the server and waits until it has returned. The data dir stays until the
+    /// returned guard drops, for a test to inspect what the server left.
+    pub async fn shutdown(mut self) -> tempfile::TempDir {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
             task.await.expect("server task").expect("server result");
         }
+        self.data
     }
 
     /// Sends a request head and the first part of its body, and leaves the connection open.
@@ -121,24 +133,36 @@ impl TestServer {
     }
 
     /// Polls `probe` until it returns `Some`, for at most five seconds.
-    pub async fn eventually<T, F, Fut>(&self, mut probe: F) -> T
+    pub async fn eventually<T, F, Fut>(&self, probe: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(value) = probe().await {
-                return value;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "condition not met in 5 s"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually_within(Duration::from_secs(5), probe).await
     }
+}
 
+/// Polls `probe` until it returns `Some`, failing the test after `limit`: for what waits on a
+/// timer of the server's own (a sweep), which a loaded machine runs late.
+pub async fn eventually_within<T, F, Fut>(limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+impl TestServer {
     /// Bytes in the data dir's upload files, to prove rejections wrote nothing.
     pub fn stored_bytes(&self) -> u64 {
         self.bytes_in("bin")
