@@ -36,6 +36,9 @@ pub struct TestServer {
     pub clock: Arc<ManualClock>,
     /// The server's upload service, for what has no HTTP route (the expiry sweep).
     pub service: Arc<UploadService>,
+    /// The server's upload locks: `try_lock` tells when a request has let go of an upload
+    /// without taking it over, as every request of the server's own would.
+    pub locker: Arc<MemoryLocker>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -68,12 +71,8 @@ impl TestServer {
         })
         .await
         .expect("open store");
-        let service = UploadService::new(
-            Arc::new(store),
-            Arc::new(MemoryLocker::new(Duration::from_secs(5))),
-            clock.clone(),
-            config,
-        );
+        let locker = Arc::new(MemoryLocker::new(Duration::from_secs(5)));
+        let service = UploadService::new(Arc::new(store), locker.clone(), clock.clone(), config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -95,6 +94,7 @@ impl TestServer {
             client: reqwest::Client::new(),
             clock,
             service,
+            locker,
             stop: Some(stop),
             task: Some(task),
         }
@@ -185,6 +185,31 @@ impl TestServer {
 }
 
 impl TestServer {
+    /// Waits until no request holds upload `id`, asking none to stop (a request of the
+    /// server's, even a HEAD, would take the upload over).
+    pub async fn released(&self, id: &str) {
+        use resumable_core::Locker;
+        self.eventually(|| async {
+            let free = self.locker.try_lock(id).await.expect("try_lock");
+            free.map(drop)
+        })
+        .await;
+    }
+
+    /// The ids of the uploads in the data dir (from their info files).
+    pub fn upload_ids(&self) -> Vec<String> {
+        std::fs::read_dir(self.data_dir.join("uploads"))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|entry| entry.path())
+                    .filter(|path| path.extension().is_some_and(|ext| ext == "info"))
+                    .filter_map(|path| Some(path.file_stem()?.to_str()?.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// How many uploads the data dir holds (info files), to prove a rejection created none.
     pub fn upload_count(&self) -> usize {
         std::fs::read_dir(self.data_dir.join("uploads"))
