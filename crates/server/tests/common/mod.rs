@@ -30,7 +30,8 @@ pub struct TestServer {
     /// The store's root: a temporary directory, removed when the server is dropped.
     pub data_dir: PathBuf,
     /// Holds `data_dir`: every test would otherwise leave one behind under `target/tmp`.
-    data: tempfile::TempDir,
+    /// `None` once `shutdown` handed it over.
+    data: Option<tempfile::TempDir>,
     pub client: reqwest::Client,
     /// The server's clock: real time plus whatever a test advances it by.
     pub clock: Arc<ManualClock>,
@@ -90,7 +91,7 @@ impl TestServer {
         TestServer {
             address,
             data_dir,
-            data,
+            data: Some(data),
             client: reqwest::Client::new(),
             clock,
             service,
@@ -113,7 +114,7 @@ impl TestServer {
         if let Some(task) = self.task.take() {
             task.await.expect("server task").expect("server result");
         }
-        self.data
+        self.data.take().expect("the data dir")
     }
 
     /// Sends a request head and the first part of its body, and leaves the connection open.
@@ -220,6 +221,26 @@ impl TestServer {
                     .count()
             })
             .unwrap_or(0)
+    }
+}
+
+impl Drop for TestServer {
+    /// Removes the data dir while the server may still be at work in it (a test ends with
+    /// requests in flight): a file created during one removal makes it fail, so try again;
+    /// once the directory is gone, new files cannot be created in it.
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if self.data.is_none() {
+            return;
+        }
+        for _ in 0..50 {
+            match std::fs::remove_dir_all(&self.data_dir) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => continue,
+                _ => break,
+            }
+        }
     }
 }
 
