@@ -67,6 +67,16 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .expect("bind the receiver");
+        Self::serve(listener, policy)
+    }
+
+    /// On a port held since `reserve_port`: no other process can have taken it meanwhile.
+    fn start_on(reserved: tokio::net::TcpSocket, policy: Policy) -> Receiver {
+        let listener = reserved.listen(128).expect("listen on the reserved port");
+        Self::serve(listener, policy)
+    }
+
+    fn serve(listener: tokio::net::TcpListener, policy: Policy) -> Receiver {
         let address = listener.local_addr().expect("receiver address");
         let received = Arc::new(Mutex::new(Vec::new()));
         let state = ReceiverState {
@@ -141,10 +151,17 @@ async fn receive(
     (StatusCode::from_u16(status).expect("status"), answer)
 }
 
-/// A port nobody listens on (the receiver is "down"), for a receiver to start on later.
-fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address")
+/// A port nobody listens on (the receiver is "down"), for a receiver to start on later with
+/// `Receiver::start_on`. Bound but not listening: connections are refused, as by a receiver
+/// that is down, and the port stays ours (a port freed and bound again later can be taken by
+/// another process in between).
+fn reserve_port() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind");
+    let address = socket.local_addr().expect("address");
+    (socket, address)
 }
 
 fn expected_signature(body: &[u8]) -> String {
@@ -330,7 +347,7 @@ async fn hook_events_narrows_what_is_sent() {
 async fn post_finish_survives_sigkill_while_the_receiver_is_down() {
     let scratch = scratch();
     let data_dir = scratch.path().join("data");
-    let address = free_port();
+    let (reserved, address) = reserve_port();
     let url = format!("http://{address}/hook");
     let flags = [
         "--hook-url",
@@ -355,7 +372,7 @@ async fn post_finish_survives_sigkill_while_the_receiver_is_down() {
     drop(server);
 
     let server = Server::serve(&data_dir, &flags);
-    let receiver = Receiver::start(address, accept_all()).await;
+    let receiver = Receiver::start_on(reserved, accept_all());
     receiver.wait_for("post-finish", &id).await;
     assert_eq!(
         receiver.kinds_of(&id),

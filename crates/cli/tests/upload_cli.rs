@@ -561,7 +561,14 @@ fn memory_stays_flat_for_a_large_single_request_upload() {
         ],
     );
     let mut peak_kib = 0;
+    // Sampling, not waiting for a condition: the 10 ms only spaces the samples. Bounded, so a
+    // client that hangs fails the test (and is killed by `Running`'s drop) instead of the run.
+    let started = std::time::Instant::now();
     while !client.has_exited() {
+        assert!(
+            started.elapsed() < RUN_DEADLINE,
+            "the client did not finish in {RUN_DEADLINE:?}"
+        );
         peak_kib = peak_kib.max(client.peak_resident_kib().unwrap_or(0));
         std::thread::sleep(Duration::from_millis(10));
     }

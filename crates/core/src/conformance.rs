@@ -8,7 +8,10 @@ use futures_util::StreamExt;
 use resumable_proto::Metadata;
 
 /// Expands to one `#[tokio::test]` per conformance check, each on a fresh store made by
-/// `$make` (an async expression evaluating to a `Store`).
+/// `$make`: a function of the store's clock (an `Arc<dyn Clock>`) returning a future of the
+/// `Store` and a guard dropped after the check (a temporary directory to remove, or `()`).
+/// The store must take its write times from that clock, as the service's expiry does:
+/// the time checks stop the clock and require exactly its time.
 #[macro_export]
 macro_rules! store_conformance_tests {
     ($make:expr) => {
@@ -31,6 +34,8 @@ macro_rules! store_conformance_tests {
             staging_and_committing_check_the_offset,
             concatenate_joins_parts_in_order,
             list_returns_every_upload,
+        );
+        $crate::store_conformance_tests!(@clocked $make;
             writes_move_modified_at,
         );
     };
@@ -38,11 +43,54 @@ macro_rules! store_conformance_tests {
         $(
             #[tokio::test]
             async fn $name() {
-                let store = $make.await;
+                let clock = ::std::sync::Arc::new($crate::conformance::StoppedClock::default());
+                let (store, _guard) = ($make)(clock as ::std::sync::Arc<dyn $crate::Clock>).await;
                 $crate::conformance::$name(&store).await;
             }
         )*
     };
+    (@clocked $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let clock = ::std::sync::Arc::new($crate::conformance::StoppedClock::default());
+                let (store, _guard) =
+                    ($make)(clock.clone() as ::std::sync::Arc<dyn $crate::Clock>).await;
+                $crate::conformance::$name(&store, &clock).await;
+            }
+        )*
+    };
+}
+
+/// A clock that stands still until a check sets it: a store's write times can then be
+/// required exactly, not merely "recent", which any store passes without reading its clock.
+pub struct StoppedClock {
+    /// A std mutex: held for a copy, never across an await.
+    now: std::sync::Mutex<std::time::SystemTime>,
+}
+
+impl Default for StoppedClock {
+    /// Far from the real time (2040-01-01), so a store stamping real time cannot pass.
+    fn default() -> Self {
+        StoppedClock {
+            now: std::sync::Mutex::new(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(2_208_988_800),
+            ),
+        }
+    }
+}
+
+impl StoppedClock {
+    /// Moves the clock `by` forward; it stays there.
+    pub fn advance(&self, by: std::time::Duration) {
+        *self.now.lock().unwrap_or_else(|poison| poison.into_inner()) += by;
+    }
+}
+
+impl crate::Clock for StoppedClock {
+    fn now(&self) -> std::time::SystemTime {
+        *self.now.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
 }
 
 fn info(owner: &str, length: Length) -> UploadInfo {
@@ -445,21 +493,45 @@ pub async fn list_returns_every_upload(store: &dyn Store) {
     assert!(!ids.contains(&removed.id));
 }
 
-/// `status` reports a write time that does not go backwards when bytes arrive.
-pub async fn writes_move_modified_at(store: &dyn Store) {
-    let info = created(store, Length::Known(3)).await;
-    let before = store.status(&info.id).await.expect("status").modified_at;
+/// `status` reports when bytes were last written, on the store's clock: the creation's time,
+/// then each append's and commit's; a refused append moves nothing. Expiry
+/// counts from this time, so "a period after the last write" rests on it.
+pub async fn writes_move_modified_at(store: &dyn Store, clock: &StoppedClock) {
+    use crate::Clock;
+    let modified_at = async |id: &UploadId| store.status(id).await.expect("status").modified_at;
+    // Whole seconds: every file system keeps them (some keep no finer times).
+    let created_at = clock.now();
+    let info = created(store, Length::Known(6)).await;
+    assert_eq!(modified_at(&info.id).await, created_at, "creation's time");
+
+    clock.advance(std::time::Duration::from_secs(3600));
+    let appended_at = clock.now();
     store
         .append(&info.id, Offset(0), body(vec![b"abc".to_vec()]))
         .await
         .expect("append");
-    let after = store.status(&info.id).await.expect("status").modified_at;
-    assert!(after >= before);
-    let age = std::time::SystemTime::now()
-        .duration_since(after)
-        .unwrap_or_default();
-    assert!(
-        age < std::time::Duration::from_secs(60),
-        "modified_at is not recent: {age:?}"
+    assert_eq!(modified_at(&info.id).await, appended_at, "append's time");
+
+    clock.advance(std::time::Duration::from_secs(60));
+    let refused = store
+        .append(&info.id, Offset(1), body(vec![b"zz".to_vec()]))
+        .await;
+    assert!(matches!(refused, Err(StoreError::OffsetMismatch { .. })));
+    assert_eq!(
+        modified_at(&info.id).await,
+        appended_at,
+        "a refused append wrote nothing"
     );
+
+    clock.advance(std::time::Duration::from_secs(60));
+    let committed_at = clock.now();
+    store
+        .stage(&info.id, Offset(3), body(vec![b"def".to_vec()]))
+        .await
+        .expect("stage");
+    store
+        .commit_staged(&info.id, Offset(3))
+        .await
+        .expect("commit");
+    assert_eq!(modified_at(&info.id).await, committed_at, "commit's time");
 }

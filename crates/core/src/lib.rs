@@ -54,5 +54,7 @@ pub use store::{
 
 #[cfg(test)]
 mod memory_store_conformance {
-    crate::store_conformance_tests!(async { crate::MemoryStore::default() });
+    crate::store_conformance_tests!(
+        |clock| async move { (crate::MemoryStore::with_clock(clock), ()) }
+    );
 }

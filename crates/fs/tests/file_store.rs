@@ -9,10 +9,18 @@ use resumable_fs::{FileStore, FileStoreConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
-fn fresh_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("file-store")
-        .join(UploadId::random().as_str())
+/// A store root that is removed when the returned guard drops (hold it for the whole test:
+/// hundreds of runs otherwise pile up under `target/tmp`). Under the target dir, as before,
+/// rather than /tmp (often tmpfs): direct I/O is exercised on the disk the build runs on.
+fn fresh_root() -> (tempfile::TempDir, PathBuf) {
+    let directory = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("file-store");
+    std::fs::create_dir_all(&directory).expect("file-store dir");
+    let dir = tempfile::Builder::new()
+        .prefix("store-")
+        .tempdir_in(directory)
+        .expect("temporary store root");
+    let root = dir.path().to_path_buf();
+    (dir, root)
 }
 
 async fn open(root: PathBuf, lock_timeout: Duration) -> FileStore {
@@ -20,31 +28,47 @@ async fn open(root: PathBuf, lock_timeout: Duration) -> FileStore {
 }
 
 async fn open_with(root: PathBuf, lock_timeout: Duration, direct_io: bool) -> FileStore {
+    open_clocked(
+        root,
+        lock_timeout,
+        direct_io,
+        std::sync::Arc::new(resumable_core::SystemClock),
+    )
+    .await
+}
+
+async fn open_clocked(
+    root: PathBuf,
+    lock_timeout: Duration,
+    direct_io: bool,
+    clock: std::sync::Arc<dyn resumable_core::Clock>,
+) -> FileStore {
     FileStore::open(FileStoreConfig {
         root,
         lock_timeout,
-        clock: std::sync::Arc::new(resumable_core::SystemClock),
+        clock,
         direct_io,
     })
     .await
     .expect("open store")
 }
 
-async fn fresh() -> FileStore {
-    open(fresh_root(), Duration::from_secs(5)).await
-}
-
-async fn fresh_buffered() -> FileStore {
-    open_with(fresh_root(), Duration::from_secs(5), false).await
+async fn fresh(
+    clock: std::sync::Arc<dyn resumable_core::Clock>,
+    direct_io: bool,
+) -> (FileStore, tempfile::TempDir) {
+    let (dir, root) = fresh_root();
+    let store = open_clocked(root, Duration::from_secs(5), direct_io, clock).await;
+    (store, dir)
 }
 
 mod conformance {
-    resumable_core::store_conformance_tests!(super::fresh());
+    resumable_core::store_conformance_tests!(|clock| super::fresh(clock, true));
 }
 
 /// The same contract with every byte written through the page cache (`--no-direct-io`).
 mod conformance_buffered {
-    resumable_core::store_conformance_tests!(super::fresh_buffered());
+    resumable_core::store_conformance_tests!(|clock| super::fresh(clock, false));
 }
 
 fn info(length: Length) -> UploadInfo {
@@ -71,7 +95,7 @@ fn body(chunks: &[&'static [u8]]) -> BodyStream {
 
 #[tokio::test]
 async fn uploads_survive_reopening_the_store() {
-    let root = fresh_root();
+    let (_dir, root) = fresh_root();
     let info = info(Length::Known(10));
     {
         let store = open(root.clone(), Duration::from_secs(5)).await;
@@ -94,7 +118,7 @@ async fn uploads_survive_reopening_the_store() {
 
 #[tokio::test]
 async fn no_temporary_files_are_left_behind() {
-    let root = fresh_root();
+    let (_dir, root) = fresh_root();
     let store = open(root.clone(), Duration::from_secs(5)).await;
     let mut info = info(Length::Deferred);
     store.create(&info).await.unwrap();
@@ -110,7 +134,7 @@ async fn no_temporary_files_are_left_behind() {
 
 #[tokio::test]
 async fn two_processes_never_interleave_their_appends() {
-    let root = fresh_root();
+    let (_dir, root) = fresh_root();
     let data_path = {
         let root = root.clone();
         move |id: &UploadId| root.join("uploads").join(format!("{id}.bin"))
@@ -150,7 +174,7 @@ async fn two_processes_never_interleave_their_appends() {
 
 #[tokio::test]
 async fn an_append_overtaken_before_its_first_write_reports_the_new_offset() {
-    let root = fresh_root();
+    let (_dir, root) = fresh_root();
     let first = open(root.clone(), Duration::from_secs(5)).await;
     let second = open(root, Duration::from_secs(5)).await;
     let info = info(Length::Known(100));
@@ -186,7 +210,7 @@ async fn an_append_overtaken_before_its_first_write_reports_the_new_offset() {
 /// clients would hold ten thousand batches, and a crash would lose what they sent.
 #[tokio::test]
 async fn a_slow_body_reaches_the_file_before_a_batch_fills() {
-    let root = fresh_root();
+    let (_dir, root) = fresh_root();
     let store = open(root.clone(), Duration::from_secs(5)).await;
     let info = info(Length::Known(100));
     store.create(&info).await.unwrap();
@@ -257,7 +281,7 @@ fn plant_leftovers(root: &std::path::Path) -> Vec<PathBuf> {
 
 #[tokio::test]
 async fn leftovers_of_a_crash_are_removed_and_uploads_kept() {
-    let root = fresh_root();
+    let (_dir, root) = fresh_root();
     let store = open(root.clone(), Duration::from_secs(5)).await;
     let kept = info(Length::Known(5));
     store.create(&kept).await.unwrap();
@@ -283,7 +307,7 @@ async fn leftovers_of_a_crash_are_removed_and_uploads_kept() {
 
 #[tokio::test]
 async fn leftovers_younger_than_the_minimum_age_are_kept() {
-    let root = fresh_root();
+    let (_dir, root) = fresh_root();
     let store = open(root.clone(), Duration::from_secs(5)).await;
     let leftovers = plant_leftovers(&root);
     let removed = store
@@ -296,7 +320,7 @@ async fn leftovers_younger_than_the_minimum_age_are_kept() {
 
 #[tokio::test]
 async fn a_data_file_whose_info_cannot_be_looked_at_is_kept() {
-    let root = fresh_root();
+    let (_dir, root) = fresh_root();
     let store = open(root.clone(), Duration::from_secs(5)).await;
     // Its info's name is one byte over the file system's limit: looking it up fails with an
     // error that is not "not found", which must not count as "no info".
@@ -310,7 +334,7 @@ async fn a_data_file_whose_info_cannot_be_looked_at_is_kept() {
 
 #[tokio::test]
 async fn a_second_assembly_that_fails_leaves_the_final_upload_whole() {
-    let root = fresh_root();
+    let (_dir, root) = fresh_root();
     let store = open(root.clone(), Duration::from_secs(5)).await;
     let (first, second, last) = (
         info(Length::Known(3)),
@@ -338,7 +362,7 @@ async fn a_second_assembly_that_fails_leaves_the_final_upload_whole() {
 #[tokio::test]
 async fn one_unreadable_info_does_not_stop_the_expiry_sweep() {
     use resumable_core::{ManualClock, MemoryLocker, NewUpload, ServiceConfig, UploadService};
-    let root = fresh_root();
+    let (_dir, root) = fresh_root();
     let clock = std::sync::Arc::new(ManualClock::default());
     let store = std::sync::Arc::new(
         FileStore::open(FileStoreConfig {
@@ -391,7 +415,7 @@ async fn one_unreadable_info_does_not_stop_the_expiry_sweep() {
 
 #[tokio::test]
 async fn a_missing_directory_is_unavailable_storage_not_a_missing_upload() {
-    let root = fresh_root();
+    let (_dir, root) = fresh_root();
     let store = open(root.clone(), Duration::from_secs(5)).await;
     let existing = info(Length::Known(5));
     store.create(&existing).await.unwrap();
@@ -428,7 +452,7 @@ async fn a_missing_directory_is_unavailable_storage_not_a_missing_upload() {
 /// cuts them off before it writes.
 #[tokio::test]
 async fn bytes_past_the_committed_length_never_count() {
-    let root = fresh_root();
+    let (_dir, root) = fresh_root();
     let store = open(root.clone(), Duration::from_secs(5)).await;
     let info = info(Length::Known(100));
     store.create(&info).await.unwrap();

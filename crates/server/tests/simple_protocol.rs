@@ -283,14 +283,19 @@ async fn an_interrupted_post_keeps_every_byte_that_arrived() {
     let head = "POST /upload HTTP/1.1\r\nHost: x\r\nX-File-Id: cut-200000-1\r\n\
                 X-Start-Byte: 0\r\nX-File-Size: 200000\r\nContent-Length: 200000\r\n\r\n";
     let connection = server.send_partial(head, &data[..75_000]).await;
-    // Wait until the bytes reached the server, then drop the connection mid-body.
+    // Watch the bytes reach the disk without a request: a `/status` would take the upload
+    // over, and then the drop below would end nothing.
     server
-        .eventually(|| async {
-            let (_, body) = status(&server, "cut-200000-1").await;
-            (body == "75000").then_some(())
-        })
+        .eventually(|| async { (server.stored_bytes() == 75_000).then_some(()) })
         .await;
+    let [id] = server.upload_ids().try_into().expect("one upload");
     drop(connection);
+    // The drop alone ends the request: it lets go of the upload, nobody having asked.
+    server.released(&id).await;
+    assert_eq!(
+        status(&server, "cut-200000-1").await,
+        (StatusCode::OK, "75000".into())
+    );
     let resumed = post(
         &server,
         "cut-200000-1",
@@ -403,14 +408,12 @@ async fn an_interrupted_post_without_a_size_leaves_the_upload_open() {
         .await;
     drop(connection);
     let path = only_upload(&server);
-    // Once the server has seen the connection go, the upload is open at what arrived.
-    server
-        .eventually(|| async {
-            let head = common::head(&server, &path).await;
-            let open = head.headers().contains_key("upload-defer-length");
-            (open && head.headers()["upload-offset"] == "75000").then_some(())
-        })
-        .await;
+    // The drop alone ends the request (a HEAD first would take the upload over instead);
+    // then the upload is open at what arrived.
+    server.released(path.trim_start_matches("/files/")).await;
+    let head = common::head(&server, &path).await;
+    assert!(head.headers().contains_key("upload-defer-length"));
+    assert_eq!(head.headers()["upload-offset"], "75000");
     assert_eq!(get(&server, &path).await.status(), StatusCode::CONFLICT);
     // The seed's client resumes with the rest of the file, again without a size.
     let resumed = post(
@@ -462,10 +465,15 @@ async fn a_completed_seed_upload_survives_the_expiry_sweep_and_an_interrupted_on
     server
         .eventually(|| async { (server.stored_bytes() == 140).then_some(()) })
         .await;
+    let cut = server
+        .upload_ids()
+        .into_iter()
+        .find(|id| !kept.contains(id.as_str()))
+        .expect("the cut upload");
     drop(connection);
-    server
-        .eventually(|| async { (status(&server, "cut-100-1").await.1 == "40").then_some(()) })
-        .await;
+    // The drop alone ends the request, which a `/status` would otherwise take over.
+    server.released(&cut).await;
+    assert_eq!(status(&server, "cut-100-1").await.1, "40");
     server
         .clock
         .advance(std::time::Duration::from_secs(25 * 60 * 60));

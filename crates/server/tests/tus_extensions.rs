@@ -122,15 +122,72 @@ async fn expiration_expired_uploads_answer_410_until_swept_then_404() {
     assert_eq!(server.stored_bytes(), 0);
 }
 
+/// When `response`'s `Upload-Expires` falls, seen from the server's clock.
+fn expires_after(server: &TestServer, response: &reqwest::Response) -> Duration {
+    use resumable_core::Clock;
+    let value = response.headers()["upload-expires"].to_str().unwrap();
+    let expires = resumable_proto::expires::parse(value).expect("an HTTP date");
+    expires
+        .duration_since(server.clock.now())
+        .expect("in the future")
+}
+
 #[tokio::test]
 async fn expiration_counts_from_the_last_write() {
+    // Far more than the test takes in real time, which the server's clock also counts.
+    const MARGIN: Duration = Duration::from_secs(600);
     let server = TestServer::start().await;
     let path = create_path(&server, &[("Upload-Length", "10")]).await;
-    server.clock.advance(DAY - Duration::from_secs(120));
-    // A write resets the clock: the data file's time is the real now.
-    patch(&server, &path, 0, b"abc", None).await;
+    server.clock.advance(DAY - MARGIN);
+    let written = patch(&server, &path, 0, b"abc", None).await;
+    assert_eq!(written.status(), StatusCode::NO_CONTENT);
+
+    // A day after the creation but not after the write: the upload lives, and says until when.
+    server.clock.advance(2 * MARGIN);
+    let alive = head(&server, &path).await;
+    assert_eq!(alive.status(), StatusCode::OK);
+    let left = expires_after(&server, &alive);
+    assert!(
+        left <= DAY - 2 * MARGIN && left > DAY - 3 * MARGIN,
+        "expires in {left:?}, not a day after the write"
+    );
     assert_eq!(server.service.remove_expired().await.unwrap().removed, 0);
     assert_eq!(offset(&server, &path).await, 3);
+
+    // A day after the write: expired, then swept.
+    server.clock.advance(DAY - MARGIN);
+    assert_eq!(head(&server, &path).await.status(), StatusCode::GONE);
+    assert_eq!(server.service.remove_expired().await.unwrap().removed, 1);
+    assert_eq!(head(&server, &path).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(server.stored_bytes(), 0);
+}
+
+#[tokio::test]
+async fn expiration_the_server_sweeps_expired_uploads_by_itself() {
+    // Ten seconds, so the server sweeps every second (a tenth of the period, at least 1 s).
+    let server = TestServer::start_with(resumable_core::ServiceConfig {
+        expire_after: Some(Duration::from_secs(10)),
+        ..common::config()
+    })
+    .await;
+    let unfinished = create_path(&server, &[("Upload-Length", "10")]).await;
+    patch(&server, &unfinished, 0, b"abc", None).await;
+    let finished = create_path(&server, &[("Upload-Length", "3")]).await;
+    patch(&server, &finished, 0, b"xyz", None).await;
+    server.clock.advance(Duration::from_secs(11));
+    // Nothing here calls remove_expired, and watching the data dir takes nothing over: only
+    // the server's own sweep can remove the upload. Thirty seconds for a one-second timer on
+    // a loaded machine.
+    common::eventually_within(Duration::from_secs(30), || async {
+        (server.upload_count() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        head(&server, &unfinished).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(server.stored_bytes(), 3);
+    assert_eq!(download(&server, &finished).await, b"xyz");
 }
 
 // ---- checksum ----

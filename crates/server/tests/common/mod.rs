@@ -2,7 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use resumable_core::{ManualClock, MemoryLocker, ServiceConfig, UploadId, UploadService};
+use resumable_core::{ManualClock, MemoryLocker, ServiceConfig, UploadService};
 use resumable_fs::{FileStore, FileStoreConfig};
 use resumable_server::ServerConfig;
 use std::net::SocketAddr;
@@ -27,12 +27,19 @@ pub fn config() -> ServiceConfig {
 
 pub struct TestServer {
     pub address: SocketAddr,
+    /// The store's root: a temporary directory, removed when the server is dropped.
     pub data_dir: PathBuf,
+    /// Holds `data_dir`: every test would otherwise leave one behind under `target/tmp`.
+    /// `None` once `shutdown` handed it over.
+    data: Option<tempfile::TempDir>,
     pub client: reqwest::Client,
     /// The server's clock: real time plus whatever a test advances it by.
     pub clock: Arc<ManualClock>,
     /// The server's upload service, for what has no HTTP route (the expiry sweep).
     pub service: Arc<UploadService>,
+    /// The server's upload locks: `try_lock` tells when a request has let go of an upload
+    /// without taking it over, as every request of the server's own would.
+    pub locker: Arc<MemoryLocker>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -47,9 +54,15 @@ impl TestServer {
     }
 
     pub async fn start_full(config: ServiceConfig, server_config: ServerConfig) -> Self {
-        let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join("server")
-            .join(UploadId::random().as_str());
+        // Under the target dir, as before, rather than /tmp (often tmpfs): the store's direct
+        // I/O is exercised on the disk the build runs on.
+        let parent = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("server");
+        std::fs::create_dir_all(&parent).expect("server dir");
+        let data = tempfile::Builder::new()
+            .prefix("data-")
+            .tempdir_in(parent)
+            .expect("data dir");
+        let data_dir = data.path().to_path_buf();
         let clock = Arc::new(ManualClock::default());
         let store = FileStore::open(FileStoreConfig {
             root: data_dir.clone(),
@@ -59,12 +72,8 @@ impl TestServer {
         })
         .await
         .expect("open store");
-        let service = UploadService::new(
-            Arc::new(store),
-            Arc::new(MemoryLocker::new(Duration::from_secs(5))),
-            clock.clone(),
-            config,
-        );
+        let locker = Arc::new(MemoryLocker::new(Duration::from_secs(5)));
+        let service = UploadService::new(Arc::new(store), locker.clone(), clock.clone(), config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -82,9 +91,11 @@ impl TestServer {
         TestServer {
             address,
             data_dir,
+            data: Some(data),
             client: reqwest::Client::new(),
             clock,
             service,
+            locker,
             stop: Some(stop),
             task: Some(task),
         }
@@ -94,14 +105,16 @@ impl TestServer {
         format!("http://{}{}", self.address, path)
     }
 
-    /// Stops the server and waits until it has returned.
-    pub async fn shutdown(mut self) {
+    /// Stops the server and waits until it has returned. The data dir stays until the
+    /// returned guard drops, for a test to inspect what the server left.
+    pub async fn shutdown(mut self) -> tempfile::TempDir {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
             task.await.expect("server task").expect("server result");
         }
+        self.data.take().expect("the data dir")
     }
 
     /// Sends a request head and the first part of its body, and leaves the connection open.
@@ -121,24 +134,36 @@ impl TestServer {
     }
 
     /// Polls `probe` until it returns `Some`, for at most five seconds.
-    pub async fn eventually<T, F, Fut>(&self, mut probe: F) -> T
+    pub async fn eventually<T, F, Fut>(&self, probe: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(value) = probe().await {
-                return value;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "condition not met in 5 s"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually_within(Duration::from_secs(5), probe).await
     }
+}
 
+/// Polls `probe` until it returns `Some`, failing the test after `limit`: for what waits on a
+/// timer of the server's own (a sweep), which a loaded machine runs late.
+pub async fn eventually_within<T, F, Fut>(limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+impl TestServer {
     /// Bytes in the data dir's upload files, to prove rejections wrote nothing.
     pub fn stored_bytes(&self) -> u64 {
         self.bytes_in("bin")
@@ -161,6 +186,31 @@ impl TestServer {
 }
 
 impl TestServer {
+    /// Waits until no request holds upload `id`, asking none to stop (a request of the
+    /// server's, even a HEAD, would take the upload over).
+    pub async fn released(&self, id: &str) {
+        use resumable_core::Locker;
+        self.eventually(|| async {
+            let free = self.locker.try_lock(id).await.expect("try_lock");
+            free.map(drop)
+        })
+        .await;
+    }
+
+    /// The ids of the uploads in the data dir (from their info files).
+    pub fn upload_ids(&self) -> Vec<String> {
+        std::fs::read_dir(self.data_dir.join("uploads"))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|entry| entry.path())
+                    .filter(|path| path.extension().is_some_and(|ext| ext == "info"))
+                    .filter_map(|path| Some(path.file_stem()?.to_str()?.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// How many uploads the data dir holds (info files), to prove a rejection created none.
     pub fn upload_count(&self) -> usize {
         std::fs::read_dir(self.data_dir.join("uploads"))
@@ -171,6 +221,26 @@ impl TestServer {
                     .count()
             })
             .unwrap_or(0)
+    }
+}
+
+impl Drop for TestServer {
+    /// Removes the data dir while the server may still be at work in it (a test ends with
+    /// requests in flight): a file created during one removal makes it fail, so try again;
+    /// once the directory is gone, new files cannot be created in it.
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if self.data.is_none() {
+            return;
+        }
+        for _ in 0..50 {
+            match std::fs::remove_dir_all(&self.data_dir) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => continue,
+                _ => break,
+            }
+        }
     }
 }
 
