@@ -209,6 +209,14 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn algorithms_display_as_their_wire_names() {
+        for algorithm in ALGORITHMS {
+            assert_eq!(algorithm.to_string(), algorithm.name());
+        }
+        assert_eq!(ChecksumAlgorithm::Sha1.to_string(), "sha1");
+    }
+
+    #[test]
     fn parses_the_spec_example() {
         let checksum = Checksum::parse(b"sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=").unwrap();
         assert_eq!(checksum.algorithm, ChecksumAlgorithm::Sha1);

@@ -97,6 +97,22 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn a_final_upload_names_at_most_max_parts() {
+        let urls = |count: usize| {
+            let list: Vec<String> = (0..count).map(|index| format!("/files/{index}")).collect();
+            format!("final;{}", list.join(" "))
+        };
+        assert!(matches!(
+            UploadConcat::parse(urls(MAX_PARTS).as_bytes()),
+            Ok(UploadConcat::Final(parts)) if parts.len() == MAX_PARTS
+        ));
+        assert_eq!(
+            UploadConcat::parse(urls(MAX_PARTS + 1).as_bytes()),
+            Err(ConcatError::Malformed)
+        );
+    }
+
+    #[test]
     fn parses_both_forms() {
         assert_eq!(UploadConcat::parse(b"partial"), Ok(UploadConcat::Partial));
         assert_eq!(

@@ -182,6 +182,32 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn values_up_to_the_limit_parse_and_one_byte_more_is_too_long() {
+        // "kkk " and 16,380 base64 characters (4,095 whole groups): exactly the limit.
+        let value = "A".repeat(MAX_ENCODED_LEN - 4);
+        let header = format!("kkk {value}");
+        assert_eq!(header.len(), MAX_ENCODED_LEN);
+        assert!(Metadata::parse_tus(header.as_bytes()).is_ok());
+        let header = format!("kkkk {value}");
+        assert_eq!(
+            Metadata::parse_tus(header.as_bytes()),
+            Err(MetadataError::TooLong)
+        );
+    }
+
+    #[test]
+    fn emptiness_and_the_serde_form_follow_the_pairs() {
+        assert!(Metadata::default().is_empty());
+        let metadata = Metadata::parse_tus(b"filename YS50eHQ=,flag").unwrap();
+        assert!(!metadata.is_empty());
+        // Stored as its tus encoding, and read back through the parser.
+        let stored = String::from(metadata.clone());
+        assert_eq!(stored, metadata.encode_tus());
+        assert_eq!(Metadata::try_from(stored).unwrap(), metadata);
+        assert!(Metadata::try_from("bad,,key".to_owned()).is_err());
+    }
+
+    #[test]
     fn parses_keys_with_and_without_values() {
         let metadata =
             Metadata::parse_tus(b"filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential")

@@ -93,6 +93,12 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn a_suffix_of_an_empty_upload_is_unsatisfiable() {
+        assert_eq!(parse(b"bytes=-5", 0), RangeRequest::Unsatisfiable);
+        assert_eq!(parse(b"bytes=-5", 1), RangeRequest::Partial(0..1));
+    }
+
+    #[test]
     fn reads_the_three_forms() {
         assert_eq!(parse(b"bytes=0-99", 1000), RangeRequest::Partial(0..100));
         assert_eq!(parse(b"bytes=900-", 1000), RangeRequest::Partial(900..1000));

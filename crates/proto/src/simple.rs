@@ -63,6 +63,22 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn file_ids_up_to_the_limit_are_kept_and_longer_ones_refused() {
+        let longest = "a".repeat(MAX_FILE_ID_LEN);
+        assert_eq!(parse_file_id(longest.as_bytes()), Ok(longest.clone()));
+        let longer = format!("{longest}a");
+        assert_eq!(parse_file_id(longer.as_bytes()), Err(FileIdError::TooLong));
+    }
+
+    #[test]
+    fn byte_counts_are_the_decimal_number() {
+        assert_eq!(parse_byte_count(b"0"), Ok(0));
+        assert_eq!(parse_byte_count(b"1048576"), Ok(1_048_576));
+        assert!(parse_byte_count(b"12a").is_err());
+        assert!(parse_byte_count(b"").is_err());
+    }
+
+    #[test]
     fn file_ids_are_opaque_text() {
         assert_eq!(
             parse_file_id(b"my file.txt-12-1700000000").unwrap(),
