@@ -99,6 +99,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn extensions_are_comma_separated() {
+        assert_eq!(
+            encode_extensions(&["creation", "termination"]),
+            "creation,termination"
+        );
+        assert_eq!(encode_extensions(&["creation"]), "creation");
+    }
+
+    #[test]
+    fn only_offset_octet_stream_bodies_are_chunks() {
+        assert!(is_offset_octet_stream(b"application/offset+octet-stream"));
+        assert!(is_offset_octet_stream(
+            b"Application/Offset+Octet-Stream; x=1"
+        ));
+        assert!(!is_offset_octet_stream(b"application/octet-stream"));
+        assert!(!is_offset_octet_stream(b""));
+    }
+
+    #[test]
     fn only_version_1_0_0_is_accepted() {
         assert!(check_version(b"1.0.0").is_ok());
         assert!(check_version(b"0.2.2").is_err());
