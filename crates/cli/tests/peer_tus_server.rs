@@ -4,18 +4,22 @@
 //!
 //! Without `tests/peer/node_modules` the test is skipped, unless `RESUMABLE_REQUIRE_PEER` is set
 //! (as `./test.sh` does), in which case it fails.
+//!
+//! The interrupted run goes through a [`Gate`] proxy that holds the body past a budget, so the
+//! client is stopped mid-upload by construction and the peer has exactly the allowed bytes.
 
 mod common;
 mod uploader;
 
+use common::gate::Gate;
 use common::{scratch, sha256_hex};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use uploader::{
-    MIB, Running, files_size, number, run, single_report, text, upload_big_args, wait_for,
-    write_source,
+    MIB, Running, files_size, gate_endpoint, number, run, single_report, text, upload_big_args,
+    wait_for, wait_until_held, write_source,
 };
 
 /// A running `node tests/peer/server.mjs DIR`, killed when dropped.
@@ -111,29 +115,43 @@ fn uploads_and_resumes_against_tus_node_server() {
     };
     let size = 32 * MIB;
     let source_sha = write_source(&work.join("big.bin"), size, 0x9EE);
-    let endpoint = format!("{}/files/", peer.base);
-    let args = upload_big_args(
-        &endpoint,
-        &["--chunk-size", "4MiB", "--limit-rate", "32MiB"],
-    );
+    let upstream = peer
+        .base
+        .strip_prefix("http://")
+        .and_then(|address| address.parse().ok())
+        .expect("the peer's address");
+    let gate = Gate::start(upstream);
+    let endpoint = gate_endpoint(&gate);
+    let args = upload_big_args(&endpoint, &["--chunk-size", "4MiB"]);
+    // Two chunks answered, the third cut after 12 345 bytes.
+    let cut = size / 4 + 12_345;
+    gate.allow(cut);
     let first = Running::start(work, "first", &args);
-    wait_for(
-        "a quarter of the file is on the peer's disk",
-        Duration::from_secs(20),
-        || peer.stored_bytes() >= size / 4,
-        || first.stderr(),
-    );
+    wait_until_held(&gate, cut, || peer.stored_bytes(), || first.stderr());
     first.interrupt();
     let first = first.wait(Duration::from_secs(10));
+    gate.sever();
     assert_eq!(first.status.code(), Some(130), "{}", first.stderr);
-    let url = text(&single_report(&first), "url").to_owned();
-    let stored_before = peer.stored_bytes();
+    let report = single_report(&first);
+    assert_eq!(number(&report, "offset"), size / 4, "{report}");
+    let url = text(&report, "url").to_owned();
+    // The peer keeps the cut request's bytes (its offset is its data file's length).
+    wait_for(
+        "the peer settled the cut request",
+        Duration::from_secs(20),
+        || {
+            let finished = run(work, &["status", &url], Duration::from_secs(30));
+            finished.stdout.contains(&format!("offset: {cut}\n"))
+        },
+        || format!("{} bytes on the peer's disk", peer.stored_bytes()),
+    );
 
+    gate.open();
     let second = Running::start(work, "second", &args).wait(Duration::from_secs(60));
     assert!(second.status.success(), "{}", second.stderr);
     let report = single_report(&second);
     assert_eq!(text(&report, "url"), url);
-    assert!(number(&report, "resumed_from") >= stored_before, "{report}");
+    assert_eq!(number(&report, "resumed_from"), cut, "{report}");
 
     let id = url.rsplit('/').next().expect("an id in the URL");
     let stored = std::fs::read(peer.dir.join(id)).expect("the peer's data file");

@@ -2,26 +2,36 @@
 //! mid-upload and rerun, the server restarted under it, output in each mode, exit codes, and
 //! `status` / `download` / `delete`.
 //!
-//! Uploads are paced with `--limit-rate` so "mid-upload" is a state the test can wait for (the
-//! server's data file growing past a mark) rather than a race against loopback speed.
+//! "Mid-upload" is made, not raced for: the client uploads through a [`Gate`] proxy that lets
+//! through only the body bytes the test allows and holds the rest, so when the test acts the
+//! client's request is still in flight and the server has exactly the allowed bytes, however fast
+//! or loaded the machine is.
 
 mod common;
 mod uploader;
 
-use common::{Server, scratch};
+use common::gate::Gate;
+use common::{Server, committed_length, scratch};
 use std::time::Duration;
 use uploader::{
-    MIB, Running, download_sha256, json_lines, mask, number, run, serve_at, single_report,
-    stored_bytes, text, tus_endpoint, upload_big_args, wait_for, write_source,
+    MIB, Running, download_sha256, gate_endpoint, json_lines, mask, number, remembered_uploads,
+    run, serve_at, single_report, stored_bytes, text, tus_endpoint, upload_big_args, wait_for,
+    wait_until_held, write_source,
 };
 
 const SIZE: u64 = 64 * MIB;
-/// Where the first run is cut: a quarter of the file on the server's disk.
-const CUT: u64 = 16 * MIB;
-/// Slow enough to be caught mid-upload, fast enough to keep the suite short (~1.3 s per file).
-const RATE: &str = "48MiB";
+const CHUNK: u64 = 8 * MIB;
+/// Where the first run is cut: a quarter of the file and a bit, so two chunks are confirmed and
+/// the third is cut after 12 345 of its bytes.
+const CUT: u64 = 2 * CHUNK + 12_345;
 const RUN_DEADLINE: Duration = Duration::from_secs(60);
-const CUT_DEADLINE: Duration = Duration::from_secs(20);
+/// For the server to settle a request whose client went away.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(20);
+
+/// The id of an upload: the last segment of its URL.
+fn upload_id(url: &str) -> &str {
+    url.rsplit('/').next().expect("an id in the URL")
+}
 
 /// How the first run is stopped.
 #[derive(Debug, Clone, Copy)]
@@ -30,29 +40,29 @@ enum Stop {
     Kill,
 }
 
-/// Uploads a 64 MiB file, stops the client once a quarter is stored, reruns the same command,
-/// and checks the rerun continued the same upload from the server's offset.
+/// Uploads a 64 MiB file through a gate that lets `CUT` bytes through, stops the client while
+/// it is sending the rest, reruns the same command, and checks the rerun continued the same
+/// upload from exactly the bytes the server had.
 fn stop_and_rerun(stop: Stop) {
     let scratch = scratch();
     let work = scratch.path();
     let data_dir = work.join("data");
     let server = Server::serve(&data_dir, &[]);
+    let gate = Gate::start(server.address);
     let source_sha = write_source(&work.join("big.bin"), SIZE, 0xC11);
-    let endpoint = tus_endpoint(&server);
-    let args = upload_big_args(&endpoint, &["--chunk-size", "8MiB", "--limit-rate", RATE]);
+    let endpoint = gate_endpoint(&gate);
+    let args = upload_big_args(&endpoint, &["--chunk-size", "8MiB"]);
 
+    gate.allow(CUT);
     let mut first = Running::start(work, "first", &args);
-    wait_for(
-        "a quarter of the file is on the server's disk",
-        CUT_DEADLINE,
-        || stored_bytes(&data_dir) >= CUT,
-        || first.stderr(),
-    );
+    wait_until_held(&gate, CUT, || stored_bytes(&data_dir), || first.stderr());
     match stop {
         Stop::Interrupt => first.interrupt(),
         Stop::Kill => first.kill(),
     }
     let first = first.wait(Duration::from_secs(10));
+    // The client is gone: its held request ends, and the server keeps what it brought.
+    gate.sever();
     let url = match stop {
         Stop::Interrupt => {
             assert_eq!(first.status.code(), Some(130), "{}", first.stderr);
@@ -63,6 +73,11 @@ fn stop_and_rerun(stop: Stop) {
             );
             let report = single_report(&first);
             assert_eq!(text(&report, "status"), "interrupted");
+            assert_eq!(
+                number(&report, "offset"),
+                2 * CHUNK,
+                "the two chunks the server answered are confirmed: {report}"
+            );
             text(&report, "url").to_owned()
         }
         Stop::Kill => {
@@ -76,12 +91,24 @@ fn stop_and_rerun(stop: Stop) {
                 .to_owned()
         }
     };
-    let stored_before = stored_bytes(&data_dir);
-    assert!(
-        (CUT..SIZE).contains(&stored_before),
-        "{stored_before} bytes stored after the first run"
+    let remembered = remembered_uploads(&work.join("state"));
+    assert_eq!(remembered.len(), 1, "{remembered:?}");
+    assert_eq!(
+        remembered[0]["url"].as_str(),
+        Some(url.as_str()),
+        "the client remembered the upload: {}",
+        remembered[0]
     );
+    let id = upload_id(&url);
+    wait_for(
+        "the server committed the cut request's bytes",
+        SETTLE_DEADLINE,
+        || committed_length(&data_dir, id) == CUT,
+        || server.log(),
+    );
+    assert_eq!(stored_bytes(&data_dir), CUT, "the server has what passed");
 
+    gate.open();
     let second = Running::start(work, "second", &args).wait(RUN_DEADLINE);
     assert!(second.status.success(), "rerun failed:\n{}", second.stderr);
     let report = single_report(&second);
@@ -91,25 +118,25 @@ fn stop_and_rerun(stop: Stop) {
         url,
         "the rerun continued the same upload"
     );
-    let resumed_from = number(&report, "resumed_from");
-    assert!(
-        resumed_from >= stored_before,
-        "resumed from {resumed_from}, below the {stored_before} bytes the server had: resent"
+    assert_eq!(
+        number(&report, "resumed_from"),
+        CUT,
+        "the rerun resumed from the server's offset, not from its last confirmed chunk"
     );
     assert!(
-        second.stderr.contains(&format!(
-            "big.bin: resuming at {resumed_from} of {SIZE} bytes"
-        )),
+        second
+            .stderr
+            .contains(&format!("big.bin: resuming at {CUT} of {SIZE} bytes")),
         "{}",
         second.stderr
     );
     assert!(!second.stderr.contains("created"), "{}", second.stderr);
     assert_eq!(stored_bytes(&data_dir), SIZE, "nothing stored twice");
     assert_eq!(download_sha256(work, &url, "copy.bin"), source_sha);
-    let remembered = std::fs::read_dir(work.join("state/uploads"))
-        .map(|entries| entries.count())
-        .unwrap_or(0);
-    assert_eq!(remembered, 0, "a finished upload is forgotten");
+    assert!(
+        remembered_uploads(&work.join("state")).is_empty(),
+        "a finished upload is forgotten"
+    );
 }
 
 #[test]
@@ -129,16 +156,14 @@ fn a_server_restart_during_the_upload_is_waited_out() {
     let data_dir = work.join("data");
     let mut server = Server::serve(&data_dir, &[]);
     let address = server.address;
+    let gate = Gate::start(address);
     let source_sha = write_source(&work.join("big.bin"), SIZE, 0xC12);
-    let endpoint = tus_endpoint(&server);
-    let args = upload_big_args(&endpoint, &["--chunk-size", "8MiB", "--limit-rate", RATE]);
+    let endpoint = gate_endpoint(&gate);
+    let args = upload_big_args(&endpoint, &["--chunk-size", "8MiB"]);
+    gate.allow(CUT);
     let client = Running::start(work, "client", &args);
-    wait_for(
-        "a quarter of the file is on the server's disk",
-        CUT_DEADLINE,
-        || stored_bytes(&data_dir) >= CUT,
-        || client.stderr(),
-    );
+    wait_until_held(&gate, CUT, || stored_bytes(&data_dir), || client.stderr());
+    // Killed with the client's request in flight.
     server.kill();
     wait_for(
         "the client retries",
@@ -147,11 +172,17 @@ fn a_server_restart_during_the_upload_is_waited_out() {
         || client.stderr(),
     );
     let _restarted = serve_at(&data_dir, address);
+    gate.open();
     let finished = client.wait(RUN_DEADLINE);
     assert!(finished.status.success(), "{}", finished.stderr);
     let report = single_report(&finished);
     assert_eq!(text(&report, "status"), "done");
     assert!(number(&report, "retries") >= 1, "{report}");
+    assert!(
+        !finished.stderr.contains("starting over"),
+        "{}",
+        finished.stderr
+    );
     assert_eq!(stored_bytes(&data_dir), SIZE);
     let url = text(&report, "url");
     assert_eq!(download_sha256(work, url, "copy.bin"), source_sha);
@@ -417,19 +448,31 @@ fn a_remembered_upload_deleted_on_the_server_starts_over() {
     let work = scratch.path();
     let data_dir = work.join("data");
     let server = Server::serve(&data_dir, &[]);
+    let gate = Gate::start(server.address);
     let source_sha = write_source(&work.join("big.bin"), 8 * MIB, 5);
-    let endpoint = tus_endpoint(&server);
-    let args = upload_big_args(&endpoint, &["--chunk-size", "1MiB", "--limit-rate", "8MiB"]);
+    let endpoint = gate_endpoint(&gate);
+    let args = upload_big_args(&endpoint, &["--chunk-size", "1MiB"]);
+    let cut = MIB + 12_345;
+    gate.allow(cut);
     let first = Running::start(work, "first", &args);
-    wait_for(
-        "bytes are stored",
-        CUT_DEADLINE,
-        || stored_bytes(&data_dir) >= MIB,
-        || first.stderr(),
-    );
+    wait_until_held(&gate, cut, || stored_bytes(&data_dir), || first.stderr());
     first.interrupt();
     let first = first.wait(Duration::from_secs(10));
+    gate.sever();
+    assert_eq!(first.status.code(), Some(130), "{}", first.stderr);
     let old_url = text(&single_report(&first), "url").to_owned();
+    assert_eq!(
+        remembered_uploads(&work.join("state")).len(),
+        1,
+        "the interrupted upload is remembered"
+    );
+    wait_for(
+        "the server committed the cut request's bytes",
+        SETTLE_DEADLINE,
+        || committed_length(&data_dir, upload_id(&old_url)) == cut,
+        || server.log(),
+    );
+    gate.open();
     let deleted = run(work, &["delete", &old_url], Duration::from_secs(30));
     assert!(deleted.status.success(), "{}", deleted.stderr);
 
@@ -489,9 +532,13 @@ fn json_lines_stay_one_per_file_when_interrupted_before_some_start() {
     let work = scratch.path();
     let data_dir = work.join("data");
     let server = Server::serve(&data_dir, &[]);
+    let gate = Gate::start(server.address);
     write_source(&work.join("a.bin"), 8 * MIB, 7);
     write_source(&work.join("b.bin"), 8 * MIB, 8);
-    let endpoint = tus_endpoint(&server);
+    let endpoint = gate_endpoint(&gate);
+    // a.bin's second chunk is held, so b.bin (one upload at a time) cannot have started.
+    let cut = MIB + 12_345;
+    gate.allow(cut);
     let client = Running::start(
         work,
         "client",
@@ -508,30 +555,29 @@ fn json_lines_stay_one_per_file_when_interrupted_before_some_start() {
             "1",
             "--chunk-size",
             "1MiB",
-            "--limit-rate",
-            "8MiB",
         ],
     );
-    wait_for(
-        "bytes are stored",
-        CUT_DEADLINE,
-        || stored_bytes(&data_dir) >= MIB,
-        || client.stderr(),
-    );
+    wait_until_held(&gate, cut, || stored_bytes(&data_dir), || client.stderr());
     client.interrupt();
     let finished = client.wait(Duration::from_secs(10));
     assert_eq!(finished.status.code(), Some(130), "{}", finished.stderr);
-    let reports = json_lines(&finished.stdout);
+    let mut reports = json_lines(&finished.stdout);
+    reports.sort_by_key(|report| text(report, "file").to_owned());
     assert_eq!(reports.len(), 2, "{}", finished.stdout);
     assert!(
         reports
             .iter()
-            .all(|report| text(report, "status") == "interrupted")
+            .all(|report| text(report, "status") == "interrupted"),
+        "{}",
+        finished.stdout
     );
-    assert!(
-        reports.iter().any(|report| report["url"].is_null()),
-        "b.bin never started"
-    );
+    let (a, b) = (&reports[0], &reports[1]);
+    assert_eq!(text(a, "file"), "a.bin");
+    assert!(text(a, "url").starts_with(&endpoint), "{a}");
+    assert_eq!(number(a, "offset"), MIB, "a.bin's first chunk is confirmed");
+    assert_eq!(text(b, "file"), "b.bin");
+    assert!(b["url"].is_null(), "b.bin never started: {b}");
+    assert_eq!(number(b, "offset"), 0, "{b}");
 }
 
 #[test]

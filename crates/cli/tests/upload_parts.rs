@@ -4,17 +4,21 @@
 //!
 //! What the server holds is read from its data dir: each upload's info file says whether it is a
 //! partial, a final or a plain upload, so "no part was created twice" is counted, not guessed.
+//! The interrupted run goes through a [`Gate`] proxy that holds the parts' bodies past a budget,
+//! so it is killed mid-upload by construction, not by winning a race against the machine.
 
 mod common;
 mod uploader;
 
-use common::{Server, scratch};
+use common::gate::Gate;
+use common::{Server, committed_length, scratch};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 use uploader::{
-    MIB, Running, UploadKinds, download_sha256, number, remembered_uploads, run, single_report,
-    stored_bytes, text, tus_endpoint, upload_big_args, upload_kinds, wait_for, write_source,
+    MIB, Running, UploadKinds, download_sha256, gate_endpoint, number, remembered_uploads, run,
+    single_report, stored_bytes, text, tus_endpoint, upload_big_args, upload_kinds, wait_for,
+    wait_until_held, write_source,
 };
 
 const RUN_DEADLINE: Duration = Duration::from_secs(60);
@@ -92,38 +96,22 @@ fn sigkill_mid_upload_then_rerun_resumes_every_part_from_its_offset() {
     let server = Server::serve(&data_dir, &[]);
     let size = 32 * MIB;
     let source_sha = write_source(&work.join("big.bin"), size, 0xA12);
-    let endpoint = tus_endpoint(&server);
-    // 16 MiB/s for the file, 4 MiB/s per part: about 2 s in all, cut after a quarter.
-    let args = upload_big_args(
-        &endpoint,
-        &[
-            "--parts",
-            "4",
-            "--chunk-size",
-            "1MiB",
-            "--limit-rate",
-            "16MiB",
-        ],
-    );
+    let gate = Gate::start(server.address);
+    let endpoint = gate_endpoint(&gate);
+    let args = upload_big_args(&endpoint, &["--parts", "4", "--chunk-size", "1MiB"]);
+    // A quarter of the file and a bit, spread over the parts as their requests take it.
+    let cut = size / 4 + 12_345;
+    gate.allow(cut);
     let mut first = Running::start(work, "first", &args);
-    wait_for(
-        "a quarter of the file is on the server's disk",
-        Duration::from_secs(20),
-        || stored_bytes(&data_dir) >= size / 4,
-        || first.stderr(),
-    );
+    wait_until_held(&gate, cut, || stored_bytes(&data_dir), || first.stderr());
     first.kill();
     let first = first.wait(Duration::from_secs(10));
+    gate.sever();
     assert_eq!(first.status.code(), None, "killed by a signal");
     assert!(
         first.stderr.contains("big.bin: created 4 parts: "),
         "{}",
         first.stderr
-    );
-    let stored_before = stored_bytes(&data_dir);
-    assert!(
-        (size / 4..size).contains(&stored_before),
-        "{stored_before} bytes stored after the first run"
     );
     assert_eq!(
         upload_kinds(&data_dir),
@@ -138,21 +126,42 @@ fn sigkill_mid_upload_then_rerun_resumes_every_part_from_its_offset() {
     let parts = remembered[0]["parts"].as_array().expect("parts remembered");
     assert_eq!(parts.len(), 4, "{}", remembered[0]);
     assert!(remembered[0]["url"].is_null(), "no final upload yet");
+    let part_ids: Vec<String> = parts
+        .iter()
+        .map(|part| {
+            let url = part["url"].as_str().expect("a part's URL");
+            url.rsplit('/').next().expect("an id").to_owned()
+        })
+        .collect();
+    wait_for(
+        "the server committed what each part's cut request brought",
+        Duration::from_secs(20),
+        || {
+            part_ids
+                .iter()
+                .map(|id| committed_length(&data_dir, id))
+                .sum::<u64>()
+                == cut
+        },
+        || server.log(),
+    );
+    assert_eq!(stored_bytes(&data_dir), cut, "the server has what passed");
 
+    gate.open();
     let second = Running::start(work, "second", &args).wait(RUN_DEADLINE);
     assert!(second.status.success(), "rerun failed:\n{}", second.stderr);
     let report = single_report(&second);
     assert_eq!(text(&report, "status"), "done");
     assert_eq!(number(&report, "parts"), 4);
-    let resumed_from = number(&report, "resumed_from");
-    assert!(
-        resumed_from >= stored_before,
-        "resumed from {resumed_from}, below the {stored_before} bytes the server had: resent"
+    assert_eq!(
+        number(&report, "resumed_from"),
+        cut,
+        "every part resumed from the server's offset"
     );
     assert!(
-        second.stderr.contains(&format!(
-            "big.bin: resuming at {resumed_from} of {size} bytes"
-        )),
+        second
+            .stderr
+            .contains(&format!("big.bin: resuming at {cut} of {size} bytes")),
         "{}",
         second.stderr
     );

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use crate::common::gate::Gate;
 use crate::common::{self, Finished, Server, pseudo_random, sha256_hex};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -51,6 +52,39 @@ pub(crate) fn upload_big_args<'a>(endpoint: &'a str, extra: &[&'a str]) -> Vec<&
 /// The tus creation URL of a server.
 pub(crate) fn tus_endpoint(server: &Server) -> String {
     format!("{}/files/", server.base)
+}
+
+/// The tus creation URL through a gate proxy.
+pub(crate) fn gate_endpoint(gate: &Gate) -> String {
+    format!("{}/files/", gate.base)
+}
+
+/// How long a client may take to reach the gate's hold (start, create, send what is allowed).
+const HOLD_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Waits until every body byte `gate` allowed (`allowed` in all) went through, the server shows
+/// them all (`stored()`), and a request is waiting at the gate for more: the client is provably
+/// mid-upload and the server has exactly `allowed` bytes. Shows `context()` on a timeout.
+pub(crate) fn wait_until_held(
+    gate: &Gate,
+    allowed: u64,
+    stored: impl Fn() -> u64,
+    context: impl Fn() -> String,
+) {
+    wait_for(
+        &format!("the server has the {allowed} allowed bytes and the client is sending more"),
+        HOLD_DEADLINE,
+        || gate.passed() == allowed && gate.holding() && stored() == allowed,
+        || {
+            format!(
+                "gate: {} bytes passed, holding: {}; server shows {}\n{}",
+                gate.passed(),
+                gate.holding(),
+                stored(),
+                context()
+            )
+        },
+    );
 }
 
 /// Bytes in the upload data files of a `resumable serve` data dir.
