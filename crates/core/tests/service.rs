@@ -514,3 +514,102 @@ async fn a_principals_limits_narrow_the_servers() {
         .await
         .unwrap();
 }
+
+fn part_of(id: &resumable_core::UploadId) -> resumable_core::ConcatPart {
+    resumable_core::ConcatPart {
+        id: id.clone(),
+        url: format!("/files/{id}"),
+    }
+}
+
+async fn partial(service: &UploadService, owner: &str, length: Length) -> resumable_core::UploadId {
+    let new = NewUpload {
+        concat: Some(resumable_core::NewConcat::Partial),
+        ..new_upload(owner, length)
+    };
+    service.create(new).await.unwrap().info.id
+}
+
+fn final_of(owner: &str, parts: &[&resumable_core::UploadId]) -> NewUpload {
+    NewUpload {
+        concat: Some(resumable_core::NewConcat::Final(
+            parts.iter().map(|id| part_of(id)).collect(),
+        )),
+        ..new_upload(owner, Length::Deferred)
+    }
+}
+
+async fn read_all(
+    service: &UploadService,
+    owner: &Owner,
+    id: &resumable_core::UploadId,
+    length: u64,
+) -> Vec<u8> {
+    let stream = service.read(owner, id, 0..length).await.unwrap();
+    let chunks: Vec<Bytes> = stream.map(|chunk| chunk.unwrap()).collect().await;
+    chunks.concat()
+}
+
+#[tokio::test]
+async fn a_final_upload_is_its_parts_in_order_assembled_once_they_are_complete() {
+    let service = service(None);
+    let owner = Owner::new("alice");
+    let a = partial(&service, "alice", Length::Known(3)).await;
+    let b = partial(&service, "alice", Length::Known(2)).await;
+    service.append(&owner, &b, append(0, b"de")).await.unwrap();
+    // Created while a part is unfinished: it waits, with the parts' whole length.
+    let whole = service.create(final_of("alice", &[&a, &b])).await.unwrap();
+    assert_eq!(whole.info.length, Length::Known(5));
+    assert!(!whole.is_complete());
+    let id = whole.info.id;
+    assert!(matches!(
+        service.read(&owner, &id, 0..5).await,
+        Err(UploadError::Incomplete)
+    ));
+    // A final takes no bytes of its own.
+    assert!(matches!(
+        service.append(&owner, &id, append(0, b"x")).await,
+        Err(UploadError::FinalUpload)
+    ));
+    service.append(&owner, &a, append(0, b"abc")).await.unwrap();
+    let status = service.status(&owner, &id).await.unwrap();
+    assert!(status.is_complete());
+    assert_eq!(status.offset, Offset(5));
+    assert_eq!(read_all(&service, &owner, &id, 5).await, b"abcde");
+    // Parts already complete: assembled at creation.
+    let again = service.create(final_of("alice", &[&b, &a])).await.unwrap();
+    assert!(again.is_complete());
+    assert_eq!(
+        read_all(&service, &owner, &again.info.id, 5).await,
+        b"deabc"
+    );
+}
+
+#[tokio::test]
+async fn a_final_upload_takes_only_the_owners_partial_uploads_of_known_length() {
+    let service = service(None);
+    let whole = create(&service, "alice", Length::Known(1)).await;
+    let deferred = partial(&service, "alice", Length::Deferred).await;
+    let bobs = partial(&service, "bob", Length::Known(1)).await;
+    let fine = partial(&service, "alice", Length::Known(1)).await;
+    for (parts, what) in [
+        (vec![&fine, &whole], "is not a partial upload"),
+        (vec![&deferred], "has no length yet"),
+        (vec![&fine, &bobs], "does not exist"),
+    ] {
+        match service.create(final_of("alice", &parts)).await {
+            Err(UploadError::InvalidConcat(message)) => {
+                assert!(message.contains(what), "{message}")
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    // Its whole size counts against the size limit before anything is written.
+    let limited = self::service(Some(3));
+    let two = partial(&limited, "alice", Length::Known(2)).await;
+    let other = partial(&limited, "alice", Length::Known(2)).await;
+    assert!(matches!(
+        limited.create(final_of("alice", &[&two, &other])).await,
+        Err(UploadError::TooLarge { length: 4, max: 3 })
+    ));
+}
