@@ -10,7 +10,7 @@ import path from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { chromium } from 'playwright-core';
 
-export { MiB, makeRandomFile, sha256File, downloadSha256, tusHead } from '../e2e/node/helpers.mjs';
+export { MiB, makeRandomFile, sha256File, downloadSha256, tusHead, waitUntil } from '../e2e/node/helpers.mjs';
 
 const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
@@ -21,22 +21,63 @@ const LISTENING = /^resumable listening on (http:\/\/127\.0\.0\.1:(\d+))\s*$/m;
 
 export const tempDir = (prefix) => mkdtemp(path.join(tmpdir(), prefix));
 
+/** How long a restart on the same port keeps retrying while another process holds the port. */
+const PORT_RETRY_MS = 10000;
+const ADDRESS_IN_USE = /address already in use|os error 98/i;
+
 /**
  * `resumable serve` on 127.0.0.1 (port 0: a free one) with a fresh data dir.
  * `halt()` stops it (SIGTERM: uploads in flight persist and answer 503) and `start()` starts it
  * again on the same port and data dir; `stop()` ends it and removes the data dir.
+ * While the server is down another process may take its port: `start()` retries while the
+ * bind fails with "address in use" (counted in `bindRetries`), for `portRetryMs` at most, then
+ * fails saying so.
  */
-export async function startServer({ args = [] } = {}) {
+export async function startServer({ args = [], portRetryMs = PORT_RETRY_MS } = {}) {
   const dataDir = await tempDir('resumable-browser-data-');
-  const server = { dataDir, proc: null, url: '', port: 0 };
-  const launch = async (port) => {
+  const server = { dataDir, proc: null, url: '', port: 0, bindRetries: 0 };
+  const spawnOnce = async (port) => {
     const all = ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...args];
-    server.proc = spawn(process.env.RESUMABLE_BIN, all, { stdio: ['ignore', 'pipe', 'pipe'] });
-    server.proc.stderr.resume();
-    const match = await waitForLine(server.proc, LISTENING);
-    server.proc.stdout.resume();
-    server.url = match[1];
-    server.port = Number(match[2]);
+    const proc = spawn(process.env.RESUMABLE_BIN, all, { stdio: ['ignore', 'pipe', 'pipe'] });
+    server.proc = proc;
+    let stderr = '';
+    proc.stderr.setEncoding('utf8').on('data', (data) => {
+      stderr = (stderr + data).slice(-4000);
+    });
+    try {
+      const match = await waitForLine(proc, LISTENING);
+      proc.stdout.resume();
+      return match;
+    } catch (error) {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      // Let the last of stderr arrive: it says why the server exited.
+      if (proc.stderr.readable) await once(proc.stderr, 'close');
+      error.stderr = stderr;
+      error.message += `\nserver stderr: ${stderr}`;
+      throw error;
+    }
+  };
+  const launch = async (port) => {
+    const deadline = Date.now() + portRetryMs;
+    for (;;) {
+      try {
+        const match = await spawnOnce(port);
+        server.url = match[1];
+        server.port = Number(match[2]);
+        return;
+      } catch (error) {
+        const taken = port !== 0 && ADDRESS_IN_USE.test(error.stderr ?? '');
+        if (!taken) throw error;
+        if (Date.now() > deadline) {
+          throw new Error(
+            `restarting the server on port ${port}: another process held the port for more than ${portRetryMs} ms` +
+              `\nlast attempt: ${error.message}`,
+          );
+        }
+        server.bindRetries += 1;
+        await new Promise((resolve) => setTimeout(resolve, 50)); // back off before the next attempt
+      }
+    }
   };
   const terminate = async () => {
     const { proc } = server;
