@@ -1,6 +1,8 @@
 // Helpers for the browser tests: the server binary (restartable on the same port and data dir),
 // a fresh headless Chromium, a slow network for PATCHes, and waits on the page's upload rows.
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { after } from 'node:test';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:http';
@@ -119,11 +121,18 @@ function waitForLine(proc, pattern, timeoutMs = 15000) {
   });
 }
 
+const uncheckedBrowsers = new Set();
+after(() => {
+  assert.equal(uncheckedBrowsers.size, 0, 'a browser whose page errors were never checked (openBrowser(t))');
+});
+
 /**
- * A fresh Chromium (its own user-data-dir, so its own localStorage) with one page.
- * Page errors fail loudly: they are collected in `errors`.
+ * A fresh Chromium (its own user-data-dir, so its own localStorage) with one page, for the
+ * test `t`. Page errors fail loudly: they are collected in `errors`, and the test fails when
+ * any occurred (checked in `t.after`, once the test is over).
  */
-export async function openBrowser({ viewport = { width: 1000, height: 760 } } = {}) {
+export async function openBrowser(t, { viewport = { width: 1000, height: 760 } } = {}) {
+  if (typeof t?.after !== 'function') throw new TypeError('openBrowser(t): pass the test context');
   const userDataDir = await tempDir('resumable-browser-profile-');
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
@@ -134,6 +143,19 @@ export async function openBrowser({ viewport = { width: 1000, height: 760 } } = 
   const page = context.pages()[0] ?? (await context.newPage());
   const errors = [];
   page.on('pageerror', (error) => errors.push(error));
+  // The check runs after the test's own cleanup hooks: a hook that throws skips the hooks after
+  // it (the server and browser would be left running), so this hook appends the check to the
+  // end of the list. `uncheckedBrowsers` catches a Node whose hooks do not run what is
+  // appended while they run: the file fails instead of passing unchecked.
+  const browser = { errors };
+  uncheckedBrowsers.add(browser);
+  t.after(() => {
+    t.after(() => {
+      uncheckedBrowsers.delete(browser);
+      const messages = errors.map((error) => error.stack ?? String(error));
+      assert.deepEqual(messages, [], `page errors during the test:\n${messages.join('\n')}`);
+    });
+  });
   const close = async () => {
     await context.close();
     await rm(userDataDir, { recursive: true, force: true });
