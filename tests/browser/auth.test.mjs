@@ -31,7 +31,7 @@ async function setUp(t) {
   const tokensFile = path.join(dir, 'tokens');
   await writeFile(tokensFile, TOKENS.map((token) => `${token} alice\n`).join(''));
   const server = await startServer({ args: ['--auth', 'tokens', '--tokens-file', tokensFile] });
-  const browser = await openBrowser();
+  const browser = await openBrowser(t);
   t.after(async () => {
     await browser.close();
     await server.stop();

@@ -49,7 +49,7 @@ const examplePage = (server) => `<!doctype html>
 async function setUp(t, files) {
   const server = await startServer();
   const site = await startStaticServer(files(server.url));
-  const browser = await openBrowser();
+  const browser = await openBrowser(t);
   t.after(async () => {
     await browser.close();
     await site.close();

@@ -1,6 +1,8 @@
 // Helpers for the browser tests: the server binary (restartable on the same port and data dir),
 // a fresh headless Chromium, a slow network for PATCHes, and waits on the page's upload rows.
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { after } from 'node:test';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:http';
@@ -10,7 +12,7 @@ import path from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { chromium } from 'playwright-core';
 
-export { MiB, makeRandomFile, sha256File, downloadSha256, tusHead } from '../e2e/node/helpers.mjs';
+export { MiB, makeRandomFile, sha256File, downloadSha256, tusHead, waitUntil } from '../e2e/node/helpers.mjs';
 
 const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
@@ -21,22 +23,63 @@ const LISTENING = /^resumable listening on (http:\/\/127\.0\.0\.1:(\d+))\s*$/m;
 
 export const tempDir = (prefix) => mkdtemp(path.join(tmpdir(), prefix));
 
+/** How long a restart on the same port keeps retrying while another process holds the port. */
+const PORT_RETRY_MS = 10000;
+const ADDRESS_IN_USE = /address already in use|os error 98/i;
+
 /**
  * `resumable serve` on 127.0.0.1 (port 0: a free one) with a fresh data dir.
  * `halt()` stops it (SIGTERM: uploads in flight persist and answer 503) and `start()` starts it
  * again on the same port and data dir; `stop()` ends it and removes the data dir.
+ * While the server is down another process may take its port: `start()` retries while the
+ * bind fails with "address in use" (counted in `bindRetries`), for `portRetryMs` at most, then
+ * fails saying so.
  */
-export async function startServer({ args = [] } = {}) {
+export async function startServer({ args = [], portRetryMs = PORT_RETRY_MS } = {}) {
   const dataDir = await tempDir('resumable-browser-data-');
-  const server = { dataDir, proc: null, url: '', port: 0 };
-  const launch = async (port) => {
+  const server = { dataDir, proc: null, url: '', port: 0, bindRetries: 0 };
+  const spawnOnce = async (port) => {
     const all = ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...args];
-    server.proc = spawn(process.env.RESUMABLE_BIN, all, { stdio: ['ignore', 'pipe', 'pipe'] });
-    server.proc.stderr.resume();
-    const match = await waitForLine(server.proc, LISTENING);
-    server.proc.stdout.resume();
-    server.url = match[1];
-    server.port = Number(match[2]);
+    const proc = spawn(process.env.RESUMABLE_BIN, all, { stdio: ['ignore', 'pipe', 'pipe'] });
+    server.proc = proc;
+    let stderr = '';
+    proc.stderr.setEncoding('utf8').on('data', (data) => {
+      stderr = (stderr + data).slice(-4000);
+    });
+    try {
+      const match = await waitForLine(proc, LISTENING);
+      proc.stdout.resume();
+      return match;
+    } catch (error) {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      // Let the last of stderr arrive: it says why the server exited.
+      if (proc.stderr.readable) await once(proc.stderr, 'close');
+      error.stderr = stderr;
+      error.message += `\nserver stderr: ${stderr}`;
+      throw error;
+    }
+  };
+  const launch = async (port) => {
+    const deadline = Date.now() + portRetryMs;
+    for (;;) {
+      try {
+        const match = await spawnOnce(port);
+        server.url = match[1];
+        server.port = Number(match[2]);
+        return;
+      } catch (error) {
+        const taken = port !== 0 && ADDRESS_IN_USE.test(error.stderr ?? '');
+        if (!taken) throw error;
+        if (Date.now() > deadline) {
+          throw new Error(
+            `restarting the server on port ${port}: another process held the port for more than ${portRetryMs} ms` +
+              `\nlast attempt: ${error.message}`,
+          );
+        }
+        server.bindRetries += 1;
+        await new Promise((resolve) => setTimeout(resolve, 50)); // back off before the next attempt
+      }
+    }
   };
   const terminate = async () => {
     const { proc } = server;
@@ -78,11 +121,18 @@ function waitForLine(proc, pattern, timeoutMs = 15000) {
   });
 }
 
+const uncheckedBrowsers = new Set();
+after(() => {
+  assert.equal(uncheckedBrowsers.size, 0, 'a browser whose page errors were never checked (openBrowser(t))');
+});
+
 /**
- * A fresh Chromium (its own user-data-dir, so its own localStorage) with one page.
- * Page errors fail loudly: they are collected in `errors`.
+ * A fresh Chromium (its own user-data-dir, so its own localStorage) with one page, for the
+ * test `t`. Page errors fail loudly: they are collected in `errors`, and the test fails when
+ * any occurred (checked in `t.after`, once the test is over).
  */
-export async function openBrowser({ viewport = { width: 1000, height: 760 } } = {}) {
+export async function openBrowser(t, { viewport = { width: 1000, height: 760 } } = {}) {
+  if (typeof t?.after !== 'function') throw new TypeError('openBrowser(t): pass the test context');
   const userDataDir = await tempDir('resumable-browser-profile-');
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
@@ -93,6 +143,19 @@ export async function openBrowser({ viewport = { width: 1000, height: 760 } } = 
   const page = context.pages()[0] ?? (await context.newPage());
   const errors = [];
   page.on('pageerror', (error) => errors.push(error));
+  // The check runs after the test's own cleanup hooks: a hook that throws skips the hooks after
+  // it (the server and browser would be left running), so this hook appends the check to the
+  // end of the list. `uncheckedBrowsers` catches a Node whose hooks do not run what is
+  // appended while they run: the file fails instead of passing unchecked.
+  const browser = { errors };
+  uncheckedBrowsers.add(browser);
+  t.after(() => {
+    t.after(() => {
+      uncheckedBrowsers.delete(browser);
+      const messages = errors.map((error) => error.stack ?? String(error));
+      assert.deepEqual(messages, [], `page errors during the test:\n${messages.join('\n')}`);
+    });
+  });
   const close = async () => {
     await context.close();
     await rm(userDataDir, { recursive: true, force: true });

@@ -36,7 +36,7 @@ after(() => rm(dir, { recursive: true, force: true }));
  */
 async function setUp(t, { query = '', slowLink = false } = {}) {
   const server = await startServer();
-  const browser = await openBrowser();
+  const browser = await openBrowser(t);
   const link = slowLink ? await startSlowLink(server.port, LINK_BYTES_PER_SECOND) : null;
   t.after(async () => {
     await browser.close();
@@ -228,7 +228,7 @@ test('several files at once: three upload at a time, the others wait their turn,
 
 test('edge cases: an empty file (either protocol), a file name that looks like HTML, a file over --max-size', { timeout: 30000 }, async (t) => {
   const server = await startServer({ args: ['--max-size', '4MiB'] });
-  const browser = await openBrowser();
+  const browser = await openBrowser(t);
   t.after(async () => {
     await browser.close();
     await server.stop();

@@ -17,7 +17,7 @@ const DOCS = process.env.UPDATE_SCREENSHOTS === '1'
 test('screenshot of the page mid-upload', { timeout: 60000 }, async (t) => {
   const server = await startServer();
   const link = await startSlowLink(server.port, 6e6);
-  const browser = await openBrowser({ viewport: { width: 900, height: 700 } });
+  const browser = await openBrowser(t, { viewport: { width: 900, height: 700 } });
   const dir = await tempDir('resumable-browser-shot-');
   t.after(async () => {
     await browser.close();

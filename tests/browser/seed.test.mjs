@@ -46,7 +46,7 @@ const PROGRESS = /^Uploaded (\d+) of (\d+)$/;
 test('the seed\'s client, verbatim: cut mid-upload, resumed as the seed does, the file is complete and downloads', { timeout: 60000 }, async (t) => {
   const server = await startServer();
   const link = await startSlowLink(server.port, LINK_BYTES_PER_SECOND);
-  const browser = await openBrowser();
+  const browser = await openBrowser(t);
   t.after(async () => {
     await browser.close();
     await link.close();

@@ -36,7 +36,7 @@ test('Uppy uploads to the server and resumes after going offline mid-upload', { 
     '/': { body: PAGE, type: 'text/html; charset=utf-8' },
     '/uppy.min.mjs': { file: bundle, type: 'text/javascript; charset=utf-8' },
   });
-  const browser = await openBrowser();
+  const browser = await openBrowser(t);
   const dir = await tempDir('resumable-browser-uppy-');
   t.after(async () => {
     await browser.close();

@@ -3,6 +3,8 @@
 start_server(): run `resumable serve` on 127.0.0.1:0 with a fresh temp data dir,
 wait for its listening line, stop it with SIGTERM (SIGKILL after 5 s).
 make_random_file(), sha256_file(): test data.
+upload_file_size(): the size of one of an upload's files in the server's data dir.
+wait_until(), poll_until_stable(): waits on conditions, bounded by deadlines.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import requests
 
@@ -170,4 +173,27 @@ def poll_until_stable(read, accept=lambda v: True, interval: float = 0.05, stabl
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"{what} did not become stable/acceptable within {timeout} s; last values {history[-20:]}")
+        time.sleep(interval)
+
+
+def upload_file_size(server: Server, upload_url: str, extension: str) -> int | None:
+    """Size of the upload's file DATA_DIR/uploads/ID.<extension> (`bin`: its data, `staged`: a
+    checksummed chunk set aside until verified), None when there is no such file."""
+    upload_id = urlsplit(upload_url).path.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        return os.path.getsize(os.path.join(server.data_dir, "uploads", f"{upload_id}.{extension}"))
+    except FileNotFoundError:
+        return None
+
+
+def wait_until(condition, what: str, timeout: float = 20.0, interval: float = 0.05):
+    """Polls condition() until it returns something truthy, which it returns; fails after
+    `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
         time.sleep(interval)

@@ -8,14 +8,13 @@ import base64
 import hashlib
 import os
 import socket
-import time
 import zlib
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from helpers import poll_until_stable, tus_head
+from helpers import poll_until_stable, tus_head, upload_file_size, wait_until
 
 TUS = {"Tus-Resumable": "1.0.0"}
 PIECE = 64 * 1024
@@ -109,6 +108,7 @@ def raw_connection(url: str):
 
 def test_checksummed_patch_cut_short_is_discarded(server):
     data = os.urandom(4 * PIECE)
+    half = len(data) // 2
     url = create(server, len(data))
     sock, parts = raw_connection(url)
     with sock:
@@ -116,10 +116,18 @@ def test_checksummed_patch_cut_short_is_discarded(server):
             f"PATCH {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nTus-Resumable: 1.0.0\r\n"
             f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
             f"Upload-Checksum: sha1 {digest('sha1', data)}\r\nContent-Length: {len(data)}\r\n\r\n"
-        ).encode() + data[:len(data) // 2])
-        time.sleep(0.2)  # let the server take in the first half before the connection drops
+        ).encode() + data[:half])
+        # The first half arrives, set aside: only once it is on disk does offset 0 after the cut
+        # mean "discarded" rather than "never arrived". (Watch the disk, not HEAD: a request for
+        # the upload while the PATCH is open would take it over.)
+        wait_until(lambda: upload_file_size(server, url, "staged") == half,
+                   f"the {half} bytes sent staged on disk")
+        assert upload_file_size(server, url, "bin") == 0, "unverified bytes reached the data file"
+    # The connection is closed: the PATCH is cut short.
     stored = poll_until_stable(lambda: offset_of(url), what="Upload-Offset after the cut")
     assert stored == 0, f"server kept {stored} unverified bytes of a checksummed PATCH that was cut short"
+    assert upload_file_size(server, url, "bin") == 0, "the data file grew from a chunk that was never verified"
+    wait_until(lambda: upload_file_size(server, url, "staged") is None, "the staged chunk removed")
 
 
 def chunked_patch_with_trailer(url: str, offset: int, data: bytes, checksum: str) -> int:

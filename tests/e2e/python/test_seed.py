@@ -8,13 +8,12 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import time
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from helpers import MiB, download_sha256, start_server
+from helpers import MiB, download_sha256, start_server, wait_until
 
 SIZE = 5 * MiB + 4321
 CUT = 2 * MiB + 777  # bytes of the first POST's body that arrive before it is cut
@@ -65,19 +64,6 @@ def data_files(server) -> dict[str, int]:
     uploads = os.path.join(server.data_dir, "uploads")
     return {name[:-len(".bin")]: os.path.getsize(os.path.join(uploads, name))
             for name in os.listdir(uploads) if name.endswith(".bin")}
-
-
-def wait_until(condition, what: str, timeout: float = 20.0, interval: float = 0.05):
-    """Polls condition() until it returns something truthy, which it returns; fails after
-    `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(interval)
 
 
 def cut_mid_body(server, file_id: str, data: bytes, cut: int) -> str:

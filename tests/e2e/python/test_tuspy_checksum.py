@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from helpers import MiB, download_sha256, poll_until_stable, tus_head
+from helpers import MiB, download_sha256, poll_until_stable, tus_head, upload_file_size, wait_until
 
 CHILD = os.path.join(os.path.dirname(__file__), "tuspy_checksum_child.py")
 CHUNK = MiB
@@ -126,6 +126,15 @@ def test_tuspy_checksum_killed_mid_patch_then_resume(server, random_file, tmp_pa
                 assert msg["last"]["status"] == 204, f"checksummed PATCH not accepted: {msg['last']}"
                 acked = msg["offset"]
             elif "half" in msg:
+                # Only once the bytes handed over are on the server's disk (set aside, never in
+                # the data file) can the offset afterwards tell "discarded" from "never arrived".
+                # (Watch the disk: a HEAD while the PATCH is open would take the upload over.)
+                sent = msg["sent"]
+                wait_until(lambda: upload_file_size(server, url, "staged") == sent,
+                           f"the {sent} bytes of the PATCH from {msg['half']} staged on disk",
+                           timeout=10)  # the child holds the PATCH open for 20 s
+                assert upload_file_size(server, url, "bin") == msg["half"], (
+                    "unverified bytes of the open checksummed PATCH reached the data file")
                 proc.kill()
                 killed_at = msg["half"]
         proc.wait(timeout=10)
@@ -144,4 +153,6 @@ def test_tuspy_checksum_killed_mid_patch_then_resume(server, random_file, tmp_pa
         f"after a checksummed PATCH from {killed_at} was cut half-way the server reports offset "
         f"{stored}: the unverifiable partial chunk must be discarded")
     assert stored % CHUNK == 0
+    assert upload_file_size(server, url, "bin") == killed_at, "the data file grew from an unverified chunk"
+    wait_until(lambda: upload_file_size(server, url, "staged") is None, "the staged chunk removed")
     resume_and_check(server, path, size, sha, storage, stored)

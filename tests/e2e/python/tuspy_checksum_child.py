@@ -32,8 +32,8 @@ real_patch, real_post = requests.patch, requests.post
 
 class HalfThenHold:
     """A PATCH body handed over in 16 KiB pieces; once half of it has gone to the
-    socket it announces {"half": offset} on stdout and holds the request open
-    (at most `hold` s) so that the parent can kill this process mid-PATCH."""
+    socket it announces {"half": offset, "sent": bytes handed over} on stdout and holds
+    the request open (at most `hold` s) so that the parent can kill this process mid-PATCH."""
 
     def __init__(self, data: bytes, offset: str, hold: float):
         self.data, self.pos, self.offset, self.hold = data, 0, offset, hold
@@ -45,7 +45,7 @@ class HalfThenHold:
     def read(self, n=-1):
         if not self.announced and self.pos >= len(self.data) // 2:
             self.announced = True
-            emit({"half": int(self.offset)})
+            emit({"half": int(self.offset), "sent": self.pos})
             time.sleep(self.hold)
         n = 16384 if n is None or n < 0 else min(n, 16384)
         piece = self.data[self.pos:self.pos + n]
