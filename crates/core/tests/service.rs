@@ -613,3 +613,114 @@ async fn a_final_upload_takes_only_the_owners_partial_uploads_of_known_length() 
         Err(UploadError::TooLarge { length: 4, max: 3 })
     ));
 }
+
+#[test]
+fn the_default_configuration_expires_after_a_day_without_limits() {
+    let config = ServiceConfig::default();
+    assert_eq!(config.expire_after, Some(Duration::from_secs(86_400)));
+    assert_eq!(
+        (config.max_size, config.quota_bytes, config.quota_uploads),
+        (None, None, None)
+    );
+    let service = service(Some(7));
+    assert_eq!(service.max_size(), Some(7));
+    assert_eq!(service.expire_after(), None);
+    let expiring = UploadService::new(
+        Arc::new(MemoryStore::default()),
+        Arc::new(MemoryLocker::new(Duration::from_secs(5))),
+        Arc::new(SystemClock),
+        ServiceConfig::default(),
+    );
+    assert_eq!(expiring.expire_after(), Some(Duration::from_secs(86_400)));
+}
+
+#[tokio::test]
+async fn a_client_key_is_found_for_its_owner_only() {
+    let service = service(None);
+    let alice = Owner::new("alice");
+    assert_eq!(service.find_by_key(&alice, "a-1-1").await.unwrap(), None);
+    let id = service
+        .open_by_key(&alice, "a-1-1", Length::Known(1), Limits::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        service.find_by_key(&alice, "a-1-1").await.unwrap(),
+        Some(id)
+    );
+    assert_eq!(
+        service
+            .find_by_key(&Owner::new("bob"), "a-1-1")
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+fn sha256_checksum(bytes: &[u8]) -> resumable_core::ExpectedChecksum {
+    use sha2::Digest;
+    resumable_core::ExpectedChecksum::Header(resumable_proto::checksum::Checksum {
+        algorithm: resumable_proto::checksum::ChecksumAlgorithm::Sha256,
+        digest: sha2::Sha256::digest(bytes).to_vec(),
+    })
+}
+
+#[tokio::test]
+async fn a_checksummed_chunk_counts_only_when_its_digest_matches() {
+    let service = service(None);
+    let owner = Owner::new("alice");
+    let id = create(&service, "alice", Length::Known(6)).await;
+    let wrong = service
+        .append(
+            &owner,
+            &id,
+            Append {
+                checksum: Some(sha256_checksum(b"other")),
+                ..append(0, b"abc")
+            },
+        )
+        .await;
+    assert!(
+        matches!(
+            wrong,
+            Err(UploadError::ChecksumMismatch { stored: Offset(0) })
+        ),
+        "{wrong:?}"
+    );
+    assert_eq!(service.status(&owner, &id).await.unwrap().offset, Offset(0));
+    let right = service
+        .append(
+            &owner,
+            &id,
+            Append {
+                checksum: Some(sha256_checksum(b"abc")),
+                ..append(0, b"abc")
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(right.offset, Offset(3));
+}
+
+#[tokio::test]
+async fn other_owners_finished_uploads_never_count_against_a_quota() {
+    let service = quota_service(Some(10), None);
+    let bob = Owner::new("bob");
+    let finished = create(&service, "bob", Length::Known(8)).await;
+    service
+        .append(&bob, &finished, append(0, b"01234567"))
+        .await
+        .unwrap();
+    // Bob's check remembers his finished upload; alice's checks after it must skip it.
+    create(&service, "bob", Length::Known(2)).await;
+    create(&service, "alice", Length::Known(10)).await;
+    let full = service.create(new_upload("alice", Length::Known(1))).await;
+    assert!(
+        matches!(full, Err(UploadError::QuotaBytes { .. })),
+        "{full:?}"
+    );
+    let bob_full = service.create(new_upload("bob", Length::Known(1))).await;
+    assert!(
+        matches!(bob_full, Err(UploadError::QuotaBytes { .. })),
+        "{bob_full:?}"
+    );
+}
