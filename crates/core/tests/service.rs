@@ -724,3 +724,110 @@ async fn other_owners_finished_uploads_never_count_against_a_quota() {
         "{bob_full:?}"
     );
 }
+
+#[tokio::test]
+async fn a_declared_length_must_match_a_known_one_and_fit_the_quota_exactly() {
+    let service = quota_service(Some(10), None);
+    let owner = Owner::new("alice");
+    let known = create(&service, "alice", Length::Known(2)).await;
+    let same = Append {
+        declared_length: Some(2),
+        ..append(0, b"ab")
+    };
+    assert_eq!(
+        service.append(&owner, &known, same).await.unwrap().offset,
+        Offset(2)
+    );
+    let deferred = create(&service, "alice", Length::Deferred).await;
+    service
+        .append(&owner, &deferred, append(0, b"abcd"))
+        .await
+        .unwrap();
+    let conflicting = Append {
+        declared_length: Some(3),
+        ..append(2, b"")
+    };
+    assert!(matches!(
+        service.append(&owner, &known, conflicting).await,
+        Err(UploadError::LengthConflict { declared: 2 })
+    ));
+    // 2 bytes are alice's elsewhere: 8 is exactly the room, 9 is one byte too many.
+    let too_long = Append {
+        declared_length: Some(9),
+        ..append(4, b"")
+    };
+    assert!(matches!(
+        service.append(&owner, &deferred, too_long).await,
+        Err(UploadError::QuotaBytes {
+            limit: 10,
+            stored: None
+        })
+    ));
+    let exact = Append {
+        declared_length: Some(8),
+        ..append(4, b"efgh")
+    };
+    let status = service.append(&owner, &deferred, exact).await.unwrap();
+    assert_eq!(status.info.length, Length::Known(8));
+    assert!(status.is_complete());
+    // Declaring exactly the stored count completes an upload without a byte more.
+    let at_offset = create(&service, "bob", Length::Deferred).await;
+    let bob = Owner::new("bob");
+    service
+        .append(&bob, &at_offset, append(0, b"xy"))
+        .await
+        .unwrap();
+    let declared = Append {
+        declared_length: Some(2),
+        ..append(2, b"")
+    };
+    assert!(
+        service
+            .append(&bob, &at_offset, declared)
+            .await
+            .unwrap()
+            .is_complete()
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_ends_the_upload_sets_its_length_only_when_it_arrived_whole() {
+    let service = service(None);
+    let owner = Owner::new("alice");
+    let whole = create(&service, "alice", Length::Deferred).await;
+    let ending = Append {
+        ends_upload: true,
+        ..append(0, b"abc")
+    };
+    let status = service.append(&owner, &whole, ending).await.unwrap();
+    assert_eq!(status.info.length, Length::Known(3));
+    assert!(status.is_complete());
+    assert_eq!(read_all(&service, &owner, &whole, 3).await, b"abc");
+
+    let cut = create(&service, "alice", Length::Deferred).await;
+    let interrupted: BodyStream = futures_util::stream::iter([
+        Ok(Bytes::from_static(b"ab")),
+        Err(BodyError::Interrupted("connection reset".into())),
+    ])
+    .boxed();
+    let ending = Append {
+        ends_upload: true,
+        content_length: None,
+        body: interrupted,
+        ..append(0, b"")
+    };
+    let result = service.append(&owner, &cut, ending).await;
+    assert!(
+        matches!(
+            result,
+            Err(UploadError::Interrupted {
+                stored: Offset(2),
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    let status = service.status(&owner, &cut).await.unwrap();
+    assert_eq!(status.info.length, Length::Deferred);
+    assert!(!status.is_complete());
+}
