@@ -209,3 +209,49 @@ async fn a_finish_whose_hook_is_down_waits_and_the_next_status_settles_it() {
         ]
     );
 }
+
+fn recorded_kinds(entries: Vec<resumable_core::OutboxEntry>) -> Vec<HookKind> {
+    entries.into_iter().map(|entry| entry.event.kind).collect()
+}
+
+#[tokio::test]
+async fn appends_that_do_not_complete_ask_no_finish_and_empty_ones_report_no_progress() {
+    let transport = Arc::new(Scripted::default());
+    let (service, _hooks, outbox) = setup(transport.clone());
+    let owner = Owner::anonymous();
+    let id = service.create(new_upload(4)).await.unwrap().info.id;
+    service.append(&owner, &id, append(0, b"ab")).await.unwrap();
+    service.append(&owner, &id, append(2, b"")).await.unwrap();
+    assert!(!transport.kinds().contains(&HookKind::PreFinish));
+    assert_eq!(
+        recorded_kinds(outbox.pending(10).await.unwrap()),
+        [HookKind::PostCreate, HookKind::PostReceive]
+    );
+}
+
+#[tokio::test]
+async fn settling_at_start_up_runs_the_finish_hooks_still_owed_once() {
+    let transport = Arc::new(Scripted::default());
+    let (service, _hooks, outbox) = setup(transport.clone());
+    let owner = Owner::anonymous();
+    let owed = service.create(new_upload(2)).await.unwrap().info.id;
+    let unfinished = service.create(new_upload(5)).await.unwrap().info.id;
+    service
+        .append(&owner, &unfinished, append(0, b"x"))
+        .await
+        .unwrap();
+    // The pre-finish call fails: the complete upload owes its finish.
+    *transport.failures.lock().unwrap() = 1;
+    let waiting = service.append(&owner, &owed, append(0, b"ok")).await;
+    assert!(matches!(waiting, Err(UploadError::HookUnavailable(_))));
+
+    assert_eq!(service.settle_finishes().await.unwrap(), 1);
+    assert!(service.read(&owner, &owed, 0..2).await.is_ok());
+    // Nothing is owed any more, and an unfinished upload never was.
+    assert_eq!(service.settle_finishes().await.unwrap(), 0);
+    let finishes = recorded_kinds(outbox.pending(20).await.unwrap())
+        .into_iter()
+        .filter(|kind| *kind == HookKind::PostFinish)
+        .count();
+    assert_eq!(finishes, 1);
+}
