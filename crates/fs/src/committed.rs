@@ -131,6 +131,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_missing_record_means_none_any_other_read_error_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read(&dir.path().join("absent.len")).unwrap().is_none());
+        // A record that exists but cannot be read must not fall back to the data file's
+        // length, which a power cut may have padded with zeros.
+        let unreadable = dir.path().join("dir.len");
+        std::fs::create_dir(&unreadable).unwrap();
+        assert!(read(&unreadable).is_err());
+        assert!(store(&unreadable, 5).is_err());
+    }
+
+    #[test]
     fn commits_alternate_slots_and_the_newest_wins() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.len");
