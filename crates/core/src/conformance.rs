@@ -506,11 +506,16 @@ pub async fn writes_move_modified_at(store: &dyn Store, clock: &StoppedClock) {
 
     clock.advance(std::time::Duration::from_secs(3600));
     let appended_at = clock.now();
-    store
+    let appended = store
         .append(&info.id, Offset(0), body(vec![b"abc".to_vec()]))
         .await
         .expect("append");
     assert_eq!(modified_at(&info.id).await, appended_at, "append's time");
+    assert_eq!(
+        appended.modified_at,
+        Some(appended_at),
+        "the append reports the time it recorded"
+    );
 
     clock.advance(std::time::Duration::from_secs(60));
     let refused = store

@@ -113,12 +113,15 @@ impl Store for MemoryStore {
             return Err(StoreError::OffsetMismatch { stored });
         }
         let mut interruption = None;
+        let mut modified_at = None;
         while let Some(chunk) = body.next().await {
             match chunk {
                 Ok(chunk) => {
                     let mut upload = lock(&upload);
                     upload.bytes.extend_from_slice(&chunk);
-                    upload.modified_at = self.clock.now();
+                    let now = self.clock.now();
+                    upload.modified_at = now;
+                    modified_at = Some(now);
                 }
                 Err(error) => {
                     interruption = Some(error);
@@ -130,6 +133,7 @@ impl Store for MemoryStore {
         Ok(Appended {
             offset,
             interruption,
+            modified_at,
         })
     }
 

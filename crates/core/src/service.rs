@@ -982,10 +982,10 @@ impl Writing {
             },
             other => other.into(),
         };
-        let (offset, interruption) = match checksum {
+        let (offset, interruption, modified_at) = match checksum {
             None => {
                 let appended = store.append(&id, start, body).await.map_err(mismatch)?;
-                (appended.offset, appended.interruption)
+                (appended.offset, appended.interruption, appended.modified_at)
             }
             // Checksummed bytes are set aside and count only once verified.
             Some((expected, digests)) => {
@@ -1005,7 +1005,7 @@ impl Writing {
                     });
                 }
                 let offset = store.commit_staged(&id, start).await.map_err(mismatch)?;
-                (offset, None)
+                (offset, None, None)
             }
         };
         // A checksum that came unannounced cannot be checked any more (nothing was digested:
@@ -1013,7 +1013,9 @@ impl Writing {
         // count, and the answer says nothing checked them.
         let unverified = interruption.is_none() && unannounced_trailer.is_some_and(|came| came());
         status.offset = offset;
-        status.modified_at = clock.now();
+        // The time the store recorded, when it did: the answer's expiry is then exactly what
+        // a later status reports, not a moment after it.
+        status.modified_at = modified_at.unwrap_or_else(|| clock.now());
         if ends_upload && interruption.is_none() && status.info.length == Length::Deferred {
             status.info.length = Length::Known(status.offset.0);
             store.update(&status.info).await?;

@@ -40,6 +40,9 @@ pub struct Appended {
     pub offset: Offset,
     /// `Some` when the body ended with an error; every byte received before it is stored.
     pub interruption: Option<BodyError>,
+    /// The write time the store recorded for this append (what [`Store::status`] reports as
+    /// `modified_at` from now on); `None` when it recorded none (nothing was written).
+    pub modified_at: Option<std::time::SystemTime>,
 }
 
 /// What [`Store::stage`] set aside.

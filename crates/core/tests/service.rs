@@ -831,3 +831,37 @@ async fn a_body_that_ends_the_upload_sets_its_length_only_when_it_arrived_whole(
     assert_eq!(status.info.length, Length::Deferred);
     assert!(!status.is_complete());
 }
+
+/// A clock a second later at every reading: any two readings differ.
+#[derive(Default)]
+struct TickingClock(std::sync::Mutex<u64>);
+
+impl resumable_core::Clock for TickingClock {
+    fn now(&self) -> std::time::SystemTime {
+        let mut seconds = self.0.lock().unwrap();
+        *seconds += 1;
+        std::time::UNIX_EPOCH + Duration::from_secs(2_000_000_000 + *seconds)
+    }
+}
+
+#[tokio::test]
+async fn an_append_answers_the_write_time_the_store_recorded() {
+    // A regression: the answer took its own reading of the clock after the store's (after two
+    // syncs on disk), so a PATCH's Upload-Expires could be a second past what HEAD said next.
+    let clock = Arc::new(TickingClock::default());
+    let service = UploadService::new(
+        Arc::new(MemoryStore::with_clock(clock.clone())),
+        Arc::new(MemoryLocker::new(Duration::from_secs(5))),
+        clock,
+        ServiceConfig::default(),
+    );
+    let owner = Owner::new("alice");
+    let id = create(&service, "alice", Length::Known(6)).await;
+    let answered = service
+        .append(&owner, &id, append(0, b"abc"))
+        .await
+        .unwrap();
+    let later = service.inspect(&owner, &id).await.unwrap();
+    assert_eq!(answered.modified_at, later.modified_at);
+    assert_eq!(service.expires_at(&answered), service.expires_at(&later));
+}

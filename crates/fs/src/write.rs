@@ -118,6 +118,9 @@ pub(crate) struct Target {
     /// staged chunk), which are neither synced nor committed: they count only once copied into
     /// the data file.
     pub(crate) committed: Option<PathBuf>,
+    /// The write time the last commit stamped on the data file, for the append's answer to
+    /// report exactly what a later status will.
+    pub(crate) stamped: Arc<std::sync::Mutex<Option<std::time::SystemTime>>>,
 }
 
 /// How a write task treats the file around its write.
@@ -590,7 +593,12 @@ fn write_last(
         }
         let length = *written.as_ref().unwrap_or(&found);
         // Expiry counts from the last write, on the service's clock.
-        file.set_modified(target.clock.now())?;
+        let now = target.clock.now();
+        file.set_modified(now)?;
+        *target
+            .stamped
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = Some(now);
         file.sync_data()?;
         committed::store(record, length)?;
         Ok(length)
@@ -610,6 +618,7 @@ mod tests {
             direct: Arc::new(DirectWriter::new(0)),
             streams: Arc::default(),
             committed: None,
+            stamped: Arc::default(),
         };
         let mut append = Append::new(target, start);
         let mut all = Vec::new();
