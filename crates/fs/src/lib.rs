@@ -137,7 +137,6 @@ impl FileStore {
             direct: self.direct.clone(),
             streams: self.streams.clone(),
             committed,
-            stamped: Arc::default(),
         }
     }
 
@@ -337,15 +336,13 @@ impl Store for FileStore {
         // Each batch takes the data file's lock and checks its length (see `write`): nothing
         // stays open while the client is quiet.
         let target = self.target(self.data_path(id), Some(self.committed_path(id)));
-        let stamped = target.stamped.clone();
         let written = write::stream_to_file(target, offset.0, body).await;
         let durable = Offset(written.durable_length);
         let Some(error) = written.error else {
-            let modified_at = *stamped.lock().unwrap_or_else(|poison| poison.into_inner());
             return Ok(Appended {
                 offset: durable,
                 interruption: written.interruption,
-                modified_at,
+                modified_at: written.modified_at,
             });
         };
         // Whether another process had appended before our first write.

@@ -28,7 +28,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -95,6 +95,14 @@ pub(crate) struct Written {
     pub(crate) error: Option<io::Error>,
     /// Why the body ended early, if it did.
     pub(crate) interruption: Option<BodyError>,
+    /// The write time the last commit stamped on the data file, if it stamped one.
+    pub(crate) modified_at: Option<SystemTime>,
+}
+
+/// What the last trip left durable: the committed length, and the write time it stamped.
+struct Durable {
+    length: u64,
+    stamped: Option<SystemTime>,
 }
 
 /// The data file was not as long as an append expected: another process wrote to it.
@@ -118,9 +126,6 @@ pub(crate) struct Target {
     /// staged chunk), which are neither synced nor committed: they count only once copied into
     /// the data file.
     pub(crate) committed: Option<PathBuf>,
-    /// The write time the last commit stamped on the data file, for the append's answer to
-    /// report exactly what a later status will.
-    pub(crate) stamped: Arc<std::sync::Mutex<Option<std::time::SystemTime>>>,
 }
 
 /// How a write task treats the file around its write.
@@ -425,14 +430,21 @@ impl Append {
             Ok(outcome) => outcome,
             Err(failure) => (None, Err(io::Error::other(failure))),
         };
-        let (durable_length, sync_error) = match synced {
-            Ok(length) => (length, None),
-            Err(failure) => (0, Some(failure)),
+        let (durable, sync_error) = match synced {
+            Ok(durable) => (durable, None),
+            Err(failure) => (
+                Durable {
+                    length: 0,
+                    stamped: None,
+                },
+                Some(failure),
+            ),
         };
         Written {
-            durable_length,
+            durable_length: durable.length,
             error: self.error.or(write_error).or(sync_error),
             interruption: self.interruption,
+            modified_at: durable.stamped,
         }
     }
 }
@@ -554,7 +566,7 @@ fn write_last(
     foreign: bool,
     prepared: Option<Prepared>,
     batch: Vec<Bytes>,
-) -> (Option<io::Error>, io::Result<u64>) {
+) -> (Option<io::Error>, io::Result<Durable>) {
     let mut file = match OpenOptions::new().append(true).open(&target.path) {
         Ok(file) => file,
         Err(error) => return (None, Err(error)),
@@ -584,24 +596,27 @@ fn write_last(
     let foreign = foreign || written.as_ref().is_err_and(is_length_changed);
     let committed = (|| {
         let found = file.metadata()?.len();
+        let unstamped = |length| Durable {
+            length,
+            stamped: None,
+        };
         let Some(record) = &target.committed else {
-            return Ok(found);
+            return Ok(unstamped(found));
         };
         // Nothing of this append reached the file: nothing to commit.
         if foreign || !checked {
-            return committed::stored(record, found);
+            return committed::stored(record, found).map(unstamped);
         }
         let length = *written.as_ref().unwrap_or(&found);
         // Expiry counts from the last write, on the service's clock.
         let now = target.clock.now();
         file.set_modified(now)?;
-        *target
-            .stamped
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner()) = Some(now);
         file.sync_data()?;
         committed::store(record, length)?;
-        Ok(length)
+        Ok(Durable {
+            length,
+            stamped: Some(now),
+        })
     })();
     (written.err(), committed)
 }
@@ -618,7 +633,6 @@ mod tests {
             direct: Arc::new(DirectWriter::new(0)),
             streams: Arc::default(),
             committed: None,
-            stamped: Arc::default(),
         };
         let mut append = Append::new(target, start);
         let mut all = Vec::new();
