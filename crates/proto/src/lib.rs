@@ -12,7 +12,9 @@
 //! - [`checksum`]: `Upload-Checksum` and the algorithms served.
 //! - [`concat`]: `Upload-Concat` (concatenation).
 //! - [`expires`]: `Upload-Expires` dates.
-//! - [`disposition`]: `Content-Disposition` for downloads.
+//! - [`ietf`]: the IETF Resumable Uploads draft: interop versions, its Structured Fields,
+//!   `Upload-Limit`, RFC 9530 digests, problem types.
+//! - [`disposition`]: `Content-Disposition`: the file name an upload sends, and downloads.
 //! - [`range`]: `Range` / `Content-Range` for downloads.
 //! - [`simple`]: the seed's simple protocol (`X-File-Id`, `X-Start-Byte`, `X-File-Size`).
 
@@ -21,6 +23,7 @@ pub mod concat;
 pub mod disposition;
 pub mod expires;
 pub mod forwarded;
+pub mod ietf;
 pub mod metadata;
 pub mod number;
 pub mod range;
