@@ -108,6 +108,7 @@ fn info(owner: &str, length: Length) -> UploadInfo {
         concat: None,
         protocol: None,
         completion: None,
+        repr_digest: None,
     }
 }
 

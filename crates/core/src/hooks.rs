@@ -27,10 +27,12 @@
 //! after a crash, has one id: receivers drop duplicates by id.
 
 use crate::clock::Clock;
-use crate::model::{Completion, Concat, Protocol, UploadId, UploadInfo, UploadStatus};
+use crate::model::{Completion, Concat, Protocol, ReprDigest, UploadId, UploadInfo, UploadStatus};
 use crate::outbox::{Outbox, OutboxError};
 use crate::service::UploadError;
-use crate::store::{StorageLocation, Store};
+use crate::store::{StorageLocation, Store, StoreError};
+use futures_util::StreamExt;
+use resumable_proto::checksum::Digests;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -581,16 +583,23 @@ impl Hooks {
     }
 }
 
-/// The finish of an upload whose every byte is stored, under its lock: `pre-finish` (which
-/// may fail it), the store's finish, then `post-finish` into the outbox and the upload marked
-/// finished. Without hooks, only the store's finish. An upload already finished or failed is
-/// left as it is (a failed one answers its refusal).
+/// The finish of an upload whose every byte is stored, under its lock: the check of the digest
+/// the client announced for the whole upload (which may fail it), `pre-finish` (which may too),
+/// the store's finish, then `post-finish` into the outbox and the upload marked finished.
+/// Without hooks, the digest check and the store's finish. An upload already finished or
+/// failed is left as it is (a failed one answers its refusal).
 pub(crate) async fn finish(
     store: &dyn Store,
     hooks: Option<&Hooks>,
     status: &mut UploadStatus,
 ) -> Result<(), UploadError> {
     let id = status.info.id.clone();
+    if status.info.failure().is_some() {
+        return Err(failed_error(&status.info));
+    }
+    if status.info.completion != Some(Completion::Finished) {
+        check_repr_digest(store, status).await?;
+    }
     let Some(hooks) = hooks else {
         store.finish(&id).await?;
         return Ok(());
@@ -624,6 +633,35 @@ pub(crate) async fn finish(
     store.update(&status.info).await?;
     hooks.forget_progress(&id);
     Ok(())
+}
+
+/// Reads the whole upload back and compares it with the digest its creator announced; on a
+/// mismatch the upload is failed (persisted, so it never finishes nor downloads). The bytes
+/// are read from the store rather than digested as they arrive, since they arrive over many
+/// requests, possibly on other processes, and a digest state would have to be persisted
+/// between them.
+async fn check_repr_digest(
+    store: &dyn Store,
+    status: &mut UploadStatus,
+) -> Result<(), UploadError> {
+    let Some(ReprDigest(expected)) = status.info.repr_digest.clone() else {
+        return Ok(());
+    };
+    let mut digests = Digests::one(expected.algorithm);
+    let mut bytes = store.read(&status.info.id, 0..status.offset.0).await?;
+    while let Some(chunk) = bytes.next().await {
+        digests.update(&chunk.map_err(StoreError::Io)?);
+    }
+    if digests.finish(expected.algorithm) == Some(expected.digest) {
+        return Ok(());
+    }
+    status.info.completion = Some(Completion::Failed {
+        status: 400,
+        reason: "its bytes do not match the Repr-Digest sent at its creation".into(),
+    });
+    store.update(&status.info).await?;
+    tracing::info!(upload = %status.info.id, "upload failed: Repr-Digest mismatch");
+    Err(failed_error(&status.info))
 }
 
 /// Whether a complete upload still owes its finish hooks (a crash, or a receiver that could

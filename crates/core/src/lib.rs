@@ -38,8 +38,8 @@ pub use hooks::{
 pub use lock::{LockError, LockGuard, Locker, MemoryLocker};
 pub use memory::MemoryStore;
 pub use model::{
-    Completion, Concat, ConcatPart, Length, Offset, Owner, Protocol, UploadId, UploadInfo,
-    UploadStatus,
+    Completion, Concat, ConcatPart, Length, Offset, Owner, Protocol, ReprDigest, UploadId,
+    UploadInfo, UploadStatus,
 };
 pub use outbox::{MemoryOutbox, Outbox, OutboxEntry, OutboxError};
 pub use quota::{Limits, Usage};

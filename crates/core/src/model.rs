@@ -1,6 +1,7 @@
 //! The upload model: ids, offsets, lengths, owners and the persisted description of an upload.
 
 use resumable_proto::Metadata;
+use resumable_proto::checksum::Checksum;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -148,6 +149,8 @@ pub enum Protocol {
     Simple,
     /// tus 1.0.0 (`/files/`).
     Tus,
+    /// The IETF Resumable Uploads draft (`/files/` with `Upload-Draft-Interop-Version`).
+    Ietf,
 }
 
 impl Protocol {
@@ -156,6 +159,7 @@ impl Protocol {
         match self {
             Protocol::Simple => "simple",
             Protocol::Tus => "tus",
+            Protocol::Ietf => "ietf",
         }
     }
 }
@@ -173,11 +177,12 @@ pub enum Completion {
     Pending,
     /// `pre-finish` accepted it and `post-finish` is in the outbox.
     Finished,
-    /// `pre-finish` refused it: it takes no more bytes and cannot be downloaded.
+    /// `pre-finish` refused it, or its bytes did not match the digest the client sent for the
+    /// whole upload: it takes no more bytes and cannot be downloaded.
     Failed {
-        /// The status the hook chose (4xx), answered to every later append or download.
+        /// The status chosen (4xx), answered to every later append or download.
         status: u16,
-        /// The hook's message, shown to the client.
+        /// Why, shown to the client.
         reason: String,
     },
 }
@@ -206,9 +211,34 @@ pub struct UploadInfo {
     /// [`UploadInfo::protocol`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<Protocol>,
-    /// Where it stands with the finish hooks; `None` for uploads created without hooks.
+    /// Where it stands with the finish hooks; `None` for uploads created without hooks (until
+    /// a digest mismatch fails it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion: Option<Completion>,
+    /// The digest the whole upload must have (the IETF draft's `Repr-Digest`), checked once
+    /// its last byte is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repr_digest: Option<ReprDigest>,
+}
+
+/// The digest of a whole upload, as the client announced it; persisted as tus writes a
+/// checksum (`sha256 <base64>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ReprDigest(pub Checksum);
+
+impl TryFrom<String> for ReprDigest {
+    type Error = resumable_proto::checksum::ChecksumError;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Checksum::parse(text.as_bytes()).map(ReprDigest)
+    }
+}
+
+impl From<ReprDigest> for String {
+    fn from(digest: ReprDigest) -> String {
+        digest.0.encode()
+    }
 }
 
 impl UploadInfo {
@@ -273,6 +303,19 @@ mod tests {
         assert_eq!(info.protocol, None);
         assert_eq!(info.protocol(), Protocol::Simple);
         assert_eq!(info.completion, None);
+        assert_eq!(info.repr_digest, None);
+    }
+
+    #[test]
+    fn representation_digests_persist() {
+        let digest = ReprDigest(Checksum {
+            algorithm: resumable_proto::checksum::ChecksumAlgorithm::Sha512,
+            digest: vec![1, 2, 3, 250],
+        });
+        let text = serde_json::to_string(&digest).unwrap();
+        assert_eq!(text, "\"sha512 AQID+g==\"");
+        assert_eq!(serde_json::from_str::<ReprDigest>(&text).unwrap(), digest);
+        assert!(serde_json::from_str::<ReprDigest>("\"sha9 AA==\"").is_err());
     }
 
     #[test]

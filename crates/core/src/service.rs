@@ -6,7 +6,8 @@ use crate::clock::Clock;
 use crate::hooks::{self, HookKind, Hooks, RefusalStatus};
 use crate::lock::{LockError, LockGuard, Locker};
 use crate::model::{
-    Concat, ConcatPart, Length, Offset, Owner, Protocol, UploadId, UploadInfo, UploadStatus,
+    Concat, ConcatPart, Length, Offset, Owner, Protocol, ReprDigest, UploadId, UploadInfo,
+    UploadStatus,
 };
 use crate::quota::{Limits, UsageCounter};
 use crate::store::{
@@ -233,6 +234,8 @@ pub struct NewUpload {
     pub limits: Limits,
     /// The front-end creating it.
     pub protocol: Protocol,
+    /// The digest the whole upload must have, checked once its last byte is stored.
+    pub repr_digest: Option<ReprDigest>,
 }
 
 /// A checksum that only arrives after the body: reads the trailer once the body has ended.
@@ -357,6 +360,12 @@ impl UploadService {
         Some(status.modified_at + self.config.expire_after?)
     }
 
+    /// How long an unfinished upload has left before it expires, from now (zero once past).
+    pub fn remaining_lifetime(&self, status: &UploadStatus) -> Option<Duration> {
+        let expires = self.expires_at(status)?;
+        Some(expires.duration_since(self.clock.now()).unwrap_or_default())
+    }
+
     /// Creates an upload: empty, or for a final upload, the concatenation of its parts.
     pub async fn create(&self, new: NewUpload) -> Result<UploadStatus, UploadError> {
         match new.concat.clone() {
@@ -391,6 +400,7 @@ impl UploadService {
             concat,
             protocol: Some(new.protocol),
             completion: None,
+            repr_digest: new.repr_digest,
         };
         let mut status = UploadStatus {
             info,
@@ -563,6 +573,7 @@ impl UploadService {
             concat: None,
             limits,
             protocol: Protocol::Simple,
+            repr_digest: None,
         };
         let status = self
             .create_upload(new, None, Some(client_key.to_owned()))

@@ -85,6 +85,7 @@ fn new_upload(length: u64) -> NewUpload {
         metadata: Default::default(),
         concat: None,
         protocol: Protocol::Tus,
+        repr_digest: None,
         limits: Default::default(),
     }
 }

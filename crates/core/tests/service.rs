@@ -32,6 +32,7 @@ fn new_upload(owner: &str, length: Length) -> NewUpload {
         concat: None,
         limits: Limits::default(),
         protocol: resumable_core::Protocol::Tus,
+        repr_digest: None,
     }
 }
 

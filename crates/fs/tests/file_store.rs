@@ -82,6 +82,7 @@ fn info(length: Length) -> UploadInfo {
         concat: None,
         protocol: None,
         completion: None,
+        repr_digest: None,
     }
 }
 
@@ -392,6 +393,7 @@ async fn one_unreadable_info_does_not_stop_the_expiry_sweep() {
             concat: None,
             limits: Default::default(),
             protocol: resumable_core::Protocol::Tus,
+            repr_digest: None,
         };
         service.create(new).await.unwrap();
     }
