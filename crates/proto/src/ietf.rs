@@ -31,6 +31,11 @@ pub const PARTIAL_UPLOAD: &str = "application/partial-upload";
 /// The media type of problem details (RFC 9457).
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// Whether a `Content-Type` value is `application/partial-upload`.
+pub fn is_partial_upload(content_type: &[u8]) -> bool {
+    crate::tus::media_type_is(content_type, PARTIAL_UPLOAD)
+}
+
 /// An interop version this server serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum InteropVersion {

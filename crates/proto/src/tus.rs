@@ -81,12 +81,17 @@ pub fn check_defer_length(value: &[u8]) -> Result<(), TusHeaderError> {
 
 /// Whether a `Content-Type` value is `application/offset+octet-stream` (parameters ignored).
 pub fn is_offset_octet_stream(content_type: &[u8]) -> bool {
+    media_type_is(content_type, OFFSET_OCTET_STREAM)
+}
+
+/// Whether a `Content-Type` value names `media_type` (parameters ignored, any case).
+pub fn media_type_is(content_type: &[u8], media_type: &str) -> bool {
     let essence = content_type
         .split(|&byte| byte == b';')
         .next()
         .unwrap_or_default()
         .trim_ascii();
-    essence.eq_ignore_ascii_case(OFFSET_OCTET_STREAM.as_bytes())
+    essence.eq_ignore_ascii_case(media_type.as_bytes())
 }
 
 /// Encodes the `Tus-Extension` value from the supported extensions.

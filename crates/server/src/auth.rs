@@ -31,6 +31,8 @@ pub enum FrontEnd {
     Simple,
     /// tus 1.0.0 on `/files/`.
     Tus,
+    /// The IETF Resumable Uploads draft on `/files/`.
+    Ietf,
 }
 
 impl fmt::Display for FrontEnd {
@@ -38,6 +40,7 @@ impl fmt::Display for FrontEnd {
         formatter.write_str(match self {
             FrontEnd::Simple => "the simple protocol",
             FrontEnd::Tus => "tus",
+            FrontEnd::Ietf => "the IETF resumable upload draft",
         })
     }
 }
@@ -175,7 +178,7 @@ pub struct Claims {
     /// The unfinished uploads the owner may have at once.
     #[serde(default)]
     quota_uploads: Option<u64>,
-    /// The front-ends the token may use (`"tus"`, `"simple"`).
+    /// The front-ends the token may use (`"tus"`, `"simple"`, `"ietf"`).
     #[serde(default)]
     protocols: Option<Vec<FrontEnd>>,
 }

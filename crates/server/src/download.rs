@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use resumable_core::{UploadError, UploadId};
 use resumable_proto::range::{self, RangeRequest};
 
+/// Answers the bytes of a completed upload, whole or one `Range`.
 pub(crate) async fn download(
     State(state): State<AppState>,
     Principal { owner, .. }: Principal,

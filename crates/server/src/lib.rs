@@ -8,22 +8,26 @@
 //!   settings (read buffer size, the timeout for a request head).
 //! - `simple`: the seed's protocol, `GET /status` and `POST /upload`.
 //! - `tus`: tus 1.0.0 on `/files/`.
+//! - `ietf`: the IETF Resumable Uploads draft on the same routes, for requests that name an
+//!   interop version.
 //! - `download`: `GET /files/{id}` of completed uploads, with `Range`.
 //! - [`auth`]: the `--auth` modes, which name the principal (owner) of each request.
 //! - `cors`: cross-origin access for pages on other origins.
-//! - `hook_errors`: the answers to a hook's refusal or silence, shared by the front-ends.
+//! - `classify`: what each service error means on the wire (status, message, stored offset),
+//!   decided once; each front-end renders it in its own format.
 //! - `web`: the upload page and the browser client, embedded in the binary.
 //! - `wire`: what every front-end shares: request bodies as upload streams, the principal of a
 //!   request, plain-text rejections.
 //!
 //! Each front-end parses a request into a typed value before any I/O, calls the service, and
-//! maps [`resumable_core::UploadError`] to its own status codes in one exhaustive `match`.
+//! renders [`resumable_core::UploadError`]s as `classify` classified them.
 
 pub mod auth;
+mod classify;
 mod connections;
 mod cors;
 mod download;
-mod hook_errors;
+mod ietf;
 mod simple;
 mod tus;
 mod web;
@@ -90,24 +94,42 @@ pub fn app(service: Arc<UploadService>, config: ServerConfig) -> Router {
         service,
         config: Arc::new(config),
     };
-    let routes = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/status", get(simple::status))
-        .route("/upload", post(simple::upload))
-        .route("/files", tus::collection_routes())
-        .route("/files/", tus::collection_routes())
-        .route("/files/{id}", tus::upload_routes().get(download::download))
-        .merge(web::routes())
-        .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(
-            cors_policy,
-            cors::cors,
-        ))
-        // A plain function through tower's MapResponse: unlike axum's `map_response` it boxes
-        // no future per request, which held ~0.4 KiB per open upload (massif, 1,000 held).
-        .layer(tower::util::MapResponseLayer::new(no_sniff));
-    // Method override must act before routing, so it wraps the router instead of being a layer.
-    Router::new().fallback_service(routes.map_request(tus::apply_method_override))
+    let common = |routes: Router| {
+        routes
+            .layer(axum::middleware::from_fn_with_state(
+                cors_policy.clone(),
+                cors::cors,
+            ))
+            // A plain function through tower's MapResponse: unlike axum's `map_response` it
+            // boxes no future per request, which held ~0.4 KiB per open upload (massif, 1,000
+            // held).
+            .layer(tower::util::MapResponseLayer::new(no_sniff))
+    };
+    let ietf = common(ietf::routes().with_state(state.clone()));
+    let others = common(
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/status", get(simple::status))
+            .route("/upload", post(simple::upload))
+            .route("/files", tus::collection_routes())
+            .route("/files/", tus::collection_routes())
+            .route("/files/{id}", tus::upload_routes().get(download::download))
+            .merge(web::routes())
+            .with_state(state),
+    );
+    // The IETF draft shares tus's paths, so requests are told apart before routing (a nested
+    // router would see the outer route's path parameters twice). Method override must act
+    // before routing too.
+    let protocols = tower::service_fn(move |request: axum::extract::Request| {
+        let request = tus::apply_method_override(request);
+        let router = if ietf::speaks_ietf(&request) {
+            ietf.clone()
+        } else {
+            others.clone()
+        };
+        router.oneshot(request)
+    });
+    Router::new().fallback_service(protocols)
 }
 
 /// Liveness for load balancers and orchestrators.

@@ -6,11 +6,8 @@
 //! with `Location: /files/{id}` so it can be downloaded, and tus can continue it.
 
 use crate::AppState;
-use crate::hook_errors::hook_rejection;
-use crate::wire::{
-    Principal, Rejection, body_stream, content_length, header_bytes, internal, interrupted, reject,
-    storage_unavailable,
-};
+use crate::classify::{Kind, classify};
+use crate::wire::{Principal, Rejection, body_stream, content_length, header_bytes, reject};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -150,58 +147,13 @@ pub(crate) async fn upload(
     Ok(response)
 }
 
-/// The simple protocol's status for each upload error.
+/// A service error as the simple protocol answers it: a 409's body is the stored count (what
+/// the seed's client resumes from); otherwise the classified status and message, with
+/// `Upload-Offset` whenever the stored count is known.
 fn upload_error(error: UploadError) -> Rejection {
-    match error {
-        UploadError::OffsetMismatch { stored, .. } => mismatch(stored),
-        UploadError::NotFound => reject(StatusCode::NOT_FOUND, "upload not found"),
-        UploadError::Expired => reject(StatusCode::GONE, error.to_string()),
-        UploadError::TooLarge { .. } => reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string()),
-        UploadError::QuotaBytes { stored, .. } => {
-            let rejection = reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string());
-            match stored {
-                Some(stored) => {
-                    let (name, value) = offset_header(stored);
-                    rejection.with_header(name, value)
-                }
-                None => rejection,
-            }
-        }
-        UploadError::QuotaUploads { .. } => {
-            reject(StatusCode::TOO_MANY_REQUESTS, error.to_string())
-        }
-        // The count kept, as on a 409: none of this body's when Content-Length said too much,
-        // the bytes up to X-File-Size when the body overflowed.
-        UploadError::BodyTooLong { stored } => {
-            let (name, value) = offset_header(stored);
-            reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string()).with_header(name, value)
-        }
-        UploadError::LengthConflict { declared } => reject(
-            StatusCode::BAD_REQUEST,
-            format!("X-File-Size differs from the size given before ({declared})"),
-        ),
-        UploadError::LengthBelowOffset { .. }
-        | UploadError::InvalidChecksum(_)
-        | UploadError::InvalidConcat(_)
-        | UploadError::ChecksumMismatch { .. }
-        | UploadError::ChecksumNotAnnounced { .. } => {
-            reject(StatusCode::BAD_REQUEST, error.to_string())
-        }
-        UploadError::FinalUpload => reject(StatusCode::FORBIDDEN, error.to_string()),
-        UploadError::Incomplete => reject(StatusCode::CONFLICT, error.to_string()),
-        UploadError::Interrupted { reason, stored } => interrupted(reason, stored),
-        UploadError::Busy => reject(StatusCode::LOCKED, error.to_string()),
-        UploadError::StorageFull => reject(StatusCode::INSUFFICIENT_STORAGE, error.to_string()),
-        UploadError::Unavailable(cause) => {
-            tracing::warn!(%cause, "out of resources");
-            reject(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is busy; retry later",
-            )
-        }
-        UploadError::StorageUnavailable(cause) => storage_unavailable(cause),
-        UploadError::Unsupported => reject(StatusCode::NOT_IMPLEMENTED, error.to_string()),
-        UploadError::Internal(message) => internal(message),
-        UploadError::HookRefused { .. } | UploadError::HookUnavailable(_) => hook_rejection(error),
+    let classified = classify(error);
+    match (classified.kind, classified.stored) {
+        (Kind::OffsetMismatch { .. }, Some(stored)) => mismatch(stored),
+        _ => Rejection::plain(classified),
     }
 }

@@ -4,10 +4,10 @@
 //! store's capabilities and the service's settings, never from a fixed list.
 
 use crate::AppState;
-use crate::hook_errors::hook_rejection;
+use crate::classify::{Kind, classify};
 use crate::wire::{
     Principal, Rejection, Trailers, body_stream, body_stream_with_trailers, content_length,
-    header_bytes, internal, interrupted, reject, single_header, storage_unavailable,
+    header_bytes, reject, single_header,
 };
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
@@ -272,7 +272,7 @@ fn origin(headers: &HeaderMap, behind_proxy: bool) -> Origin {
 }
 
 /// The absolute URL of an upload (relative when nothing names a host).
-fn location(headers: &HeaderMap, id: &UploadId, behind_proxy: bool) -> HeaderValue {
+pub(crate) fn location(headers: &HeaderMap, id: &UploadId, behind_proxy: bool) -> HeaderValue {
     let Origin { proto, host } = origin(headers, behind_proxy);
     let url = match host {
         Some(host) => format!("{proto}://{host}/files/{id}"),
@@ -313,6 +313,7 @@ async fn create(
         concat: create.concat,
         limits,
         protocol: Protocol::Tus,
+        repr_digest: None,
     };
     let service = &state.service;
     let mut status = service.create(new).await.map_err(upload_error)?;
@@ -523,66 +524,17 @@ async fn terminate(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// tus's status for each upload error.
+/// A service error as tus answers it: the classified status and message, `Upload-Offset`
+/// whenever the stored count is known, and 460 for a checksum mismatch.
 pub(crate) fn upload_error(error: UploadError) -> Rejection {
-    match error {
-        UploadError::NotFound => reject(StatusCode::NOT_FOUND, "upload not found"),
-        UploadError::Expired => reject(StatusCode::GONE, error.to_string()),
-        UploadError::OffsetMismatch { stored, .. } => {
-            reject(StatusCode::CONFLICT, error.to_string())
-                .with_header(name(UPLOAD_OFFSET), number(stored.0))
-        }
-        UploadError::TooLarge { .. } => reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string()),
-        // Like an overflow: what was kept is said, so the client does not guess.
-        UploadError::QuotaBytes { stored, .. } => {
-            let rejection = reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string());
-            match stored {
-                Some(stored) => rejection.with_header(name(UPLOAD_OFFSET), number(stored.0)),
-                None => rejection,
-            }
-        }
-        UploadError::QuotaUploads { .. } => {
-            reject(StatusCode::TOO_MANY_REQUESTS, error.to_string())
-        }
-        // What was kept (nothing when Content-Length said too much up front, the bytes up to
-        // the length when the body overflowed): the client must not guess.
-        UploadError::BodyTooLong { stored } => {
-            reject(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
-                .with_header(name(UPLOAD_OFFSET), number(stored.0))
-        }
-        UploadError::LengthConflict { .. } => reject(
-            StatusCode::BAD_REQUEST,
-            "Upload-Length cannot change once set",
-        ),
-        UploadError::LengthBelowOffset { .. }
-        | UploadError::InvalidChecksum(_)
-        | UploadError::InvalidConcat(_) => reject(StatusCode::BAD_REQUEST, error.to_string()),
-        // The bytes are stored: the client must know how many, and that none were checked.
-        UploadError::ChecksumNotAnnounced { stored } => {
-            reject(StatusCode::BAD_REQUEST, error.to_string())
-                .with_header(name(UPLOAD_OFFSET), number(stored.0))
-        }
-        UploadError::ChecksumMismatch { stored } => {
-            let status = StatusCode::from_u16(CHECKSUM_MISMATCH).expect("460 is a valid status");
-            reject(status, error.to_string())
-                .with_reason("Checksum Mismatch")
-                .with_header(name(UPLOAD_OFFSET), number(stored.0))
-        }
-        UploadError::FinalUpload => reject(StatusCode::FORBIDDEN, error.to_string()),
-        UploadError::Incomplete => reject(StatusCode::CONFLICT, error.to_string()),
-        UploadError::Interrupted { reason, stored } => interrupted(reason, stored),
-        UploadError::Busy => reject(StatusCode::LOCKED, error.to_string()),
-        UploadError::StorageFull => reject(StatusCode::INSUFFICIENT_STORAGE, error.to_string()),
-        UploadError::Unavailable(cause) => {
-            tracing::warn!(%cause, "out of resources");
-            reject(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is busy; retry later",
-            )
-        }
-        UploadError::StorageUnavailable(cause) => storage_unavailable(cause),
-        UploadError::Unsupported => reject(StatusCode::NOT_IMPLEMENTED, error.to_string()),
-        UploadError::Internal(message) => internal(message),
-        UploadError::HookRefused { .. } | UploadError::HookUnavailable(_) => hook_rejection(error),
+    let classified = classify(error);
+    if classified.kind == Kind::ChecksumMismatch {
+        let status = StatusCode::from_u16(CHECKSUM_MISMATCH).expect("460 is a valid status");
+        let rejection = reject(status, classified.message).with_reason("Checksum Mismatch");
+        return match classified.stored {
+            Some(stored) => rejection.with_header(name(UPLOAD_OFFSET), number(stored.0)),
+            None => rejection,
+        };
     }
+    Rejection::plain(classified)
 }

@@ -2,13 +2,14 @@
 
 use crate::AppState;
 use crate::auth::{Auth, AuthError, Credentials, FrontEnd};
+use crate::classify::Classified;
 use axum::body::Body;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use resumable_core::{BodyError, BodyStream, Limits, Offset, Owner};
+use resumable_core::{BodyError, BodyStream, Limits, Owner};
 use std::sync::{Arc, Mutex};
 
 /// The principal a request acts for, as the server's `--auth` mode authenticated it; a request
@@ -27,6 +28,11 @@ fn front_end(parts: &Parts) -> Option<FrontEnd> {
     let path = parts.uri.path();
     if path == "/status" || path == "/upload" {
         Some(FrontEnd::Simple)
+    } else if parts
+        .headers
+        .contains_key(resumable_proto::ietf::INTEROP_VERSION)
+    {
+        Some(FrontEnd::Ietf)
     } else if parts.method == Method::GET {
         None
     } else {
@@ -168,6 +174,8 @@ pub(crate) fn body_stream(body: Body) -> BodyStream {
 pub(crate) struct Rejection {
     status: StatusCode,
     message: String,
+    /// The body's media type: plain text, or problem details for the IETF front-end.
+    content_type: &'static str,
     headers: Vec<(HeaderName, HeaderValue)>,
     /// The reason phrase of a status HTTP does not name (tus's 460).
     reason: Option<&'static str>,
@@ -189,7 +197,7 @@ impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let mut response = (
             self.status,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            [(header::CONTENT_TYPE, self.content_type)],
             self.message,
         )
             .into_response();
@@ -202,30 +210,42 @@ impl IntoResponse for Rejection {
     }
 }
 
+impl Rejection {
+    /// A classified service error as plain text, with `Upload-Offset` whenever the stored
+    /// count is known.
+    pub(crate) fn plain(classified: Classified) -> Self {
+        let rejection = reject(classified.status, classified.message);
+        match classified.stored {
+            Some(stored) => rejection.with_header(
+                HeaderName::from_static(resumable_proto::tus::UPLOAD_OFFSET),
+                HeaderValue::from(stored.0),
+            ),
+            None => rejection,
+        }
+    }
+}
+
+/// A rejection whose body is `body`, of media type `content_type`.
+pub(crate) fn reject_with_body(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Rejection {
+    Rejection {
+        content_type,
+        ..reject(status, body)
+    }
+}
+
 /// A rejection with a plain-text message.
 pub(crate) fn reject(status: StatusCode, message: impl Into<String>) -> Rejection {
     Rejection {
         status,
         message: message.into(),
+        content_type: "text/plain; charset=utf-8",
         headers: Vec::new(),
         reason: None,
     }
-}
-
-/// The answer to an internal failure: logged in full, answered with a generic 500.
-pub(crate) fn internal(error: impl std::fmt::Display) -> Rejection {
-    tracing::error!(%error, "internal error");
-    reject(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
-}
-
-/// The answer when the storage cannot be reached (its directory removed or unreadable): logged
-/// with the cause, answered 503, since it may come back.
-pub(crate) fn storage_unavailable(cause: impl std::fmt::Display) -> Rejection {
-    tracing::error!(%cause, "storage unavailable");
-    reject(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "storage unavailable; retry later",
-    )
 }
 
 /// The announced body size, when the request has a valid `Content-Length`.
@@ -283,20 +303,4 @@ fn display_name(lowercase: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("-")
-}
-
-/// The answer to a request whose body ended early: every byte before the end is stored, and
-/// `Upload-Offset` says how many, so a client still listening can continue at once.
-pub(crate) fn interrupted(reason: BodyError, stored: Offset) -> Rejection {
-    let status = match reason {
-        BodyError::Interrupted(_) => StatusCode::BAD_REQUEST,
-        BodyError::Stalled => StatusCode::REQUEST_TIMEOUT,
-        BodyError::TakenOver => StatusCode::LOCKED,
-        BodyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        BodyError::TooLong => StatusCode::PAYLOAD_TOO_LARGE,
-    };
-    reject(status, reason.to_string()).with_header(
-        HeaderName::from_static(resumable_proto::tus::UPLOAD_OFFSET),
-        HeaderValue::from(stored.0),
-    )
 }

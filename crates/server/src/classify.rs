@@ -1,0 +1,212 @@
+//! What a service error means on the wire, decided once for every front-end.
+//!
+//! [`classify`] turns an [`UploadError`] into a [`Classified`]: the kind of refusal, the HTTP
+//! status, whether a client may retry, a message safe to show, and how many bytes are stored
+//! when the error knows. Each front-end then renders it its own way: the simple protocol as
+//! text (a 409's body is the stored count), tus with its headers (and 460 for a checksum
+//! mismatch), the IETF draft as `application/problem+json`. Internal details are logged here
+//! and never reach a client.
+
+use axum::http::StatusCode;
+use resumable_core::{BodyError, Offset, UploadError};
+
+/// The kinds of refusal front-ends render differently; everything else is [`Kind::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// The request's offset is not the upload's (nothing written).
+    OffsetMismatch {
+        /// The offset the request gave.
+        provided: Offset,
+    },
+    /// A length contradicts the upload's length, or falls below its stored bytes.
+    InconsistentLength,
+    /// The body's checksum (or digest) differs; the chunk was discarded.
+    ChecksumMismatch,
+    /// The body or the upload is over a size limit or quota.
+    TooLarge,
+    /// The body ended early; what arrived is stored.
+    Interrupted,
+    /// Anything whose status and message say it all.
+    Other,
+}
+
+/// A service error, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Classified {
+    pub(crate) kind: Kind,
+    pub(crate) status: StatusCode,
+    /// Short, human-readable, safe to show.
+    pub(crate) message: String,
+    /// Bytes stored, when the error knows (a client resumes from here).
+    pub(crate) stored: Option<Offset>,
+    /// Whether the same request may succeed later (busy, unavailable, interrupted).
+    pub(crate) retryable: bool,
+}
+
+impl Classified {
+    fn new(kind: Kind, status: StatusCode, message: impl Into<String>) -> Self {
+        Classified {
+            kind,
+            status,
+            message: message.into(),
+            stored: None,
+            retryable: status.is_server_error() || status == StatusCode::LOCKED,
+        }
+    }
+
+    fn other(status: StatusCode, message: impl Into<String>) -> Self {
+        Classified::new(Kind::Other, status, message)
+    }
+
+    fn stored(mut self, stored: Offset) -> Self {
+        self.stored = Some(stored);
+        self
+    }
+}
+
+/// The one status mapping of service errors (no `_` arm: a new error must be placed here).
+pub(crate) fn classify(error: UploadError) -> Classified {
+    let message = error.to_string();
+    match error {
+        UploadError::NotFound => Classified::other(StatusCode::NOT_FOUND, "upload not found"),
+        UploadError::Expired => Classified::other(StatusCode::GONE, message),
+        UploadError::OffsetMismatch { stored, provided } => Classified::new(
+            Kind::OffsetMismatch { provided },
+            StatusCode::CONFLICT,
+            message,
+        )
+        .stored(stored),
+        UploadError::TooLarge { .. } => {
+            Classified::new(Kind::TooLarge, StatusCode::PAYLOAD_TOO_LARGE, message)
+        }
+        // Like an overflow: what was kept is said, so the client does not guess.
+        UploadError::QuotaBytes { stored, .. } => {
+            let classified =
+                Classified::new(Kind::TooLarge, StatusCode::PAYLOAD_TOO_LARGE, message);
+            match stored {
+                Some(stored) => classified.stored(stored),
+                None => classified,
+            }
+        }
+        UploadError::QuotaUploads { .. } => {
+            Classified::other(StatusCode::TOO_MANY_REQUESTS, message)
+        }
+        // What was kept (nothing when Content-Length said too much up front, the bytes up to
+        // the length when the body overflowed): the client must not guess.
+        UploadError::BodyTooLong { stored } => {
+            Classified::new(Kind::TooLarge, StatusCode::PAYLOAD_TOO_LARGE, message).stored(stored)
+        }
+        UploadError::LengthConflict { .. } => {
+            Classified::new(Kind::InconsistentLength, StatusCode::BAD_REQUEST, message)
+        }
+        UploadError::LengthBelowOffset { stored, .. } => {
+            Classified::new(Kind::InconsistentLength, StatusCode::BAD_REQUEST, message)
+                .stored(stored)
+        }
+        UploadError::InvalidChecksum(_) | UploadError::InvalidConcat(_) => {
+            Classified::other(StatusCode::BAD_REQUEST, message)
+        }
+        // The bytes are stored: the client must know how many, and that none were checked.
+        UploadError::ChecksumNotAnnounced { stored } => {
+            Classified::other(StatusCode::BAD_REQUEST, message).stored(stored)
+        }
+        UploadError::ChecksumMismatch { stored } => {
+            Classified::new(Kind::ChecksumMismatch, StatusCode::BAD_REQUEST, message).stored(stored)
+        }
+        UploadError::FinalUpload => Classified::other(StatusCode::FORBIDDEN, message),
+        UploadError::Incomplete => Classified::other(StatusCode::CONFLICT, message),
+        UploadError::Interrupted { reason, stored } => interrupted(reason, stored),
+        UploadError::Busy => Classified::other(StatusCode::LOCKED, message),
+        UploadError::StorageFull => Classified::other(StatusCode::INSUFFICIENT_STORAGE, message),
+        UploadError::Unavailable(cause) => {
+            tracing::warn!(%cause, "out of resources");
+            Classified::other(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is busy; retry later",
+            )
+        }
+        UploadError::StorageUnavailable(cause) => {
+            tracing::error!(%cause, "storage unavailable");
+            Classified::other(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage unavailable; retry later",
+            )
+        }
+        UploadError::Unsupported => Classified::other(StatusCode::NOT_IMPLEMENTED, message),
+        UploadError::Internal(detail) => {
+            tracing::error!(error = %detail, "internal error");
+            Classified::other(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
+        }
+        // A refusal is answered with the hook's own 4xx and message (the client is to show
+        // it); a hook that could not answer with 503, which clients retry.
+        UploadError::HookRefused { status, message } => {
+            let code = StatusCode::from_u16(status.get()).unwrap_or(StatusCode::FORBIDDEN);
+            Classified::other(code, message)
+        }
+        UploadError::HookUnavailable(ref cause) => {
+            tracing::warn!(%cause, "a blocking hook did not answer");
+            Classified::other(StatusCode::SERVICE_UNAVAILABLE, message)
+        }
+    }
+}
+
+/// A body that ended early: every byte before the end is stored.
+pub(crate) fn interrupted(reason: BodyError, stored: Offset) -> Classified {
+    let status = match reason {
+        BodyError::Interrupted(_) => StatusCode::BAD_REQUEST,
+        BodyError::Stalled => StatusCode::REQUEST_TIMEOUT,
+        BodyError::TakenOver => StatusCode::LOCKED,
+        BodyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        BodyError::TooLong => StatusCode::PAYLOAD_TOO_LARGE,
+    };
+    let mut classified = Classified::new(Kind::Interrupted, status, reason.to_string());
+    classified.retryable = true;
+    classified.stored(stored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_travel_with_the_errors_that_know_them() {
+        let mismatch = classify(UploadError::OffsetMismatch {
+            stored: Offset(3),
+            provided: Offset(5),
+        });
+        assert_eq!(mismatch.status, StatusCode::CONFLICT);
+        assert_eq!(mismatch.stored, Some(Offset(3)));
+        assert_eq!(
+            mismatch.kind,
+            Kind::OffsetMismatch {
+                provided: Offset(5)
+            }
+        );
+        let cut = classify(UploadError::Interrupted {
+            stored: Offset(7),
+            reason: BodyError::Stalled,
+        });
+        assert_eq!(
+            (cut.status, cut.stored, cut.retryable),
+            (StatusCode::REQUEST_TIMEOUT, Some(Offset(7)), true)
+        );
+        assert_eq!(classify(UploadError::NotFound).stored, None);
+    }
+
+    #[test]
+    fn internal_details_never_reach_the_message() {
+        let classified = classify(UploadError::Internal("/srv/secret/path: EIO".into()));
+        assert_eq!(classified.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!classified.message.contains("secret"));
+        assert!(classified.retryable);
+        let storage = classify(UploadError::StorageUnavailable("/srv/secret".into()));
+        assert!(!storage.message.contains("secret"));
+    }
+
+    #[test]
+    fn only_waiting_helps_is_retryable() {
+        assert!(classify(UploadError::Busy).retryable);
+        assert!(!classify(UploadError::NotFound).retryable);
+        assert!(!classify(UploadError::ChecksumMismatch { stored: Offset(0) }).retryable);
+    }
+}
