@@ -17,6 +17,7 @@ use crate::wire::{
     Principal, Rejection, body_stream, content_length, reject_with_body, single_header,
 };
 use axum::Router;
+use axum::body::HttpBody;
 use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -194,6 +195,18 @@ impl Render {
     fn error(&self, error: UploadError) -> Rejection {
         self.problem(classify(error))
     }
+
+    /// [`Render::error`] for a request that creates or appends: a `413` carries the limits
+    /// (the draft's SHOULD), where the version has `Upload-Limit`.
+    fn error_within(&self, error: UploadError, limit: &UploadLimit) -> Rejection {
+        let classified = classify(error);
+        let over = classified.status == StatusCode::PAYLOAD_TOO_LARGE;
+        let rejection = self.problem(classified);
+        match limit_header(self.0, limit).filter(|_| over) {
+            Some((field, value)) => rejection.with_header(field, value),
+            None => rejection,
+        }
+    }
 }
 
 /// `upload-offset` as people write it.
@@ -283,12 +296,10 @@ fn stated_length(
     }
 }
 
-/// Whether the request has content at all (a `Content-Length` above zero, or a chunked body).
-fn has_content(headers: &HeaderMap) -> bool {
-    match content_length(headers) {
-        Some(length) => length > 0,
-        None => headers.contains_key(header::TRANSFER_ENCODING),
-    }
+/// Whether the request has content at all: a `Content-Length` above zero, or a body that does
+/// not end with its head (chunked over HTTP/1.1; over HTTP/2, any stream the head did not end).
+fn has_content(headers: &HeaderMap, body: &axum::body::Body) -> bool {
+    content_length(headers) != Some(0) && !HttpBody::is_end_stream(body)
 }
 
 /// An upload creation, parsed.
@@ -360,7 +371,7 @@ async fn create(
     let (parts, body) = request.into_parts();
     let render = Render(version);
     let create = parse_create(Fields::new(&parts.headers, version))?;
-    let with_content = has_content(&parts.headers);
+    let with_content = has_content(&parts.headers, &body);
     let new = NewUpload {
         owner: owner.clone(),
         length: create.length,
@@ -371,10 +382,11 @@ async fn create(
         repr_digest: create.repr_digest.map(ReprDigest),
     };
     let service = &state.service;
+    let announced = upload_limit(&state, &limits, None);
     let mut status = service
         .create(new)
         .await
-        .map_err(|error| render.error(error))?;
+        .map_err(|error| render.error_within(error, &announced))?;
     let location = crate::tus::location(&parts.headers, &status.info.id, state.config.behind_proxy);
     // The request head shares hyper's read buffer: holding it while a slow body streams would
     // keep that buffer alive beside the one the body is read into.
@@ -395,7 +407,7 @@ async fn create(
         // beside the offset it has, so the client can go on instead of starting over.
         status = service.append(&owner, &id, append).await.map_err(|error| {
             render
-                .error(error)
+                .error_within(error, &announced)
                 .with_header(header::LOCATION, location.clone())
         })?;
     }
@@ -538,7 +550,10 @@ async fn append(
             }
             return Err(rejection);
         }
-        Err(error) => return Err(render.error(error)),
+        Err(error) => {
+            let limit = upload_limit(&state, &limits, None);
+            return Err(render.error_within(error, &limit));
+        }
     };
     let limit = upload_limit(&state, &limits, Some(&status));
     if request.complete && !status.is_complete() {
