@@ -866,3 +866,71 @@ async fn an_append_answers_the_write_time_the_store_recorded() {
     assert_eq!(answered.modified_at, later.modified_at);
     assert_eq!(service.expires_at(&answered), service.expires_at(&later));
 }
+
+/// An upload announced with the digest of all its bytes, sent over two appends.
+async fn upload_with_digest(
+    digest: Vec<u8>,
+) -> (
+    Arc<UploadService>,
+    resumable_core::UploadId,
+    Result<(), UploadError>,
+) {
+    use resumable_proto::checksum::{Checksum, ChecksumAlgorithm};
+    let service = service(None);
+    let owner = Owner::new("alice");
+    let new = NewUpload {
+        repr_digest: Some(resumable_core::ReprDigest(Checksum {
+            algorithm: ChecksumAlgorithm::Sha256,
+            digest,
+        })),
+        ..new_upload("alice", Length::Known(11))
+    };
+    let id = service.create(new).await.unwrap().info.id;
+    service
+        .append(&owner, &id, append(0, b"hello"))
+        .await
+        .unwrap();
+    let last = service.append(&owner, &id, append(5, b" world")).await;
+    (service, id, last.map(|_| ()))
+}
+
+#[tokio::test]
+async fn a_whole_upload_matching_its_announced_digest_finishes() {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(b"hello world").to_vec();
+    let (service, id, last) = upload_with_digest(digest).await;
+    last.unwrap();
+    let owner = Owner::new("alice");
+    let bytes: Vec<Bytes> = service
+        .read(&owner, &id, 0..11)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(bytes.concat(), b"hello world");
+}
+
+#[tokio::test]
+async fn a_whole_upload_differing_from_its_announced_digest_fails_for_good() {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(b"hello there").to_vec();
+    let (service, id, last) = upload_with_digest(digest).await;
+    let owner = Owner::new("alice");
+    assert!(
+        matches!(&last, Err(UploadError::HookRefused { status, message })
+            if status.get() == 400 && message.contains("Repr-Digest")),
+        "{last:?}"
+    );
+    // The failure is persisted: no download, no more bytes, and status says so.
+    assert!(matches!(
+        service.read(&owner, &id, 0..11).await,
+        Err(UploadError::HookRefused { .. })
+    ));
+    assert!(matches!(
+        service.append(&owner, &id, append(11, b"")).await,
+        Err(UploadError::HookRefused { .. })
+    ));
+    let status = service.inspect(&owner, &id).await.unwrap();
+    assert!(status.info.failure().is_some());
+}
