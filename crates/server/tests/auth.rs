@@ -579,6 +579,32 @@ async fn token_claims_narrow_the_size_limit_and_the_protocols() {
         .unwrap();
     assert_eq!(simple.status(), StatusCode::FORBIDDEN);
     assert!(simple.text().await.unwrap().contains("simple protocol"));
+    // The IETF draft shares tus's routes but is its own protocol.
+    let ietf = server
+        .client
+        .post(server.url("/files/"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("upload-draft-interop-version", "8")
+        .header("upload-complete", "?0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ietf.status(), StatusCode::FORBIDDEN);
+    assert!(ietf.text().await.unwrap().contains("IETF"));
+    let token = hs256(
+        json!({"sub": "alice", "exp": now() + 60, "protocols": ["ietf"]}),
+        SECRET,
+    );
+    let ietf = server
+        .client
+        .post(server.url("/files/"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("upload-draft-interop-version", "8")
+        .header("upload-complete", "?0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ietf.status(), StatusCode::CREATED);
 }
 
 #[tokio::test]
