@@ -580,30 +580,23 @@ async fn token_claims_narrow_the_size_limit_and_the_protocols() {
     assert_eq!(simple.status(), StatusCode::FORBIDDEN);
     assert!(simple.text().await.unwrap().contains("simple protocol"));
     // The IETF draft shares tus's routes but is its own protocol.
-    let ietf = server
-        .client
-        .post(server.url("/files/"))
-        .header("authorization", format!("Bearer {token}"))
-        .header("upload-draft-interop-version", "8")
-        .header("upload-complete", "?0")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ietf.status(), StatusCode::FORBIDDEN);
-    assert!(ietf.text().await.unwrap().contains("IETF"));
-    let token = hs256(
+    let ietf = |token: String| {
+        server
+            .client
+            .post(server.url("/files/"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("upload-draft-interop-version", "8")
+            .header("upload-complete", "?0")
+            .send()
+    };
+    let refused = ietf(token.clone()).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(refused.text().await.unwrap().contains("IETF"));
+    let allowed = hs256(
         json!({"sub": "alice", "exp": now() + 60, "protocols": ["ietf"]}),
         SECRET,
     );
-    let ietf = server
-        .client
-        .post(server.url("/files/"))
-        .header("authorization", format!("Bearer {token}"))
-        .header("upload-draft-interop-version", "8")
-        .header("upload-complete", "?0")
-        .send()
-        .await
-        .unwrap();
+    let ietf = ietf(allowed).await.unwrap();
     assert_eq!(ietf.status(), StatusCode::CREATED);
 }
 
