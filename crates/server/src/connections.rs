@@ -9,14 +9,20 @@
 //! hands them back to hyper as a first read, which leaves a partial request head in hyper's
 //! 8 KiB read buffer and makes it grow to 16 KiB for the life of the connection (10,000 held
 //! uploads: 78 MiB). Peeking also means a connection that has sent nothing holds no HTTP state.
+//!
+//! Every connection's socket is wrapped for [`interim`](crate::interim) responses, which its
+//! HTTP/1.1 requests may queue; on HTTP/2 the wrapper is idle.
 
+use crate::interim::{self, Requests};
 use axum::Router;
 use axum::extract::Request;
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -105,11 +111,12 @@ pub(crate) async fn serve(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
-        let service = router
-            .clone()
-            .map_request(|request: Request<Incoming>| request.map(axum::body::Body::new));
-        let (builders, watcher, stopping) =
-            (builders.clone(), connections.watcher(), stopping.clone());
+        let (router, builders, watcher, stopping) = (
+            router.clone(),
+            builders.clone(),
+            connections.watcher(),
+            stopping.clone(),
+        );
         tokio::spawn(async move {
             let first = tokio::time::timeout(head_timeout, first_bytes(&stream));
             let protocol = tokio::select! {
@@ -121,9 +128,9 @@ pub(crate) async fn serve(
                 },
                 () = stopping.cancelled() => return,
             };
-            let connection = builders
-                .get(protocol)
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            let (io, requests) = interim::wrap(TokioIo::new(stream));
+            let service = TowerToHyperService::new(per_connection(router, requests));
+            let connection = builders.get(protocol).serve_connection(io, service);
             if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%error, "connection ended with an error");
             }
@@ -133,6 +140,32 @@ pub(crate) async fn serve(
     stopping.cancel();
     connections.shutdown().await;
     Ok(())
+}
+
+/// `router` as one connection serves it: each request gets its [`interim::Interim`] (if
+/// HTTP/1.1), which closes when the router has produced the response.
+pub(crate) fn per_connection(
+    router: Router,
+    requests: Requests,
+) -> impl tower::Service<
+    Request<Incoming>,
+    Response = Response,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static {
+    let begin = requests.clone();
+    router
+        .map_request(move |request: Request<Incoming>| {
+            let mut request = request.map(axum::body::Body::new);
+            begin.begin(&mut request);
+            request
+        })
+        .map_response(move |response| {
+            requests.end();
+            response
+        })
 }
 
 /// A failed accept: a connection that died in the queue is nobody's problem; anything else

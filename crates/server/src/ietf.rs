@@ -13,6 +13,7 @@
 
 use crate::AppState;
 use crate::classify::{Classified, Kind, classify};
+use crate::interim::Interim;
 use crate::wire::{
     Principal, Rejection, body_stream, content_length, reject_with_body, single_header,
 };
@@ -388,6 +389,9 @@ async fn create(
         .await
         .map_err(|error| render.error_within(error, &announced))?;
     let location = crate::tus::location(&parts.headers, &status.info.id, state.config.behind_proxy);
+    if with_content && let Some(interim) = parts.extensions.get::<Interim>() {
+        announce(interim, version, &location, &announced);
+    }
     // The request head shares hyper's read buffer: holding it while a slow body streams would
     // keep that buffer alive beside the one the body is read into.
     drop(parts);
@@ -422,6 +426,30 @@ async fn create(
     let mut headers = vec![(header::LOCATION, location)];
     headers.extend(state_headers(render, &status, &limit));
     Ok(respond(StatusCode::CREATED, headers))
+}
+
+/// `104 Upload Resumption Supported` with the upload's `Location` and limits, before the
+/// content is read, so a client whose connection drops mid-body can resume (HTTP/1.1 only: see
+/// the `interim` module). The version is echoed, as the draft requires of a 104: a client of
+/// another version must ignore it. Only for a request with content: without any, the final
+/// response follows at once and carries the same.
+fn announce(
+    interim: &Interim,
+    version: InteropVersion,
+    location: &HeaderValue,
+    limit: &UploadLimit,
+) {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::LOCATION, location.clone());
+    headers.insert(
+        name(INTEROP_VERSION),
+        HeaderValue::from(u16::from(version.number())),
+    );
+    if let Some((field, value)) = limit_header(version, limit) {
+        headers.insert(field, value);
+    }
+    let status = StatusCode::from_u16(104).expect("104 is a valid status");
+    interim.send(status, "Upload Resumption Supported", &headers);
 }
 
 /// `HEAD /files/{id}`: the offset to resume from (a request in flight persists first).

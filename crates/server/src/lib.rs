@@ -6,6 +6,8 @@
 //!   until a shutdown signal, letting uploads in flight persist and answer first.
 //! - `connections`: the accept loop, HTTP/1.1-or-2 detection, and hyper's per-connection
 //!   settings (read buffer size, the timeout for a request head).
+//! - `interim`: 1xx responses a handler queues on HTTP/1.1 (`104 Upload Resumption
+//!   Supported`), written between hyper's own writes by a wrapper around the socket.
 //! - `simple`: the seed's protocol, `GET /status` and `POST /upload`.
 //! - `tus`: tus 1.0.0 on `/files/`.
 //! - `ietf`: the IETF Resumable Uploads draft on the same routes, for requests that name an
@@ -28,6 +30,7 @@ mod connections;
 mod cors;
 mod download;
 mod ietf;
+mod interim;
 mod simple;
 mod tus;
 mod web;
