@@ -466,8 +466,9 @@ fn hint(error: &ClientError) -> &'static str {
             status,
             ..
         } if matches!(status.as_u16(), 404 | 405) => {
-            "\n  hint: --to must be where uploads are created: the tus creation URL such as \
-             http://HOST:PORT/files/, or the base URL with --protocol simple"
+            "\n  hint: --to must be where uploads are created: the creation URL such as \
+             http://HOST:PORT/files/ (tus, --protocol ietf), or the base URL with --protocol \
+             simple"
         }
         ClientError::Refused { .. } => {
             "\n  hint: pass the server's credentials: --token TOKEN (or RESUMABLE_TOKEN), or \

@@ -21,8 +21,9 @@ pub(crate) struct UploadArgs {
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
 
-    /// Where to upload: the tus creation URL (e.g. http://127.0.0.1:8080/files/), or with
-    /// `--protocol simple` the base URL that `status` and `upload` are relative to.
+    /// Where to upload: the creation URL (e.g. http://127.0.0.1:8080/files/) for tus and
+    /// `--protocol ietf`, or with `--protocol simple` the base URL that `status` and `upload` are
+    /// relative to.
     #[arg(long, value_name = "URL")]
     to: Url,
 
@@ -46,7 +47,8 @@ pub(crate) struct UploadArgs {
     parts: u16,
 
     /// Metadata of each upload (tus), e.g. `--metadata album=summer` (repeatable). `filename` is
-    /// always sent (the file's name unless given here).
+    /// always sent (the file's name unless given here); `--protocol ietf` sends it as
+    /// `Content-Disposition` and the rest as tus's `Upload-Metadata`.
     #[arg(long = "metadata", short = 'm', value_name = "KEY=VALUE", value_parser = parse_metadata_pair)]
     metadata: Vec<(String, String)>,
 
@@ -79,6 +81,9 @@ enum ProtocolArg {
     Tus,
     /// The seed's simple protocol (`GET status`, `POST upload` relative to `--to`).
     Simple,
+    /// The IETF draft "Resumable Uploads for HTTP", interop version 8 (the creation URL is
+    /// `--to`); each file whole, no `--checksum`.
+    Ietf,
 }
 
 impl From<ProtocolArg> for Protocol {
@@ -86,6 +91,7 @@ impl From<ProtocolArg> for Protocol {
         match protocol {
             ProtocolArg::Tus => Protocol::Tus,
             ProtocolArg::Simple => Protocol::Simple,
+            ProtocolArg::Ietf => Protocol::Ietf,
         }
     }
 }
@@ -103,6 +109,11 @@ pub(crate) async fn upload(args: UploadArgs) -> anyhow::Result<Outcome> {
     let template = request_template(&args)?;
     let client = Client::new(config)?;
     if let Some(algorithm) = args.checksum {
+        if args.protocol == ProtocolArg::Ietf {
+            let reason = "per-chunk checksums are the tus checksum extension; the IETF draft \
+                          protocol does not send them";
+            return Err(Usage(format!("--checksum {algorithm}: {reason}")).into());
+        }
         check_checksum(&client, &args.to, algorithm).await?;
     }
     if args.parts > 1 {
@@ -215,8 +226,13 @@ async fn check_checksum(
 
 /// `--parts` needs a tus server that joins partial uploads.
 async fn check_concatenation(client: &Client, args: &UploadArgs, parts: u16) -> anyhow::Result<()> {
-    if args.protocol == ProtocolArg::Simple {
-        let reason = "the simple protocol sends each file whole (parts need tus concatenation)";
+    let whole = match args.protocol {
+        ProtocolArg::Tus => None,
+        ProtocolArg::Simple => Some("the simple protocol"),
+        ProtocolArg::Ietf => Some("the IETF draft protocol"),
+    };
+    if let Some(protocol) = whole {
+        let reason = format!("{protocol} sends each file whole (parts need tus concatenation)");
         return Err(Usage(format!("--parts {parts}: {reason}")).into());
     }
     let endpoint = &args.to;

@@ -65,6 +65,23 @@ pub enum ClientError {
     /// extension).
     #[error("{0}")]
     Unsupported(String),
+    /// The file is larger than the server takes (the IETF draft's `Upload-Limit: max-size`),
+    /// refused before sending it.
+    #[error(
+        "{} is {size} bytes, more than the {max_size} bytes {url} accepts (its Upload-Limit \
+         max-size)",
+        .path.display()
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The server's `max-size`.
+        max_size: u64,
+        /// The endpoint or upload URL that announced it.
+        url: String,
+    },
     /// The client's configuration is unusable (e.g. a TLS backend that fails to start).
     #[error("invalid client configuration: {0}")]
     Config(String),
@@ -153,6 +170,7 @@ impl ClientError {
             | ClientError::Refused { .. }
             | ClientError::Protocol { .. }
             | ClientError::Unsupported(_)
+            | ClientError::TooLarge { .. }
             | ClientError::Config(_)
             | ClientError::File { .. }
             | ClientError::SourceChanged(_)
@@ -224,6 +242,22 @@ mod tests {
             status: StatusCode::GONE,
         };
         assert_eq!(gone.recovery(), Recovery::StartOver);
+    }
+
+    #[test]
+    fn a_file_over_the_servers_limit_is_not_retried() {
+        let error = ClientError::TooLarge {
+            path: "big.iso".into(),
+            size: 11,
+            max_size: 10,
+            url: "http://x/files/".into(),
+        };
+        assert_eq!(error.recovery(), Recovery::Fail);
+        assert_eq!(
+            error.to_string(),
+            "big.iso is 11 bytes, more than the 10 bytes http://x/files/ accepts (its \
+             Upload-Limit max-size)"
+        );
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //! to turn responses into typed values or [`ClientError`]s.
 
 use crate::ClientError;
-use reqwest::header::HeaderMap;
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use resumable_proto::ietf::PROBLEM_JSON;
+use resumable_proto::tus::media_type_is;
+use serde::Deserialize;
 use std::time::Duration;
 
 /// How much of an error body is kept for the message.
@@ -67,8 +70,9 @@ pub(crate) async fn unexpected_for_upload(
     unexpected(method, url, response).await
 }
 
-/// The error for an unexpected status, with the start of the body as the server's reason;
-/// [`ClientError::Refused`] for `401` and `403`.
+/// The error for an unexpected status, with the start of the body as the server's reason (of
+/// problem details, as the IETF draft's refusals are: their `detail`); [`ClientError::Refused`]
+/// for `401` and `403`.
 ///
 /// `403` counts as refused credentials too: it is what servers answer to credentials that are
 /// valid but not allowed this request. (tus also answers `403` to a `PATCH` of a final upload,
@@ -76,8 +80,17 @@ pub(crate) async fn unexpected_for_upload(
 pub(crate) async fn unexpected(method: &'static str, url: &Url, response: Response) -> ClientError {
     let status = response.status();
     let challenge = header_text(&response, "www-authenticate").map(str::to_owned);
+    let problem = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|value| media_type_is(value.as_bytes(), PROBLEM_JSON));
     let body = response.text().await.unwrap_or_default();
-    let message: String = body.trim().chars().take(MESSAGE_LIMIT).collect();
+    let reason = if problem {
+        problem_detail(&body).unwrap_or(body)
+    } else {
+        body
+    };
+    let message: String = reason.trim().chars().take(MESSAGE_LIMIT).collect();
     let url = url.to_string();
     if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         // A HEAD answer has no body: the challenge is then the only reason given.
@@ -99,6 +112,21 @@ pub(crate) async fn unexpected(method: &'static str, url: &Url, response: Respon
         status,
         message,
     }
+}
+
+/// What an `application/problem+json` body (RFC 9457) says went wrong: its `detail`, else its
+/// `title`; `None` for a body that is not such an object.
+fn problem_detail(body: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Problem {
+        title: Option<String>,
+        detail: Option<String>,
+    }
+    let problem: Problem = serde_json::from_str(body).ok()?;
+    problem
+        .detail
+        .or(problem.title)
+        .filter(|text| !text.trim().is_empty())
 }
 
 /// A header's value as text, when present.
@@ -140,5 +168,32 @@ pub(crate) fn protocol(url: &Url, reason: impl Into<String>) -> ClientError {
     ClientError::Protocol {
         url: url.to_string(),
         reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_details_give_their_detail() {
+        let body = r#"{"type":"https://iana.org/assignments/http-problem-types#mismatching-upload-offset","title":"offset from request does not match offset of resource","detail":"Upload-Offset 5 given, 3 stored","expected-offset":3,"provided-offset":5}"#;
+        assert_eq!(
+            problem_detail(body).as_deref(),
+            Some("Upload-Offset 5 given, 3 stored")
+        );
+        assert_eq!(
+            problem_detail(r#"{"type":"about:blank","title":"too large"}"#).as_deref(),
+            Some("too large")
+        );
+        for not_one in [
+            "",
+            "not json",
+            "[1]",
+            r#"{"detail":7}"#,
+            r#"{"detail":" "}"#,
+        ] {
+            assert_eq!(problem_detail(not_one), None, "{not_one:?}");
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! A resumable upload client: tus 1.0.0 and the seed's simple protocol, for files of any size
-//! over connections that fail.
+//! A resumable upload client: tus 1.0.0, the IETF draft "Resumable Uploads for HTTP" (interop
+//! version 8) and the seed's simple protocol, for files of any size over connections that fail.
 //!
 //! An upload streams the file from disk (memory does not grow with the file or the chunk size),
 //! in chunks of a chosen size. After any failure (refused or reset connection, stalled transfer,
@@ -58,8 +58,9 @@
 //! # Layout
 //!
 //! - [`upload`](Client::upload): the resume-from-anywhere loop (`upload` module), over one-request
-//!   functions in `tus` and `simple` that never retry by themselves; `upload::split` runs that
-//!   loop once per part of a file sent in parts, then creates the final upload.
+//!   functions in `tus`, `ietf` and `simple` that never retry by themselves; `upload::split` runs
+//!   that loop once per part of a file sent in parts, then creates the final upload;
+//!   `upload::ietf` is the loop of the IETF draft (its `Upload-Limit` obeyed).
 //! - [`download`](Client::download): downloads that resume a partial file with `Range`.
 //! - [`StateStore`]: remembered uploads, keyed by a [`Fingerprint`] of the file and endpoint.
 //! - [`RetryPolicy`]: backoff with jitter, and when to give up.
@@ -73,6 +74,7 @@ mod checksum;
 mod download;
 mod error;
 mod http;
+mod ietf;
 mod retry;
 mod simple;
 mod state;
@@ -151,5 +153,10 @@ impl Client {
     /// Deletes the tus upload at `url` (termination extension).
     pub async fn terminate(&self, url: &Url) -> Result<(), ClientError> {
         tus::terminate(&self.http, url).await
+    }
+
+    /// Cancels the IETF draft upload at `url` (`DELETE` with `Upload-Draft-Interop-Version`).
+    pub async fn cancel(&self, url: &Url) -> Result<(), ClientError> {
+        ietf::cancel(&self.http, url).await
     }
 }

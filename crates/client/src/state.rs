@@ -107,6 +107,10 @@ pub struct SavedUpload {
     pub url: Option<String>,
     /// The endpoint it was created at.
     pub endpoint: String,
+    /// The protocol it speaks (`tus`, `simple`, `ietf`; [`crate::Protocol::name`]). The
+    /// fingerprint covers it already; a state written before it was recorded has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
     /// The local file (canonical path), for people reading the state directory.
     pub path: PathBuf,
     /// The file's size.
@@ -289,6 +293,7 @@ mod tests {
         SavedUpload {
             url: Some(url.into()),
             endpoint: "http://h/files/".into(),
+            protocol: None,
             path: "/x/file.bin".into(),
             size: 3,
             created: 1,
@@ -307,6 +312,8 @@ mod tests {
             Fingerprint::new(&source, "http://other/files/", "tus")
         );
         assert_ne!(base, Fingerprint::new(&source, "http://h/files/", "simple"));
+        // The IETF draft is served on the same URLs as tus: only the protocol tells them apart.
+        assert_ne!(base, Fingerprint::new(&source, "http://h/files/", "ietf"));
         let bigger = Source {
             size: 4,
             ..source.clone()

@@ -1,7 +1,9 @@
 //! Uploading one file so that nothing stops it for good: resume a remembered upload or create
 //! one, send chunks, and after any failure wait, ask the server what it has, and continue from
-//! there. A file sent in parts (`split`) runs one such loop per part.
+//! there. A file sent in parts (`split`) runs one such loop per part; the IETF draft has its
+//! own loop (`ietf`).
 
+mod ietf;
 mod split;
 
 pub use split::MIN_PART_SIZE;
@@ -29,14 +31,18 @@ pub enum Protocol {
     /// The seed's simple protocol: the endpoint is the base URL `status` and `upload` are
     /// relative to (e.g. `http://host:8080/`).
     Simple,
+    /// The IETF draft "Resumable Uploads for HTTP" (interop version 8): the endpoint is where
+    /// uploads are created (e.g. `http://host:8080/files/`).
+    Ietf,
 }
 
 impl Protocol {
-    /// `tus` or `simple`.
+    /// `tus`, `simple` or `ietf`.
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Tus => "tus",
             Protocol::Simple => "simple",
+            Protocol::Ietf => "ietf",
         }
     }
 }
@@ -55,7 +61,7 @@ pub struct UploadRequest {
     /// Metadata of the new upload (tus). `filename` is added from the path unless present.
     pub metadata: Metadata,
     /// Send `Upload-Checksum` with each chunk (tus checksum extension; refused when the server
-    /// does not advertise it).
+    /// does not advertise it, and with the IETF draft).
     pub checksum: Option<ChecksumAlgorithm>,
     /// Send no faster than this many bytes per second (the parts of a file share it).
     pub rate_limit: Option<u64>,
@@ -63,7 +69,7 @@ pub struct UploadRequest {
     pub state: Option<StateStore>,
     /// Send the file as this many partial uploads at once, which the server joins into the final
     /// upload (tus concatenation; refused with [`ClientError::Unsupported`] when the server does
-    /// not advertise it). Each part is at least [`MIN_PART_SIZE`], so a smaller file uses fewer
+    /// not advertise it, and with the other protocols). Each part is at least [`MIN_PART_SIZE`], so a smaller file uses fewer
     /// parts and one under twice that size is sent whole. `1`, the default, sends every file
     /// whole. A remembered upload continues the way it started, whatever this says now.
     pub parts: u16,
@@ -179,6 +185,9 @@ struct Session<'a> {
     range: Range<u64>,
     /// Bytes per second for this session's requests.
     rate_limit: Option<u64>,
+    /// The most content one request may carry, when the server says (the IETF draft's
+    /// `Upload-Limit: max-append-size`): caps the chunk size.
+    max_append: Option<u64>,
     events: EventSink<'a>,
     backoff: Backoff,
     outcome: UploadOutcome,
@@ -219,6 +228,14 @@ impl Client {
                 ));
             }
             Protocol::Simple => session.simple().await?,
+            Protocol::Ietf if request.parts > 1 => {
+                return Err(ClientError::Unsupported(
+                    "the IETF draft protocol cannot send a file in parts (that takes tus \
+                     concatenation)"
+                        .into(),
+                ));
+            }
+            Protocol::Ietf => session.ietf().await?,
         }
         Ok(session.outcome)
     }
@@ -247,6 +264,7 @@ impl<'a> Session<'a> {
             source,
             range,
             rate_limit,
+            max_append: None,
             events,
             backoff: Backoff::new(client.config.retry),
         }
@@ -283,6 +301,18 @@ impl Session<'_> {
         );
         let lock = state.lock(&fingerprint, &self.source.path)?;
         Ok(Some((fingerprint, lock)))
+    }
+
+    /// The remembered upload of `fingerprint`, unless it was made with another protocol.
+    fn load(&self, fingerprint: Option<&Fingerprint>) -> Option<SavedUpload> {
+        let state = self.request.state.as_ref()?;
+        let protocol = self.request.protocol.name();
+        state.load(fingerprint?).filter(|saved| {
+            saved
+                .protocol
+                .as_deref()
+                .is_none_or(|name| name == protocol)
+        })
     }
 
     /// Waits before the next attempt after `error`, or gives up.
@@ -354,10 +384,15 @@ impl Session<'_> {
         }
     }
 
-    /// The next chunk from `offset`, as offsets of this session.
+    /// The next chunk from `offset`, as offsets of this session: at most the chunk size and
+    /// what the server takes in one request.
     fn chunk(&self, offset: u64) -> Range<u64> {
         let length = self.length();
-        let end = match self.request.chunk_size {
+        let most = match (self.request.chunk_size, self.max_append) {
+            (Some(chunk), Some(server)) => Some(chunk.min(server)),
+            (chunk, server) => chunk.or(server),
+        };
+        let end = match most {
             Some(chunk) => offset.saturating_add(chunk.max(1)).min(length),
             None => length,
         };
@@ -385,9 +420,7 @@ impl Session<'_> {
         }
         let remembered = self.remember()?;
         let fingerprint = remembered.as_ref().map(|(fingerprint, _lock)| fingerprint);
-        let mut saved = fingerprint
-            .zip(self.request.state.as_ref())
-            .and_then(|(fingerprint, state)| state.load(fingerprint));
+        let mut saved = self.load(fingerprint);
         let url = loop {
             // A remembered upload goes on as it started; a new one follows the request.
             let attempt = match saved.take() {
@@ -520,6 +553,7 @@ impl Session<'_> {
         let saved = SavedUpload {
             url: url.map(Url::to_string),
             endpoint: self.request.endpoint.to_string(),
+            protocol: Some(self.request.protocol.name().into()),
             path: self.source.canonical_path.clone(),
             size: self.source.size,
             created: unix_now(),

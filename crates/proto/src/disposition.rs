@@ -1,18 +1,30 @@
 //! `Content-Disposition` (RFC 6266 with RFC 8187 `filename*`): the file name a client sends
-//! with an upload, and `attachment` for downloads.
+//! with an upload (`inline`), and `attachment` for downloads.
 
 /// The header value that makes a browser save the bytes as `filename`.
 ///
 /// Only the last path component is used. `filename` carries an ASCII fallback (anything else
 /// becomes `_`); `filename*` carries the exact UTF-8 name, percent-encoded.
 pub fn attachment(filename: &str) -> String {
+    with_filename("attachment", filename)
+}
+
+/// The header value an upload sends to name its file (the IETF resumable-upload draft's
+/// creation request): `inline` with `filename` and `filename*` as in [`attachment`].
+pub fn inline(filename: &str) -> String {
+    with_filename("inline", filename)
+}
+
+/// `disposition` with the file name parameters; `disposition` alone when the name has no last
+/// path component worth sending.
+fn with_filename(disposition: &str, filename: &str) -> String {
     let name = filename
         .rsplit(['/', '\\'])
         .next()
         .unwrap_or_default()
         .trim();
     if name.is_empty() || name == "." || name == ".." {
-        return "attachment".into();
+        return disposition.into();
     }
     let fallback: String = name
         .chars()
@@ -29,7 +41,7 @@ pub fn attachment(filename: &str) -> String {
             encoded.push_str(&format!("%{byte:02X}"));
         }
     }
-    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+    format!("{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
 /// The file name a `Content-Disposition` value carries (any disposition type): `filename*`
@@ -143,6 +155,25 @@ mod tests {
     }
 
     #[test]
+    fn inline_names_read_back() {
+        for name in [
+            "big.iso",
+            "\u{444}\u{43e}\u{442}\u{43e} 100%.jpg",
+            "a;b=\"c\".txt",
+        ] {
+            let value = inline(name);
+            assert!(value.starts_with("inline; filename=\""), "{value}");
+            assert_eq!(filename(value.as_bytes()).as_deref(), Some(name));
+        }
+        assert_eq!(
+            inline("dir/report.pdf"),
+            "inline; filename=\"report.pdf\"; filename*=UTF-8''report.pdf"
+        );
+        assert_eq!(inline(""), "inline");
+        assert_eq!(inline("x/.."), "inline");
+    }
+
+    #[test]
     fn ascii_names_pass_through() {
         assert_eq!(
             attachment("report.pdf"),
@@ -175,8 +206,9 @@ mod tests {
 
         #[test]
         fn value_is_always_a_valid_header(name: String) {
-            let value = attachment(&name);
-            prop_assert!(value.bytes().all(|byte| (b' '..=b'~').contains(&byte)), "{}", value);
+            for value in [attachment(&name), inline(&name)] {
+                prop_assert!(value.bytes().all(|byte| (b' '..=b'~').contains(&byte)), "{}", value);
+            }
         }
     }
 }

@@ -437,6 +437,7 @@ mod tests {
         SavedUpload {
             url: url.map(str::to_owned),
             endpoint: "http://h/files/".into(),
+            protocol: None,
             path: "/x/f".into(),
             size: 10,
             created: 1,
