@@ -22,7 +22,7 @@ function main() {
   setInterval(refreshWaiting, 1000);
 }
 
-/** `?protocol=simple&chunkSize=262144` preselect the options (handy for links and tests). */
+/** `?protocol=ietf&chunkSize=262144` preselect the options (handy for links and tests). */
 function applyQueryDefaults() {
   const query = new URLSearchParams(location.search);
   for (const [name, select] of [['protocol', $('#protocol')], ['chunkSize', $('#chunk-size')]]) {
@@ -55,7 +55,7 @@ function setUpPicking() {
 
 function addFiles(files) {
   const protocol = $('#protocol').value;
-  const endpoint = new URL(protocol === 'tus' ? 'files/' : './', server).href;
+  const endpoint = new URL(protocol === 'simple' ? './' : 'files/', server).href;
   const chunkSize = Number($('#chunk-size').value) || Infinity;
   for (const file of files) {
     const upload = uploader.add(file, { protocol, endpoint, chunkSize });

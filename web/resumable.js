@@ -1,10 +1,12 @@
 /**
  * resumable.js: a dependency-free browser client for resumable uploads.
  *
- * Speaks tus 1.0.0 (creation, HEAD/PATCH, termination) by default, or the seed's simple
- * protocol (`GET /status`, `POST /upload`) on request. Each upload reports two figures: bytes
- * *sent* (what the browser handed to the network) and bytes *confirmed* (what the server says it
- * has stored). Only the confirmed figure is used to resume.
+ * Speaks tus 1.0.0 (creation, HEAD/PATCH, termination) by default; on request the IETF draft
+ * "Resumable Uploads for HTTP" (interop version 8: `POST` with `Upload-Complete`, `HEAD` for the
+ * offset, `PATCH` with `application/partial-upload`, `DELETE`) or the seed's simple protocol
+ * (`GET /status`, `POST /upload`). Each upload reports two figures: bytes *sent* (what the
+ * browser handed to the network) and bytes *confirmed* (what the server says it has stored).
+ * Only the confirmed figure is used to resume.
  *
  * Uploads resume by themselves after a network loss (retries with backoff and jitter, and at
  * once on the `online` event), after a server restart, and after a page reload: the upload URL
@@ -27,16 +29,19 @@
  */
 
 const TUS_VERSION = '1.0.0';
+/** The IETF draft's interop version spoken (draft-ietf-httpbis-resumable-upload-09 and later). */
+const IETF_INTEROP_VERSION = '8';
 const STORAGE_PREFIX = 'resumable:';
 /** Consecutive 409s answered at once before they count as failures (a runaway guard). */
 const MAX_QUICK_CONFLICTS = 3;
 
 /**
  * @typedef {object} UploaderOptions
- * @property {'tus'|'simple'} [protocol='tus'] Which protocol to speak.
- * @property {string|URL} [endpoint] tus: the creation URL (default `/files/`). simple: the base
- *   URL of `status` and `upload` (default `/`). Relative URLs resolve against the page; use an
- *   absolute URL for a server on another origin.
+ * @property {'tus'|'simple'|'ietf'} [protocol='tus'] Which protocol to speak: tus 1.0.0, the
+ *   seed's simple protocol, or the IETF resumable-upload draft (interop version 8).
+ * @property {string|URL} [endpoint] tus and ietf: the creation URL (default `/files/`). simple:
+ *   the base URL of `status` and `upload` (default `/`). Relative URLs resolve against the page;
+ *   use an absolute URL for a server on another origin.
  * @property {number} [chunkSize=Infinity] Largest request body in bytes (Infinity: the rest of
  *   the file in one request; the server keeps the part of an interrupted request that arrived).
  * @property {number} [parallel=3] How many uploads run at once; the others wait in order.
@@ -95,7 +100,8 @@ export class Uploader extends EventTarget {
    * Queues a file. It starts when fewer than `parallel` uploads are running.
    * @param {File} file
    * @param {UploaderOptions & {metadata?: Record<string,string>}} [overrides] Options for this
-   *   file only; `metadata` adds tus metadata (`filename` and `filetype` are always sent).
+   *   file only; `metadata` adds tus metadata (`filename` and `filetype` are always sent; ietf
+   *   sends them as `Content-Disposition` and `Content-Type`, the rest as `Upload-Metadata`).
    * @returns {Upload}
    */
   add(file, overrides = {}) {
@@ -156,7 +162,7 @@ export class Upload extends EventTarget {
   sent = 0;
   /** Bytes the server has confirmed it stores. */
   confirmed = 0;
-  /** The upload's URL on the server (tus: from creation; simple: from the first response). */
+  /** The upload's URL on the server (tus, ietf: from creation; simple: from the first response). */
   url = null;
   /** @type {UploadError|Error|null} The last failure (while retrying, or why it failed). */
   error = null;
@@ -183,7 +189,7 @@ export class Upload extends EventTarget {
     this.size = file.size;
     this.#options = options;
     this.#schedule = schedule;
-    this.#protocol = options.protocol === 'simple' ? simpleProtocol : tusProtocol;
+    this.#protocol = PROTOCOLS[options.protocol] ?? tusProtocol;
     /** Where the upload goes, as an absolute URL. */
     this.endpoint = new URL(options.endpoint, baseUrl()).href;
     /** Identifies this file at this endpoint in storage, across page loads. */
@@ -269,9 +275,9 @@ export class Upload extends EventTarget {
 
   /** Learns where to continue; true when the server already has the whole file. */
   async #locate(signal) {
-    const { offset, url } = await this.#protocol.locate(this.#context(), signal);
+    const { offset, url, complete } = await this.#protocol.locate(this.#context(), signal);
     this.#confirm(offset, url);
-    return offset === this.size && (this.size > 0 || this.#protocol.createsEmpty);
+    return complete ?? (offset === this.size && (this.size > 0 || this.#protocol.createsEmpty));
   }
 
   /** Sends the next chunk; true when the server confirms the whole file. */
@@ -279,10 +285,10 @@ export class Upload extends EventTarget {
     const start = this.confirmed;
     const end = Math.min(this.size, start + this.#options.chunkSize);
     const onProgress = (loaded) => this.#progress(this.confirmed, start + loaded);
-    const { offset, url } = await this.#protocol.send(this.#context(), start, end, signal, onProgress);
+    const { offset, url, complete } = await this.#protocol.send(this.#context(), start, end, signal, onProgress);
     if (offset > start) this.#failures = 0;
     this.#confirm(offset, url);
-    return offset === this.size;
+    return complete ?? offset === this.size;
   }
 
   /** Takes the server's word for the offset (and the URL, if it named one), and remembers it. */
@@ -411,8 +417,9 @@ export class Upload extends EventTarget {
  */
 
 /**
- * What a protocol step learnt: the server's offset, and the upload's URL when the server named it.
- * @typedef {{offset: number, url?: string}} Step
+ * What a protocol step learnt: the server's offset, the upload's URL when the server named it,
+ * and whether the upload is complete when the server says so (otherwise: offset === size).
+ * @typedef {{offset: number, url?: string, complete?: boolean}} Step
  */
 
 /** tus 1.0.0: create once, then HEAD to learn the offset and PATCH from it. */
@@ -489,6 +496,92 @@ const simpleProtocol = {
   // A simple upload is a tus upload too: the URL its responses name can be deleted with tus.
   terminate: (context) => tusProtocol.terminate(context),
 };
+
+/**
+ * The IETF draft "Resumable Uploads for HTTP", interop version 8: `POST` creates (with
+ * `Upload-Complete: ?0` and no content), `HEAD` reads `Upload-Offset` and `Upload-Complete`,
+ * `PATCH` appends (`application/partial-upload`, `Upload-Complete: ?1` on the last chunk).
+ */
+const ietfProtocol = {
+  /** The server says `Upload-Complete: ?1` for a created zero-byte upload. */
+  createsEmpty: true,
+
+  /** The offset to continue from; creates the upload when there is none (or it is another file's). */
+  async locate(context, signal) {
+    if (context.url) {
+      const response = await context.http({ method: 'HEAD', url: context.url, headers: ietfHeaders(), signal });
+      expect(response, 204, 200);
+      const step = ietfStep(response);
+      const length = response.header('Upload-Length');
+      const sameFile = length === null || Number(length) === context.file.size;
+      // Complete at another length is another file's upload, like a different Upload-Length.
+      if (sameFile && !(step.complete && step.offset !== context.file.size)) return step;
+    }
+    return ietfProtocol.create(context, signal);
+  },
+
+  async create(context, signal) {
+    const { file, metadata } = context;
+    const { filename, filetype, ...rest } = metadata;
+    const headers = ietfHeaders({
+      'Upload-Complete': '?0',
+      'Upload-Length': String(file.size),
+      'Content-Disposition': `inline; filename*=UTF-8''${encodeRfc8187(filename)}`,
+    });
+    if (filetype) headers['Content-Type'] = filetype;
+    if (Object.keys(rest).length > 0) headers['Upload-Metadata'] = encodeMetadata(rest);
+    const response = await context.http({ method: 'POST', url: context.endpoint, headers, signal });
+    expect(response, 201);
+    const location = response.header('Location');
+    if (!location) throw new UploadError(response.status, 'the server sent no Location');
+    return { ...ietfStep(response), url: new URL(location, context.endpoint).href };
+  },
+
+  async send(context, start, end, signal, onProgress) {
+    const last = end === context.file.size;
+    const headers = ietfHeaders({
+      'Upload-Offset': String(start),
+      'Upload-Complete': last ? '?1' : '?0',
+      'Content-Type': 'application/partial-upload',
+    });
+    const body = context.file.slice(start, end);
+    const response = await context.http({ method: 'PATCH', url: context.url, headers, body, signal, onProgress });
+    expect(response, 204, 200, 201);
+    const step = ietfStep(response);
+    if (step.complete && step.offset !== context.file.size) {
+      throw new UploadError(response.status, `the server completed the upload at ${step.offset} of ${context.file.size} bytes`);
+    }
+    if (last && !step.complete && step.offset === context.file.size) {
+      throw new UploadError(response.status, 'the server did not complete the upload after its last byte');
+    }
+    return step;
+  },
+
+  async terminate(context) {
+    const response = await context.http({ method: 'DELETE', url: context.url, headers: ietfHeaders() });
+    if (response.status !== 404 && response.status !== 410) expect(response, 204, 200);
+  },
+};
+
+const PROTOCOLS = { tus: tusProtocol, simple: simpleProtocol, ietf: ietfProtocol };
+
+function ietfHeaders(headers = {}) {
+  return { 'Upload-Draft-Interop-Version': IETF_INTEROP_VERSION, ...headers };
+}
+
+/** The offset and completeness an IETF response states (`Upload-Complete` is a Boolean, `?1`/`?0`). */
+function ietfStep(response) {
+  const complete = response.header('Upload-Complete')?.trim();
+  if (complete !== '?1' && complete !== '?0') {
+    throw new UploadError(response.status, `the server sent no valid Upload-Complete (${complete ?? null})`);
+  }
+  return { offset: offsetOf(response), complete: complete === '?1' };
+}
+
+/** RFC 8187 `value-chars`: UTF-8, percent-encoded except for `attr-char`. */
+function encodeRfc8187(text) {
+  return encodeURIComponent(text).replace(/['()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+}
 
 function tusHeaders(headers = {}) {
   return { 'Tus-Resumable': TUS_VERSION, ...headers };
@@ -567,12 +660,31 @@ function responseOf(xhr) {
   };
 }
 
-/** Throws an UploadError (with the server's offset, if any) unless the status is expected. */
+/**
+ * Throws an UploadError (with the server's offset, if any) unless the status is expected. Its
+ * message is the server's: a problem's `detail` (RFC 9457, the IETF draft's errors), else the
+ * body's text.
+ */
 function expect(response, ...statuses) {
   if (statuses.includes(response.status)) return;
-  const offset = response.header('Upload-Offset');
-  const message = response.text.trim().slice(0, 200) || `HTTP ${response.status}`;
-  throw new UploadError(response.status, message, offset === null ? null : Number(offset));
+  const problem = problemOf(response);
+  const header = response.header('Upload-Offset');
+  let offset = header !== null && /^\d+$/.test(header.trim()) ? Number(header) : null;
+  if (offset === null && Number.isSafeInteger(problem?.['expected-offset'])) offset = problem['expected-offset'];
+  const text = typeof problem?.detail === 'string' ? problem.detail : (problem?.title ?? response.text);
+  const message = String(text).trim().slice(0, 200) || `HTTP ${response.status}`;
+  throw new UploadError(response.status, message, offset);
+}
+
+/** A problem details body (`application/problem+json`), or null. */
+function problemOf(response) {
+  if (!/^application\/problem\+json\b/i.test(response.header('Content-Type') ?? '')) return null;
+  try {
+    const problem = JSON.parse(response.text);
+    return problem && typeof problem === 'object' ? problem : null;
+  } catch {
+    return null;
+  }
 }
 
 function offsetOf(response) {

@@ -226,7 +226,7 @@ test('several files at once: three upload at a time, the others wait their turn,
   assert.equal(await page.evaluate(() => window.mostRunning), 3, 'never more than three at once');
 });
 
-test('edge cases: an empty file (either protocol), a file name that looks like HTML, a file over --max-size', { timeout: 30000 }, async (t) => {
+test('edge cases: an empty file (any protocol), a file name that looks like HTML, a file over --max-size', { timeout: 30000 }, async (t) => {
   const server = await startServer({ args: ['--max-size', '4MiB'] });
   const browser = await openBrowser(t);
   t.after(async () => {
@@ -237,7 +237,7 @@ test('edge cases: an empty file (either protocol), a file name that looks like H
   const requests = recordRequests(page);
   const empty = path.join(dir, 'empty.txt');
   await writeFile(empty, '');
-  for (const protocol of ['tus', 'simple']) {
+  for (const protocol of ['tus', 'simple', 'ietf']) {
     await page.goto(`${server.url}/?protocol=${protocol}`);
     await pick(page, empty);
     const done = await waitForRow(page, 'empty.txt', (row) => row.state === 'done');

@@ -62,9 +62,14 @@ function baseOptions(requests) {
         method: req.getMethod(),
         url: req.getURL(),
         uploadOffset: req.getHeader('Upload-Offset') ?? null,
+        tusResumable: req.getHeader('Tus-Resumable') ?? null,
+        interopVersion: req.getHeader('Upload-Draft-Interop-Version') ?? null,
+        uploadComplete: req.getHeader('Upload-Complete') ?? null,
+        contentType: req.getHeader('Content-Type') ?? null,
       });
     },
   };
+  if (opts.protocol) o.protocol = opts.protocol; // 'tus-v1' (default), 'ietf-draft-03', 'ietf-draft-05'
   if (opts.chunkSize != null) o.chunkSize = opts.chunkSize;
   if (opts.storage) o.urlStorage = new FileUrlStorage(opts.storage);
   return o;
@@ -102,8 +107,8 @@ async function phase2() {
   const requests = [];
   const progress = [];
 
-  // What the server says before the client touches the upload.
-  const head = await fetch(opts.uploadUrl, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0' } });
+  // What the server says before the client touches the upload (asked in the client's protocol).
+  const head = await fetch(opts.uploadUrl, { method: 'HEAD', headers: opts.headHeaders ?? { 'Tus-Resumable': '1.0.0' } });
   const headOffset = head.headers.get('upload-offset');
 
   const options = {
