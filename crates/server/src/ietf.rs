@@ -23,8 +23,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use resumable_core::{
-    Append, ExpectedChecksum, Length, Limits, NewUpload, Offset, Protocol, ReprDigest, UploadError,
-    UploadId, UploadStatus,
+    Append, ExpectedChecksum, Length, Limits, NewUpload, Offset, Owner, Protocol, ReprDigest,
+    UploadError, UploadId, UploadStatus,
 };
 use resumable_proto::checksum::Checksum;
 use resumable_proto::ietf::{
@@ -168,8 +168,9 @@ impl Render {
     }
 
     /// A service error as problem details, with `Upload-Complete: ?0` (the response is the
-    /// upload's, not the processed representation's) and the stored offset when known.
-    fn problem(&self, classified: Classified) -> Rejection {
+    /// upload's, not the processed representation's) — unless `complete` — and the stored
+    /// offset when known.
+    fn problem(&self, classified: Classified, complete: bool) -> Rejection {
         let kind = match classified.kind {
             Kind::OffsetMismatch { .. } => ProblemType::MismatchingOffset,
             Kind::InconsistentLength => ProblemType::InconsistentLength,
@@ -182,7 +183,7 @@ impl Render {
             problem.expected_offset = classified.stored.map(|stored| stored.0);
             problem.provided_offset = Some(provided.0);
         }
-        let (completeness, value) = self.completeness(false);
+        let (completeness, value) = self.completeness(complete);
         let mut rejection =
             problem_response(classified.status, &problem).with_header(completeness, value);
         if let Some(offset) = classified.stored.and_then(|stored| integer(stored.0)) {
@@ -192,7 +193,31 @@ impl Render {
     }
 
     fn error(&self, error: UploadError) -> Rejection {
-        self.problem(classify(error))
+        self.problem(classify(error), false)
+    }
+
+    /// An error of a request whose content was all stored, found processing the complete
+    /// upload (its `Repr-Digest` does not match, or `pre-finish` refused it): the answer is the
+    /// representation's, so it says `Upload-Complete: ?1` ("the response MUST include the
+    /// `Upload-Complete` header field with a true value"), and the client does not resume.
+    fn processing_error(&self, error: UploadError) -> Rejection {
+        self.problem(classify(error), true)
+    }
+
+    /// `error` of an append (or a creation's content) to upload `id`: a refusal of the
+    /// complete upload is the representation's (see `processing_error`).
+    async fn append_error(
+        &self,
+        state: &AppState,
+        owner: &Owner,
+        id: &UploadId,
+        error: UploadError,
+    ) -> Rejection {
+        if matches!(error, UploadError::HookRefused { .. }) && completed(state, owner, id).await {
+            self.processing_error(error)
+        } else {
+            self.error(error)
+        }
     }
 }
 
@@ -393,11 +418,13 @@ async fn create(
         let id = status.info.id.clone();
         // The upload exists whatever happens to its content: a refusal says where it is,
         // beside the offset it has, so the client can go on instead of starting over.
-        status = service.append(&owner, &id, append).await.map_err(|error| {
-            render
-                .error(error)
-                .with_header(header::LOCATION, location.clone())
-        })?;
+        status = match service.append(&owner, &id, append).await {
+            Ok(status) => status,
+            Err(error) => {
+                let rejection = render.append_error(&state, &owner, &id, error).await;
+                return Err(rejection.with_header(header::LOCATION, location));
+            }
+        };
     }
     let limit = upload_limit(&state, &limits, Some(&status));
     if create.complete && !status.is_complete() {
@@ -538,7 +565,12 @@ async fn append(
             }
             return Err(rejection);
         }
-        Err(error) => return Err(render.error(error)),
+        Err(error) => {
+            let rejection = render
+                .append_error(&state, &owner, &request.id, error)
+                .await;
+            return Err(rejection);
+        }
     };
     let limit = upload_limit(&state, &limits, Some(&status));
     if request.complete && !status.is_complete() {
@@ -558,8 +590,9 @@ async fn append(
     ))
 }
 
-/// Whether the upload is complete, for telling an append past its end from one too long.
-async fn completed(state: &AppState, owner: &resumable_core::Owner, id: &UploadId) -> bool {
+/// Whether the upload is complete, for telling an append past its end from one too long, and
+/// a refusal of the complete upload from one of the request.
+async fn completed(state: &AppState, owner: &Owner, id: &UploadId) -> bool {
     state
         .service
         .inspect(owner, id)
