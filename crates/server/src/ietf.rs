@@ -196,27 +196,55 @@ impl Render {
         self.problem(classify(error), false)
     }
 
-    /// An error of a request whose content was all stored, found processing the complete
-    /// upload (its `Repr-Digest` does not match, or `pre-finish` refused it): the answer is the
-    /// representation's, so it says `Upload-Complete: ?1` ("the response MUST include the
-    /// `Upload-Complete` header field with a true value"), and the client does not resume.
-    fn processing_error(&self, error: UploadError) -> Rejection {
-        self.problem(classify(error), true)
-    }
-
-    /// `error` of an append (or a creation's content) to upload `id`: a refusal of the
-    /// complete upload is the representation's (see `processing_error`).
+    /// `error` of an append (or of a creation's content) to upload `id`. A refusal of the
+    /// complete upload (its `Repr-Digest` does not match, or `pre-finish` refused it) is the
+    /// representation's, found once the request's content was all stored: it says
+    /// `Upload-Complete: ?1` ("the response MUST include the `Upload-Complete` header field
+    /// with a true value"), so the client does not resume. A `413` says the limits.
     async fn append_error(
         &self,
         state: &AppState,
         owner: &Owner,
         id: &UploadId,
+        limits: &Limits,
         error: UploadError,
     ) -> Rejection {
-        if matches!(error, UploadError::HookRefused { .. }) && completed(state, owner, id).await {
-            self.processing_error(error)
+        let refused = matches!(error, UploadError::HookRefused { .. });
+        let classified = classify(error);
+        let too_large = classified.status == StatusCode::PAYLOAD_TOO_LARGE;
+        let status = if refused || too_large {
+            state.service.inspect(owner, id).await.ok()
         } else {
-            self.error(error)
+            None
+        };
+        let complete = refused && status.as_ref().is_some_and(UploadStatus::is_complete);
+        let rejection = self.problem(classified, complete);
+        if too_large {
+            self.with_limits(rejection, &upload_limit(state, limits, status.as_ref()))
+        } else {
+            rejection
+        }
+    }
+
+    /// `error` as a problem; a `413` says the limits, `limit`.
+    fn error_within(&self, error: UploadError, limit: &UploadLimit) -> Rejection {
+        let classified = classify(error);
+        let too_large = classified.status == StatusCode::PAYLOAD_TOO_LARGE;
+        let rejection = self.problem(classified, false);
+        if too_large {
+            self.with_limits(rejection, limit)
+        } else {
+            rejection
+        }
+    }
+
+    /// A `413` with `Upload-Limit`: "A server responding with a `413 (Content Too Large)`
+    /// status code as a result of its upload limits SHOULD include the `Upload-Limit` header
+    /// field in this response if possible."
+    fn with_limits(&self, rejection: Rejection, limit: &UploadLimit) -> Rejection {
+        match limit_header(self.0, limit) {
+            Some((field, value)) => rejection.with_header(field, value),
+            None => rejection,
         }
     }
 }
@@ -399,7 +427,7 @@ async fn create(
     let mut status = service
         .create(new)
         .await
-        .map_err(|error| render.error(error))?;
+        .map_err(|error| render.error_within(error, &upload_limit(&state, &limits, None)))?;
     let location = crate::tus::location(&parts.headers, &status.info.id, state.config.behind_proxy);
     // The request head shares hyper's read buffer: holding it while a slow body streams would
     // keep that buffer alive beside the one the body is read into.
@@ -421,7 +449,9 @@ async fn create(
         status = match service.append(&owner, &id, append).await {
             Ok(status) => status,
             Err(error) => {
-                let rejection = render.append_error(&state, &owner, &id, error).await;
+                let rejection = render
+                    .append_error(&state, &owner, &id, &limits, error)
+                    .await;
                 return Err(rejection.with_header(header::LOCATION, location));
             }
         };
@@ -567,7 +597,7 @@ async fn append(
         }
         Err(error) => {
             let rejection = render
-                .append_error(&state, &owner, &request.id, error)
+                .append_error(&state, &owner, &request.id, &limits, error)
                 .await;
             return Err(rejection);
         }
@@ -590,8 +620,7 @@ async fn append(
     ))
 }
 
-/// Whether the upload is complete, for telling an append past its end from one too long, and
-/// a refusal of the complete upload from one of the request.
+/// Whether the upload is complete, for telling an append past its end from one too long.
 async fn completed(state: &AppState, owner: &Owner, id: &UploadId) -> bool {
     state
         .service
