@@ -16,6 +16,9 @@ use common::ietf::{
 use common::{MAX_SIZE, OCTETS, TestServer, path_of, pattern, read_response_head};
 use reqwest::{Method, StatusCode};
 use resumable_core::{Clock, ServiceConfig};
+use resumable_server::ServerConfig;
+use resumable_server::auth::{Auth, TokensAuth};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -1306,7 +1309,9 @@ async fn an_append_that_completes_the_upload_says_so() {
 /// false, the client intends to transfer the remaining representation data over multiple
 /// requests. If the request content was fully processed, the server acknowledges the appended
 /// data by sending a `2xx (Successful)` response with the `Upload-Complete` header field set to
-/// false."
+/// false." (The content here stops short of the length: an append that stores the last
+/// declared byte completes the upload whatever it says, and answers `?1` — docs/protocols.md
+/// §7, the engine's rule, where the draft would leave the upload open.)
 #[tokio::test]
 async fn an_append_that_does_not_complete_is_acknowledged_as_incomplete() {
     let server = TestServer::start().await;
@@ -1369,7 +1374,9 @@ async fn append_responses_say_whether_the_upload_is_complete() {
 /// the length [...] It is not sufficient to rely on the `Content-Length` header field for
 /// enforcement because this header field might not be present." Content announced past the
 /// length is refused before a byte is stored; chunked content past it is refused and stores
-/// nothing past the length.
+/// nothing past the length. (The elided part — "marking the upload resource invalid and
+/// rejecting any further interaction with it" — the server does not do: it keeps the bytes up
+/// to the length, which may complete the upload, as tus does; docs/protocols.md §1.)
 #[tokio::test]
 async fn appends_never_go_past_the_length() {
     let server = TestServer::start().await;
@@ -1852,4 +1859,118 @@ async fn file_names_from_content_disposition_are_sanitized() {
         }
     }
     assert!(!server.data_dir.join("etc").exists());
+}
+
+/// A server whose principals are named by the tokens in `tokens` (`TOKEN OWNER` lines), the
+/// file kept in `dir`, and its `Auth` for reloading it.
+async fn server_with_tokens(
+    dir: &tempfile::TempDir,
+    tokens: &str,
+) -> (TestServer, Arc<Auth>, std::path::PathBuf) {
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, tokens).unwrap();
+    let auth = Arc::new(Auth::Tokens(TokensAuth::new(file.clone()).unwrap()));
+    let server_config = ServerConfig {
+        auth: auth.clone(),
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start_full(common::config(), server_config).await;
+    (server, auth, file)
+}
+
+/// §Security Considerations: "Without further protection of this URI, an attacker may obtain
+/// information about an upload, append data to it, or cancel it. To prevent this, the server
+/// SHOULD ensure that only authorized clients can access the upload resource." Another
+/// principal's offset retrieval, append and cancellation find no upload; a request without
+/// credentials is refused; nothing changes.
+#[tokio::test]
+async fn only_the_uploads_owner_reaches_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _auth, _) = server_with_tokens(&dir, "t-alice alice\nt-bob bob\n").await;
+    for version in VERSIONS {
+        let ietf = Ietf::new(&server, version);
+        let as_alice = "Bearer t-alice";
+        let created = ietf
+            .creation(false)
+            .header("Authorization", as_alice)
+            .body("abc")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED, "{version}");
+        let path = path_of(&created);
+        for credentials in [Some("Bearer t-bob"), None] {
+            let expected = match credentials {
+                Some(_) => StatusCode::NOT_FOUND,
+                None => StatusCode::UNAUTHORIZED,
+            };
+            let with = |request: reqwest::RequestBuilder| match credentials {
+                Some(credentials) => request.header("Authorization", credentials),
+                None => request,
+            };
+            let requests = [
+                with(ietf.request(Method::HEAD, &path)),
+                with(ietf.appending(&path, 3, true)).body("def"),
+                with(ietf.request(Method::DELETE, &path)),
+                with(ietf.request(Method::GET, &path)),
+            ];
+            for request in requests {
+                let response = request.send().await.unwrap();
+                assert_eq!(response.status(), expected, "{version}: {credentials:?}");
+            }
+        }
+        let head = ietf
+            .request(Method::HEAD, &path)
+            .header("Authorization", as_alice)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status(), StatusCode::NO_CONTENT, "{version}");
+        assert_eq!(offset_of(&head), 3, "{version}");
+        assert_eq!(version.says_complete(head.headers()), Some(false));
+    }
+}
+
+/// §Security Considerations: "Policy decisions or authorization checks performed on the
+/// initial request might become outdated or invalid by the time the upload completes. [...]
+/// the server SHOULD validate that the user is still allowed to perform the requested action
+/// before finalizing the upload." A principal whose credentials were withdrawn after the
+/// creation cannot finish the upload with them.
+#[tokio::test]
+async fn the_request_that_finishes_an_upload_is_authorized_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, auth, file) = server_with_tokens(&dir, "t-old alice\n").await;
+    for version in VERSIONS {
+        let ietf = Ietf::new(&server, version);
+        std::fs::write(&file, "t-old alice\n").unwrap();
+        auth.reload().unwrap();
+        let created = ietf
+            .creation(false)
+            .header("Authorization", "Bearer t-old")
+            .body("abc")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED, "{version}");
+        let path = path_of(&created);
+        // The token is withdrawn; alice gets a new one.
+        std::fs::write(&file, "t-new alice\n").unwrap();
+        auth.reload().unwrap();
+        let finishing = ietf
+            .appending(&path, 3, true)
+            .header("Authorization", "Bearer t-old")
+            .body("def")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(finishing.status(), StatusCode::UNAUTHORIZED, "{version}");
+        let head = ietf
+            .request(Method::HEAD, &path)
+            .header("Authorization", "Bearer t-new")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(offset_of(&head), 3, "{version}");
+        assert_eq!(version.says_complete(head.headers()), Some(false));
+    }
 }
