@@ -1,7 +1,8 @@
 //! The crash contract, against the real binary: whatever point a PATCH is at when the server is
 //! killed (SIGKILL) or stopped (SIGTERM), a restart on the same data dir reports an offset no
 //! larger than what was sent, every byte below it is the source's, and the upload resumes to a
-//! file with the source's SHA-256.
+//! file with the source's SHA-256. The SIGKILL cases run for a tus upload and for one of the IETF
+//! draft (interop 8): the same engine under both.
 //!
 //! The in-flight PATCH goes over a raw socket so the test controls exactly how much of the body
 //! arrives. Progress is observed on disk (the data file's length), never with HEAD: a HEAD asks
@@ -10,12 +11,13 @@
 mod common;
 
 use common::{
-    Server, Tus, assert_prefix_of, committed_length, data_file, file_length, open_patch,
-    pseudo_random, raw_header, read_response, scratch, send, sha256_hex, wait_until,
+    Ietf, Server, Tus, assert_prefix_of, committed_length, data_file, file_length, open_ietf_patch,
+    open_patch, pseudo_random, raw_header, read_response, scratch, send, sha256_hex, wait_until,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::net::TcpStream;
 
 /// Big enough that the body spans many socket buffers and writer batches.
 const SOURCE_LENGTH: usize = 24 << 20;
@@ -38,16 +40,61 @@ enum KillAt {
     HeadSent,
 }
 
+/// The protocol a crash test uploads with: tus 1.0.0, or the IETF draft (interop 8) — the
+/// same engine, so the same contract.
+#[derive(Clone, Copy, Debug)]
+enum Protocol {
+    Tus,
+    Ietf,
+}
+
+impl Protocol {
+    async fn create(self, server: &Server, length: u64) -> String {
+        match self {
+            Protocol::Tus => Tus::new(server).create(length).await,
+            Protocol::Ietf => Ietf::new(server).create(length).await,
+        }
+    }
+
+    /// A PATCH at `offset` whose head is sent, announcing `content_length` body bytes.
+    async fn open_patch(self, server: &Server, id: &str, offset: u64, length: u64) -> TcpStream {
+        match self {
+            Protocol::Tus => open_patch(server.address, id, offset, length).await,
+            Protocol::Ietf => open_ietf_patch(server.address, id, offset, length).await,
+        }
+    }
+
+    /// The offset to resume from (`HEAD`).
+    async fn offset(self, server: &Server, id: &str) -> u64 {
+        match self {
+            Protocol::Tus => Tus::new(server).offset(id).await,
+            Protocol::Ietf => Ietf::new(server).offset(id).await,
+        }
+    }
+
+    async fn finish_and_verify(self, server: &Server, id: &str, source: &[u8]) {
+        match self {
+            Protocol::Tus => Tus::new(server).finish_and_verify(id, source).await,
+            Protocol::Ietf => Ietf::new(server).finish_and_verify(id, source).await,
+        }
+    }
+}
+
 async fn kill_mid_patch(kill_at: KillAt) {
+    kill_mid_patch_with(Protocol::Tus, kill_at).await;
+}
+
+async fn kill_mid_patch_with(protocol: Protocol, kill_at: KillAt) {
     let scratch = scratch();
     let data_dir = scratch.path().join("data");
     let source = pseudo_random(SOURCE_LENGTH, 0x5EED_0001);
     let mut server = Server::serve(&data_dir, &[]);
-    let tus = Tus::new(&server);
-    let id = tus.create(source.len() as u64).await;
+    let id = protocol.create(&server, source.len() as u64).await;
     let data = data_file(&data_dir, &id);
 
-    let mut patch = open_patch(server.address, &id, 0, source.len() as u64).await;
+    let mut patch = protocol
+        .open_patch(&server, &id, 0, source.len() as u64)
+        .await;
     let sent = match kill_at {
         KillAt::Sent(sent) | KillAt::OnDisk(sent) => sent,
         KillAt::HeadSent => 0,
@@ -72,9 +119,10 @@ async fn kill_mid_patch(kill_at: KillAt) {
     drop(server);
 
     let server = Server::serve(&data_dir, &[]);
-    let tus = Tus::new(&server);
-    let offset = tus.offset(&id).await;
-    eprintln!("{kill_at:?}: {on_disk} bytes on disk at SIGKILL, offset {offset} after restart");
+    let offset = protocol.offset(&server, &id).await;
+    eprintln!(
+        "{protocol:?} {kill_at:?}: {on_disk} bytes on disk at SIGKILL, offset {offset} after restart"
+    );
     assert!(
         offset <= sent as u64,
         "{kill_at:?}: restart reports offset {offset}, only {sent} bytes were sent"
@@ -91,7 +139,7 @@ async fn kill_mid_patch(kill_at: KillAt) {
         stored.len()
     );
     assert_prefix_of(&stored[..offset as usize], &source);
-    tus.finish_and_verify(&id, &source).await;
+    protocol.finish_and_verify(&server, &id, &source).await;
 }
 
 #[tokio::test]
@@ -112,6 +160,29 @@ async fn sigkill_right_after_ten_mib_were_sent() {
 #[tokio::test]
 async fn sigkill_keeps_every_committed_byte() {
     kill_mid_patch(KillAt::OnDisk(5 * MIB + 12_345)).await;
+}
+
+// The same for an upload created and appended with the IETF draft (interop 8), resumed with
+// its offset retrieval and append.
+
+#[tokio::test]
+async fn ietf_sigkill_before_any_body_byte_keeps_an_empty_resumable_upload() {
+    kill_mid_patch_with(Protocol::Ietf, KillAt::HeadSent).await;
+}
+
+#[tokio::test]
+async fn ietf_sigkill_right_after_one_mib_was_sent() {
+    kill_mid_patch_with(Protocol::Ietf, KillAt::Sent(MIB + 4321)).await;
+}
+
+#[tokio::test]
+async fn ietf_sigkill_right_after_ten_mib_were_sent() {
+    kill_mid_patch_with(Protocol::Ietf, KillAt::Sent(10 * MIB + 17)).await;
+}
+
+#[tokio::test]
+async fn ietf_sigkill_keeps_every_committed_byte() {
+    kill_mid_patch_with(Protocol::Ietf, KillAt::OnDisk(5 * MIB + 12_345)).await;
 }
 
 /// SIGTERM while a PATCH waits for more body: the server stops reading, persists what arrived,

@@ -15,7 +15,8 @@ use crate::AppState;
 use crate::classify::{Classified, Kind, classify};
 use crate::interim::Interim;
 use crate::wire::{
-    Principal, Rejection, body_stream, content_length, reject_with_body, single_header,
+    Principal, Rejection, body_stream, content_length, display_name, reject_with_body,
+    single_header,
 };
 use axum::Router;
 use axum::body::HttpBody;
@@ -25,8 +26,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use resumable_core::{
-    Append, ExpectedChecksum, Length, Limits, NewUpload, Offset, Protocol, ReprDigest, UploadError,
-    UploadId, UploadStatus,
+    Append, ExpectedChecksum, Length, Limits, NewUpload, Offset, Owner, Protocol, ReprDigest,
+    UploadError, UploadId, UploadStatus,
 };
 use resumable_proto::checksum::Checksum;
 use resumable_proto::ietf::{
@@ -129,7 +130,7 @@ impl<'a> Fields<'a> {
             Ok(value) => value
                 .map(parse)
                 .transpose()
-                .map_err(|error| format!("{}: {error}", display(field))),
+                .map_err(|error| format!("{}: {error}", display_name(field))),
             Err(message) => Err(message),
         };
         match parsed {
@@ -170,8 +171,9 @@ impl Render {
     }
 
     /// A service error as problem details, with `Upload-Complete: ?0` (the response is the
-    /// upload's, not the processed representation's) and the stored offset when known.
-    fn problem(&self, classified: Classified) -> Rejection {
+    /// upload's, not the processed representation's) — unless `complete` — and the stored
+    /// offset when known.
+    fn problem(&self, classified: Classified, complete: bool) -> Rejection {
         let kind = match classified.kind {
             Kind::OffsetMismatch { .. } => ProblemType::MismatchingOffset,
             Kind::InconsistentLength => ProblemType::InconsistentLength,
@@ -184,7 +186,7 @@ impl Render {
             problem.expected_offset = classified.stored.map(|stored| stored.0);
             problem.provided_offset = Some(provided.0);
         }
-        let (completeness, value) = self.completeness(false);
+        let (completeness, value) = self.completeness(complete);
         let mut rejection =
             problem_response(classified.status, &problem).with_header(completeness, value);
         if let Some(offset) = classified.stored.and_then(|stored| integer(stored.0)) {
@@ -194,29 +196,60 @@ impl Render {
     }
 
     fn error(&self, error: UploadError) -> Rejection {
-        self.problem(classify(error))
+        self.problem(classify(error), false)
     }
 
-    /// [`Render::error`] for a request that creates or appends: a `413` carries the limits
-    /// (the draft's SHOULD), where the version has `Upload-Limit`.
+    /// `error` of an append (or of a creation's content) to upload `id`. A refusal of the
+    /// complete upload (its `Repr-Digest` does not match, or `pre-finish` refused it) is the
+    /// representation's, found once the request's content was all stored: it says
+    /// `Upload-Complete: ?1` ("the response MUST include the `Upload-Complete` header field
+    /// with a true value"), so the client does not resume. A `413` says the limits.
+    async fn append_error(
+        &self,
+        state: &AppState,
+        owner: &Owner,
+        id: &UploadId,
+        limits: &Limits,
+        error: UploadError,
+    ) -> Rejection {
+        let refused = matches!(error, UploadError::HookRefused { .. });
+        let classified = classify(error);
+        let too_large = classified.status == StatusCode::PAYLOAD_TOO_LARGE;
+        let status = if refused || too_large {
+            state.service.inspect(owner, id).await.ok()
+        } else {
+            None
+        };
+        let complete = refused && status.as_ref().is_some_and(UploadStatus::is_complete);
+        let rejection = self.problem(classified, complete);
+        if too_large {
+            self.with_limits(rejection, &upload_limit(state, limits, status.as_ref()))
+        } else {
+            rejection
+        }
+    }
+
+    /// `error` as a problem; a `413` says the limits, `limit`.
     fn error_within(&self, error: UploadError, limit: &UploadLimit) -> Rejection {
         let classified = classify(error);
-        let over = classified.status == StatusCode::PAYLOAD_TOO_LARGE;
-        let rejection = self.problem(classified);
-        match limit_header(self.0, limit).filter(|_| over) {
+        let too_large = classified.status == StatusCode::PAYLOAD_TOO_LARGE;
+        let rejection = self.problem(classified, false);
+        if too_large {
+            self.with_limits(rejection, limit)
+        } else {
+            rejection
+        }
+    }
+
+    /// A `413` with `Upload-Limit`: "A server responding with a `413 (Content Too Large)`
+    /// status code as a result of its upload limits SHOULD include the `Upload-Limit` header
+    /// field in this response if possible."
+    fn with_limits(&self, rejection: Rejection, limit: &UploadLimit) -> Rejection {
+        match limit_header(self.0, limit) {
             Some((field, value)) => rejection.with_header(field, value),
             None => rejection,
         }
     }
-}
-
-/// `upload-offset` as people write it.
-fn display(field: &str) -> String {
-    field
-        .split('-')
-        .map(|word| word[..1].to_ascii_uppercase() + &word[1..])
-        .collect::<Vec<_>>()
-        .join("-")
 }
 
 /// What the server allows, as `Upload-Limit` says it: the size limit (the principal's, if
@@ -318,7 +351,7 @@ fn parse_create(fields: Fields<'_>) -> Result<CreateRequest, Rejection> {
     let complete = fields.complete()?.ok_or_else(|| {
         let message = format!(
             "{} is required to create an upload",
-            display(completeness.name())
+            display_name(completeness.name())
         );
         fields.render.bad_request(ProblemType::Blank, message)
     })?;
@@ -409,11 +442,15 @@ async fn create(
         let id = status.info.id.clone();
         // The upload exists whatever happens to its content: a refusal says where it is,
         // beside the offset it has, so the client can go on instead of starting over.
-        status = service.append(&owner, &id, append).await.map_err(|error| {
-            render
-                .error_within(error, &announced)
-                .with_header(header::LOCATION, location.clone())
-        })?;
+        status = match service.append(&owner, &id, append).await {
+            Ok(status) => status,
+            Err(error) => {
+                let rejection = render
+                    .append_error(&state, &owner, &id, &limits, error)
+                    .await;
+                return Err(rejection.with_header(header::LOCATION, location));
+            }
+        };
     }
     let limit = upload_limit(&state, &limits, Some(&status));
     if create.complete && !status.is_complete() {
@@ -524,7 +561,10 @@ fn parse_append(fields: Fields<'_>, id: &str) -> Result<AppendRequest, Rejection
         })?;
     let completeness = fields.version().traits().completeness;
     let complete = fields.complete()?.ok_or_else(|| {
-        let message = format!("{} is required to append", display(completeness.name()));
+        let message = format!(
+            "{} is required to append",
+            display_name(completeness.name())
+        );
         fields.render.bad_request(ProblemType::Blank, message)
     })?;
     let content_length = content_length(fields.headers);
@@ -579,8 +619,10 @@ async fn append(
             return Err(rejection);
         }
         Err(error) => {
-            let limit = upload_limit(&state, &limits, None);
-            return Err(render.error_within(error, &limit));
+            let rejection = render
+                .append_error(&state, &owner, &request.id, &limits, error)
+                .await;
+            return Err(rejection);
         }
     };
     let limit = upload_limit(&state, &limits, Some(&status));
@@ -602,7 +644,7 @@ async fn append(
 }
 
 /// Whether the upload is complete, for telling an append past its end from one too long.
-async fn completed(state: &AppState, owner: &resumable_core::Owner, id: &UploadId) -> bool {
+async fn completed(state: &AppState, owner: &Owner, id: &UploadId) -> bool {
     state
         .service
         .inspect(owner, id)

@@ -292,7 +292,7 @@ pub(crate) fn header_bytes<'a>(
 }
 
 /// `upload-length` as people write it: `Upload-Length`.
-fn display_name(lowercase: &str) -> String {
+pub(crate) fn display_name(lowercase: &str) -> String {
     lowercase
         .split('-')
         .map(|word| {

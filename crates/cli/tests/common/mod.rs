@@ -428,6 +428,119 @@ impl Tus {
     }
 }
 
+/// The IETF draft's interop version the [`Ietf`] client speaks (the current one).
+pub(crate) const IETF_VERSION: &str = "8";
+
+/// A minimal client of the IETF draft "Resumable Uploads for HTTP" (interop version 8) for one
+/// server: creation, offset retrieval, append, and the download.
+pub(crate) struct Ietf {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Ietf {
+    pub(crate) fn new(server: &Server) -> Ietf {
+        Ietf {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .expect("build http client"),
+            base: server.base.clone(),
+        }
+    }
+
+    pub(crate) fn url(&self, id: &str) -> String {
+        format!("{}/files/{id}", self.base)
+    }
+
+    /// Creates an upload of `length` bytes without content (`Upload-Complete: ?0`,
+    /// `Upload-Length`); returns its id (the last segment of `Location`).
+    pub(crate) async fn create(&self, length: u64) -> String {
+        let response = self
+            .http
+            .post(format!("{}/files/", self.base))
+            .header("Upload-Draft-Interop-Version", IETF_VERSION)
+            .header("Upload-Complete", "?0")
+            .header("Upload-Length", length.to_string())
+            .send()
+            .await
+            .expect("POST /files/");
+        assert_eq!(response.status(), 201, "creation");
+        let location = header(&response, "Location");
+        let id = location
+            .rsplit('/')
+            .next()
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| panic!("no id in Location {location:?}"));
+        id.to_owned()
+    }
+
+    /// Offset retrieval (`HEAD`): the upload's `Upload-Offset`.
+    pub(crate) async fn offset(&self, id: &str) -> u64 {
+        let response = self
+            .http
+            .head(self.url(id))
+            .header("Upload-Draft-Interop-Version", IETF_VERSION)
+            .send()
+            .await
+            .expect("HEAD");
+        assert_eq!(response.status(), 204, "HEAD {id}");
+        assert_eq!(header(&response, "Cache-Control"), "no-store");
+        parse_offset(&header(&response, "Upload-Offset"))
+    }
+
+    /// Appends `body` at `offset` (`application/partial-upload`), saying whether it completes
+    /// the upload; the raw response.
+    pub(crate) async fn patch(
+        &self,
+        id: &str,
+        offset: u64,
+        complete: bool,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        self.http
+            .patch(self.url(id))
+            .header("Upload-Draft-Interop-Version", IETF_VERSION)
+            .header("Content-Type", "application/partial-upload")
+            .header("Upload-Offset", offset.to_string())
+            .header("Upload-Complete", if complete { "?1" } else { "?0" })
+            .body(body)
+            .send()
+            .await
+            .expect("PATCH")
+    }
+
+    /// The completed upload's bytes: a plain download (in interop 8 a `GET` naming the version
+    /// is an offset retrieval).
+    pub(crate) async fn download(&self, id: &str) -> Vec<u8> {
+        let response = self.http.get(self.url(id)).send().await.expect("GET");
+        assert_eq!(response.status(), 200, "download {id}");
+        response.bytes().await.expect("download body").to_vec()
+    }
+
+    /// Appends the rest of `source` from the server's offset, completing the upload, then
+    /// checks the download's SHA-256.
+    pub(crate) async fn finish_and_verify(&self, id: &str, source: &[u8]) {
+        let offset = self.offset(id).await;
+        let start = usize::try_from(offset).expect("offset fits usize");
+        let response = self.patch(id, offset, true, source[start..].to_vec()).await;
+        assert_eq!(response.status(), 204, "resuming PATCH from {offset}");
+        assert_eq!(header(&response, "Upload-Complete"), "?1");
+        assert_eq!(
+            parse_offset(&header(&response, "Upload-Offset")),
+            source.len() as u64,
+            "offset after the resuming PATCH"
+        );
+        let downloaded = self.download(id).await;
+        assert_eq!(downloaded.len(), source.len(), "downloaded length");
+        assert_eq!(
+            sha256_hex(&downloaded),
+            sha256_hex(source),
+            "SHA-256 of the download"
+        );
+    }
+}
+
 /// A response header as text; fails the test when it is missing.
 pub(crate) fn header(response: &reqwest::Response, name: &str) -> String {
     response
@@ -457,6 +570,29 @@ pub(crate) async fn open_patch(
         "PATCH /files/{id} HTTP/1.1\r\nHost: {address}\r\nTus-Resumable: 1.0.0\r\n\
          Content-Type: application/offset+octet-stream\r\nUpload-Offset: {offset}\r\n\
          Content-Length: {content_length}\r\n\r\n"
+    );
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("send PATCH head");
+    stream
+}
+
+/// Opens an IETF draft append (interop 8, `application/partial-upload`, `Upload-Complete: ?1`:
+/// the rest of the upload) over a raw socket and sends only its head, announcing
+/// `content_length` body bytes: the test decides how much of the body ever arrives.
+pub(crate) async fn open_ietf_patch(
+    address: SocketAddr,
+    id: &str,
+    offset: u64,
+    content_length: u64,
+) -> TcpStream {
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    let head = format!(
+        "PATCH /files/{id} HTTP/1.1\r\nHost: {address}\r\n\
+         Upload-Draft-Interop-Version: {IETF_VERSION}\r\n\
+         Content-Type: application/partial-upload\r\nUpload-Offset: {offset}\r\n\
+         Upload-Complete: ?1\r\nContent-Length: {content_length}\r\n\r\n"
     );
     stream
         .write_all(head.as_bytes())

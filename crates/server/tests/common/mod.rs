@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod ietf;
+
 use resumable_core::{ManualClock, MemoryLocker, ServiceConfig, UploadService};
 use resumable_fs::{FileStore, FileStoreConfig};
 use resumable_server::ServerConfig;
