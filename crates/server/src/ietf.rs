@@ -148,6 +148,15 @@ impl<'a> Fields<'a> {
         Ok(value.map(|value| field.complete(value)))
     }
 
+    /// [`Fields::complete`] where the request must say: a `400` naming the field otherwise.
+    fn required_complete(&self, purpose: &str) -> Result<bool, Rejection> {
+        self.complete()?.ok_or_else(|| {
+            let field = self.version().traits().completeness.name();
+            let message = format!("{} is required {purpose}", display_name(field));
+            self.render.bad_request(ProblemType::Blank, message)
+        })
+    }
+
     /// The digest the request's content must have (`Content-Digest`), or the whole upload's
     /// (`Repr-Digest`), in an algorithm served; others are ignored (RFC 9530).
     fn digest(&self, field: &'static str) -> Result<Option<Checksum>, Rejection> {
@@ -347,14 +356,7 @@ struct CreateRequest {
 }
 
 fn parse_create(fields: Fields<'_>) -> Result<CreateRequest, Rejection> {
-    let completeness = fields.version().traits().completeness;
-    let complete = fields.complete()?.ok_or_else(|| {
-        let message = format!(
-            "{} is required to create an upload",
-            display_name(completeness.name())
-        );
-        fields.render.bad_request(ProblemType::Blank, message)
-    })?;
+    let complete = fields.required_complete("to create an upload")?;
     let content_length = content_length(fields.headers);
     let length = stated_length(fields, Offset(0), complete, content_length)?;
     Ok(CreateRequest {
@@ -559,14 +561,7 @@ fn parse_append(fields: Fields<'_>, id: &str) -> Result<AppendRequest, Rejection
             let message = "Upload-Offset is required to append";
             fields.render.bad_request(ProblemType::Blank, message)
         })?;
-    let completeness = fields.version().traits().completeness;
-    let complete = fields.complete()?.ok_or_else(|| {
-        let message = format!(
-            "{} is required to append",
-            display_name(completeness.name())
-        );
-        fields.render.bad_request(ProblemType::Blank, message)
-    })?;
+    let complete = fields.required_complete("to append")?;
     let content_length = content_length(fields.headers);
     Ok(AppendRequest {
         id,
