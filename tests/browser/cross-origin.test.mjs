@@ -24,8 +24,8 @@ before(async () => {
 
 after(() => rm(dir, { recursive: true, force: true }));
 
-/** The README's example, pointed at `server`. */
-const examplePage = (server) => `<!doctype html>
+/** The README's example, pointed at `server`, with `options` added to the Uploader's. */
+const examplePage = (server, options = '') => `<!doctype html>
 <meta charset="utf-8">
 <input type="file" id="picker" multiple>
 <script type="module">
@@ -34,6 +34,7 @@ const examplePage = (server) => `<!doctype html>
   const uploader = new Uploader({
     endpoint: '${server}/files/',
     headers: { Authorization: 'Bearer example-token' }, // for a server that asks for auth
+    ${options}
   });
   document.querySelector('#picker').addEventListener('change', (event) => {
     for (const file of event.target.files) {
@@ -77,6 +78,22 @@ test('the README example: another origin imports resumable.js from the server an
   await assertUploaded(url, server);
   const patch = requests.find((request) => request.method === 'PATCH');
   assert.equal(patch.headers.authorization, 'Bearer example-token', 'extra headers are sent');
+  assert.deepEqual(errors, []);
+});
+
+test('another origin uploads with the IETF draft: its headers pass CORS both ways', { timeout: 30000 }, async (t) => {
+  const { server, site, page, errors } = await setUp(t, (server) => ({
+    '/': { body: examplePage(server, "protocol: 'ietf',"), type: 'text/html; charset=utf-8' },
+  }));
+  const requests = recordRequests(page);
+  await page.goto(site.url);
+  await pick(page, file);
+  const url = await (await page.waitForFunction(() => window.uploaded, null, { timeout: 20000 })).jsonValue();
+  await assertUploaded(url, server);
+  // Done means the page read Upload-Offset / Upload-Complete from cross-origin answers.
+  const patch = requests.find((request) => request.method === 'PATCH');
+  assert.equal(patch.headers['upload-draft-interop-version'], '8');
+  assert.equal(patch.headers['content-type'], 'application/partial-upload');
   assert.deepEqual(errors, []);
 });
 

@@ -9,7 +9,8 @@
 //!   said `Upload-Complete: ?1` (as in tus). A later empty append with `Upload-Complete: ?1` at
 //!   that offset is answered as a replay of the completion.
 //! - Errors are classified once (`classify`) and rendered here as problem details (RFC 9457),
-//!   with `Upload-Complete: ?0` and the stored `Upload-Offset` whenever it is known.
+//!   with the stored `Upload-Offset` whenever it is known, and `Upload-Complete: ?0` — but
+//!   `?1` when the complete upload itself was refused (its `Repr-Digest`, a `pre-finish` hook).
 
 use crate::AppState;
 use crate::classify::{Classified, Kind, classify};
@@ -88,6 +89,14 @@ fn name(lowercase: &'static str) -> HeaderName {
 /// An Integer field; `None` for a value no Structured Field Integer holds (15 digits).
 fn integer(value: u64) -> Option<HeaderValue> {
     ietf::encode_integer(value).and_then(|text| HeaderValue::from_str(&text).ok())
+}
+
+/// `rejection` with `Upload-Offset: stored` (omitted past what an Integer holds).
+fn with_offset(rejection: Rejection, stored: Offset) -> Rejection {
+    match integer(stored.0) {
+        Some(value) => rejection.with_header(name(UPLOAD_OFFSET), value),
+        None => rejection,
+    }
 }
 
 fn problem_response(status: StatusCode, problem: &Problem) -> Rejection {
@@ -196,16 +205,38 @@ impl Render {
             problem.provided_offset = Some(provided.0);
         }
         let (completeness, value) = self.completeness(complete);
-        let mut rejection =
+        let rejection =
             problem_response(classified.status, &problem).with_header(completeness, value);
-        if let Some(offset) = classified.stored.and_then(|stored| integer(stored.0)) {
-            rejection = rejection.with_header(name(UPLOAD_OFFSET), offset);
+        match classified.stored {
+            Some(stored) => with_offset(rejection, stored),
+            None => rejection,
         }
-        rejection
     }
 
     fn error(&self, error: UploadError) -> Rejection {
         self.problem(classify(error), false)
+    }
+
+    /// Content past a complete upload (the problem type of drafts -04 and -05).
+    fn completed_upload(&self, stored: Offset) -> Rejection {
+        let problem = Problem::new(
+            ProblemType::CompletedUpload,
+            "the upload is complete and takes no more content",
+        );
+        let (completeness, value) = self.completeness(false);
+        let rejection =
+            problem_response(StatusCode::BAD_REQUEST, &problem).with_header(completeness, value);
+        with_offset(rejection, stored)
+    }
+
+    /// A request that said it completes the upload, whose content ended before the upload's
+    /// length: its bytes are kept, the upload is not complete.
+    fn ended_short(&self, stored: Offset) -> Rejection {
+        let rejection = self.bad_request(
+            ProblemType::InconsistentLength,
+            "the content ended before the upload's length",
+        );
+        with_offset(rejection, stored)
     }
 
     /// `error` of an append (or of a creation's content) to upload `id`. A refusal of the
@@ -355,6 +386,35 @@ struct CreateRequest {
     repr_digest: Option<Checksum>,
 }
 
+impl CreateRequest {
+    /// The upload to create (its metadata and digest taken).
+    fn new_upload(&mut self, owner: Owner, limits: Limits) -> NewUpload {
+        NewUpload {
+            owner,
+            length: self.length,
+            metadata: std::mem::take(&mut self.metadata),
+            concat: None,
+            limits,
+            protocol: Protocol::Ietf,
+            repr_digest: self.repr_digest.take().map(ReprDigest),
+        }
+    }
+
+    /// The request's content as the upload's first bytes.
+    fn first_append(&mut self, limits: Limits, body: axum::body::Body) -> Append {
+        Append {
+            offset: Offset(0),
+            declared_length: None,
+            content_length: self.content_length,
+            checksum: self.content_digest.take().map(ExpectedChecksum::Header),
+            unannounced_trailer: None,
+            ends_upload: self.complete,
+            limits,
+            body: body_stream(body),
+        }
+    }
+}
+
 fn parse_create(fields: Fields<'_>) -> Result<CreateRequest, Rejection> {
     let complete = fields.required_complete("to create an upload")?;
     let content_length = content_length(fields.headers);
@@ -406,17 +466,9 @@ async fn create(
 ) -> Result<Response, Rejection> {
     let (parts, body) = request.into_parts();
     let render = Render(version);
-    let create = parse_create(Fields::new(&parts.headers, version))?;
+    let mut create = parse_create(Fields::new(&parts.headers, version))?;
     let with_content = has_content(&parts.headers, &body);
-    let new = NewUpload {
-        owner: owner.clone(),
-        length: create.length,
-        metadata: create.metadata,
-        concat: None,
-        limits,
-        protocol: Protocol::Ietf,
-        repr_digest: create.repr_digest.map(ReprDigest),
-    };
+    let new = create.new_upload(owner.clone(), limits);
     let service = &state.service;
     let announced = upload_limit(&state, &limits, None);
     let mut status = service
@@ -431,37 +483,25 @@ async fn create(
     // keep that buffer alive beside the one the body is read into.
     drop(parts);
     if with_content || (create.complete && create.length == Length::Deferred) {
-        let append = Append {
-            offset: Offset(0),
-            declared_length: None,
-            content_length: create.content_length,
-            checksum: create.content_digest.map(ExpectedChecksum::Header),
-            unannounced_trailer: None,
-            ends_upload: create.complete,
-            limits,
-            body: body_stream(body),
-        };
         let id = status.info.id.clone();
         // The upload exists whatever happens to its content: a refusal says where it is,
         // beside the offset it has, so the client can go on instead of starting over.
-        status = match service.append(&owner, &id, append).await {
+        status = match service
+            .append(&owner, &id, create.first_append(limits, body))
+            .await
+        {
             Ok(status) => status,
             Err(error) => {
-                let rejection = render
-                    .append_error(&state, &owner, &id, &limits, error)
-                    .await;
-                return Err(rejection.with_header(header::LOCATION, location));
+                let rejection = render.append_error(&state, &owner, &id, &limits, error);
+                return Err(rejection.await.with_header(header::LOCATION, location));
             }
         };
     }
-    let limit = upload_limit(&state, &limits, Some(&status));
     if create.complete && !status.is_complete() {
-        let rejection = render.bad_request(
-            ProblemType::InconsistentLength,
-            "the content ended before the length the request stated",
-        );
+        let rejection = render.ended_short(status.offset);
         return Err(rejection.with_header(header::LOCATION, location));
     }
+    let limit = upload_limit(&state, &limits, Some(&status));
     let mut headers = vec![(header::LOCATION, location)];
     headers.extend(state_headers(render, &status, &limit));
     Ok(respond(StatusCode::CREATED, headers))
@@ -601,37 +641,17 @@ async fn append(
         Err(UploadError::BodyTooLong { stored })
             if completed(&state, &owner, &request.id).await =>
         {
-            let problem = Problem::new(
-                ProblemType::CompletedUpload,
-                "the upload is complete and takes no more content",
-            );
-            let (completeness, value) = render.completeness(false);
-            let mut rejection = problem_response(StatusCode::BAD_REQUEST, &problem)
-                .with_header(completeness, value);
-            if let Some(offset) = integer(stored.0) {
-                rejection = rejection.with_header(name(UPLOAD_OFFSET), offset);
-            }
-            return Err(rejection);
+            return Err(render.completed_upload(stored));
         }
         Err(error) => {
-            let rejection = render
-                .append_error(&state, &owner, &request.id, &limits, error)
-                .await;
-            return Err(rejection);
+            let rejection = render.append_error(&state, &owner, &request.id, &limits, error);
+            return Err(rejection.await);
         }
     };
-    let limit = upload_limit(&state, &limits, Some(&status));
     if request.complete && !status.is_complete() {
-        let rejection = render.bad_request(
-            ProblemType::InconsistentLength,
-            "the content ended before the length the upload was given",
-        );
-        let offset = integer(status.offset.0).map(|value| (name(UPLOAD_OFFSET), value));
-        return Err(match offset {
-            Some((field, value)) => rejection.with_header(field, value),
-            None => rejection,
-        });
+        return Err(render.ended_short(status.offset));
     }
+    let limit = upload_limit(&state, &limits, Some(&status));
     Ok(respond(
         StatusCode::NO_CONTENT,
         state_headers(render, &status, &limit),
