@@ -467,7 +467,7 @@ fn fit_open_files(max_connections: Option<usize>) {
                 needed,
                 "the open-file limit (ulimit -n) is below what --max-connections needs: \
                  raise it, or lower --max-connections to about {}",
-                raised.saturating_sub(SPARE_FILES).max(1)
+                raised.saturating_sub(SPARE_FILES).max(raised / 2)
             );
         }
     }
