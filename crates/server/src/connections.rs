@@ -47,9 +47,12 @@ const READ_BUFFER_MAX: usize = 256 * 1024;
 /// What an HTTP/2 client sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// How often a connection whose first bytes are a beginning of the HTTP/2 preface (or of
-/// `POST`...) is looked at again until it says which protocol it speaks.
+/// How soon a connection whose first bytes are a beginning of the HTTP/2 preface (or of
+/// `POST`...) is looked at again, the wait doubling up to [`UNDECIDED_RECHECK_MAX`] until it
+/// says which protocol it speaks: a client split its preface, and is quick to send the rest,
+/// or it is stalling, and costs a wake-up a second at most.
 const UNDECIDED_RECHECK: Duration = Duration::from_millis(10);
+const UNDECIDED_RECHECK_MAX: Duration = Duration::from_secs(1);
 
 /// The protocol a connection's first bytes show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,6 +229,7 @@ async fn back_off_after(error: io::Error) {
 /// that stops there).
 async fn first_bytes(stream: &TcpStream) -> io::Result<Option<Protocol>> {
     let mut start = [0; H2_PREFACE.len()];
+    let mut recheck = UNDECIDED_RECHECK;
     loop {
         let seen = stream.peek(&mut start).await?;
         match seen {
@@ -233,7 +237,10 @@ async fn first_bytes(stream: &TcpStream) -> io::Result<Option<Protocol>> {
             _ if start[..seen] != H2_PREFACE[..seen] => return Ok(Some(Protocol::Http1)),
             _ if seen == H2_PREFACE.len() => return Ok(Some(Protocol::Http2)),
             // Peeking again at once would find the same bytes: wait for more.
-            _ => tokio::time::sleep(UNDECIDED_RECHECK).await,
+            _ => {
+                tokio::time::sleep(recheck).await;
+                recheck = (recheck * 2).min(UNDECIDED_RECHECK_MAX);
+            }
         }
     }
 }
