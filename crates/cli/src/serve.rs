@@ -2,12 +2,12 @@
 
 use anyhow::Context;
 use clap::Args;
-use resumable_core::{MemoryLocker, ServiceConfig, SystemClock, UploadService};
+use resumable_core::{MemoryLocker, MinRate, ServiceConfig, SystemClock, UploadService};
 use resumable_fs::{FileStore, FileStoreConfig};
 use resumable_server::auth::{
     Auth, ForwardAuth, ForwardSettings, JwtAuth, JwtKeySource, JwtSettings, TokensAuth,
 };
-use resumable_server::{CorsOrigins, ServerConfig};
+use resumable_server::{ConnectionLimits, CorsOrigins, MAX_HEADER_SIZE_LIMIT, ServerConfig};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -80,6 +80,112 @@ pub(crate) struct ServeArgs {
     /// token's `quota_uploads` claim may lower it.
     #[arg(long, env = "RESUMABLE_QUOTA_UPLOADS")]
     quota_uploads: Option<u64>,
+
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Limits that protect the server from too many or too demanding clients.
+#[derive(Args, Debug)]
+struct LimitArgs {
+    /// Open connections in all (0: no limit). Past it, a new connection is closed as soon as
+    /// it is accepted (the client sees it closed or reset and retries later); each refusal is
+    /// logged at debug level, and a count as a warning at most every 10 s. Each connection
+    /// takes a file descriptor (two more while its upload writes): at start-up the open-file
+    /// limit (RLIMIT_NOFILE) is raised to fit, up to its hard limit, with a warning if it
+    /// cannot be.
+    #[arg(long, env = "RESUMABLE_MAX_CONNECTIONS", default_value = "10000")]
+    max_connections: usize,
+
+    /// Open connections per client address, IPv6 per /64 (0: no limit). Past it, the client's
+    /// next connection is closed as soon as it is accepted. Not applied with --behind-proxy:
+    /// there every connection is the proxy's, shared by its clients (limit them at the proxy).
+    #[arg(
+        long,
+        env = "RESUMABLE_MAX_CONNECTIONS_PER_CLIENT",
+        default_value = "256"
+    )]
+    max_connections_per_client: usize,
+
+    /// Largest request head: the request line and header fields (on HTTP/2, the header list),
+    /// from 1KiB to 256KiB. Past it, the answer is 431 Request Header Fields Too Large and the
+    /// connection is closed.
+    #[arg(long, env = "RESUMABLE_MAX_HEADER_SIZE", default_value = "32KiB", value_parser = parse_header_size)]
+    max_header_size: usize,
+
+    /// Slowest an upload body may arrive, in bytes per second (`1KiB`, `500`; 0: no
+    /// minimum), measured over each --min-body-rate-window from the body's start, so the first
+    /// window is a grace period. A body below it is cut, every byte that arrived stored, and
+    /// answered like a stalled one: 408 with Upload-Offset (the client resumes from there).
+    #[arg(long, env = "RESUMABLE_MIN_BODY_RATE", default_value = "1KiB", value_parser = crate::options::parse_size)]
+    min_body_rate: u64,
+
+    /// The window --min-body-rate is measured over.
+    #[arg(long, env = "RESUMABLE_MIN_BODY_RATE_WINDOW", default_value = "30s", value_parser = parse_window)]
+    min_body_rate_window: Duration,
+
+    /// Largest metadata a new upload may have, in bytes of its tus Upload-Metadata encoding
+    /// (an IETF draft upload's file name and type count as tus's `filename` and `filetype`), at
+    /// most 16KiB. Past it, creation is refused with 431 and a message naming the limit;
+    /// nothing is created.
+    #[arg(long, env = "RESUMABLE_MAX_METADATA_SIZE", default_value = "4KiB", value_parser = parse_metadata_size)]
+    max_metadata_size: usize,
+
+    /// New uploads each client may create per minute, in bursts of up to as many (0: no
+    /// limit). A client is its owner with --auth, else its address (IPv6 per /64; with
+    /// --behind-proxy the one the proxy forwards). Past it, creation is refused with 429 Too
+    /// Many Requests and Retry-After; nothing is created.
+    #[arg(
+        long,
+        env = "RESUMABLE_MAX_CREATIONS_PER_MINUTE",
+        default_value = "120"
+    )]
+    max_creations_per_minute: u32,
+}
+
+impl LimitArgs {
+    fn connection_limits(&self) -> ConnectionLimits {
+        let limit = |value: usize| (value > 0).then_some(value);
+        ConnectionLimits {
+            max_connections: limit(self.max_connections),
+            max_per_client: limit(self.max_connections_per_client),
+        }
+    }
+
+    fn min_body_rate(&self) -> Option<MinRate> {
+        (self.min_body_rate > 0).then_some(MinRate {
+            bytes_per_second: self.min_body_rate,
+            window: self.min_body_rate_window,
+        })
+    }
+}
+
+fn parse_header_size(text: &str) -> Result<usize, String> {
+    let size = crate::options::parse_size(text)?;
+    if !(1024..=MAX_HEADER_SIZE_LIMIT as u64).contains(&size) {
+        return Err(format!(
+            "must be from 1KiB to {}KiB",
+            MAX_HEADER_SIZE_LIMIT / 1024
+        ));
+    }
+    Ok(size as usize)
+}
+
+fn parse_metadata_size(text: &str) -> Result<usize, String> {
+    let size = crate::options::parse_size(text)?;
+    let most = resumable_proto::metadata::MAX_ENCODED_LEN;
+    if size > most as u64 {
+        return Err(format!("must be at most {}KiB", most / 1024));
+    }
+    Ok(size as usize)
+}
+
+fn parse_window(text: &str) -> Result<Duration, String> {
+    let window = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if window < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(window)
 }
 
 /// How requests are authenticated.
@@ -245,6 +351,8 @@ fn parse_max_size(text: &str) -> Result<MaxSize, String> {
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let auth = Arc::new(args.auth.authenticator()?);
+    let connection_limits = args.limits.connection_limits();
+    fit_open_files(connection_limits.max_connections);
     let clock = Arc::new(SystemClock);
     let store = FileStore::open(FileStoreConfig {
         root: args.data_dir.clone(),
@@ -260,6 +368,10 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         expire_after: args.expire_after.0,
         quota_bytes: args.quota_bytes,
         quota_uploads: args.quota_uploads,
+        min_body_rate: args.limits.min_body_rate(),
+        max_metadata_size: Some(args.limits.max_metadata_size),
+        max_creations_per_minute: Some(args.limits.max_creations_per_minute)
+            .filter(|per_minute| *per_minute > 0),
     };
     let hooks = args.hooks.hooks(&args.data_dir, clock.clone()).await?;
     let mut service = UploadService::new(
@@ -293,6 +405,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         behind_proxy: args.behind_proxy,
         head_timeout: args.head_timeout,
         auth,
+        connection_limits,
+        max_header_size: args.limits.max_header_size,
     };
     let served = resumable_server::run(listener, service, server_config, shutdown_signal()).await;
     if let Some(delivery) = delivery {
@@ -300,6 +414,65 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     served?;
     Ok(())
+}
+
+/// Descriptors the server needs beside one per connection: the listener, logs, the data
+/// directory, hook deliveries, and the files uploads write (each append opens its file, and
+/// O_DIRECT a second descriptor, only while it writes; blocking writes run on at most 512
+/// threads).
+const SPARE_FILES: u64 = 1024 + 2 * 512;
+
+/// Raises the soft open-file limit (RLIMIT_NOFILE) so that `max_connections` fit, up to the
+/// hard limit; warns when even that is short (connections past it would fail to be accepted,
+/// or uploads to open their files, instead of being refused cleanly).
+fn fit_open_files(max_connections: Option<usize>) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let needed = match max_connections {
+            Some(max) => max as u64 + SPARE_FILES,
+            // No limit: as many as the hard limit allows.
+            None => u64::MAX,
+        };
+        let limit = getrlimit(Resource::Nofile);
+        let (soft, hard) = (
+            limit.current.unwrap_or(u64::MAX),
+            limit.maximum.unwrap_or(u64::MAX),
+        );
+        if soft >= needed {
+            return;
+        }
+        let wanted = needed.min(hard);
+        let raised = if wanted > soft {
+            let new = Rlimit {
+                current: Some(wanted),
+                maximum: limit.maximum,
+            };
+            match setrlimit(Resource::Nofile, new) {
+                Ok(()) => {
+                    tracing::debug!(from = soft, to = wanted, "raised the open-file limit");
+                    wanted
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "could not raise the open-file limit");
+                    soft
+                }
+            }
+        } else {
+            soft
+        };
+        if raised < needed && max_connections.is_some() {
+            tracing::warn!(
+                open_file_limit = raised,
+                needed,
+                "the open-file limit (ulimit -n) is below what --max-connections needs: \
+                 raise it, or lower --max-connections to about {}",
+                raised.saturating_sub(SPARE_FILES).max(raised / 2)
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = max_connections;
 }
 
 /// Re-reads the authentication's files (the tokens file) on SIGHUP.
@@ -359,6 +532,17 @@ mod tests {
         assert!(parse_max_size("-1").is_err());
         assert!(parse_max_size("99999999999TiB").is_err());
         assert!(parse_max_size("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn limits_have_bounds() {
+        assert_eq!(parse_header_size("32KiB").unwrap(), 32 * 1024);
+        assert!(parse_header_size("512").is_err());
+        assert!(parse_header_size("1MiB").is_err());
+        assert_eq!(parse_metadata_size("4KiB").unwrap(), 4096);
+        assert!(parse_metadata_size("17KiB").is_err());
+        assert!(parse_window("0s").is_err());
+        assert_eq!(parse_window("30s").unwrap(), Duration::from_secs(30));
     }
 
     #[test]

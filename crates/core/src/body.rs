@@ -1,8 +1,12 @@
 //! The guard every request body passes through before it reaches a store.
 //!
 //! It ends the body early, with a [`BodyError`], when the upload's lock is asked for by another
-//! request, when the client stops sending for too long, or when the body runs past the bytes the
-//! upload may still take (the part up to the limit is kept; nothing past it reaches the store).
+//! request, when the client stops sending for too long, when it sends slower than the minimum
+//! rate over a whole window, or when the body runs past the bytes the upload may still take
+//! (the part up to the limit is kept; nothing past it reaches the store). Every byte that came
+//! before the end reaches the store.
+//!
+//! Time is tokio's clock, which tests pause and move (`start_paused`), so no test waits.
 
 use crate::store::{BodyError, BodyStream};
 use bytes::Bytes;
@@ -19,6 +23,37 @@ pub(crate) struct BodyLimits {
     pub(crate) remaining: u64,
     /// How long the body may go without a byte.
     pub(crate) idle_timeout: Duration,
+    /// The slowest a body may arrive, if there is a minimum.
+    pub(crate) min_rate: Option<MinRate>,
+}
+
+/// A minimum rate: at least `bytes_per_second` × `window` bytes in every `window` from the body's
+/// start (the first window is its grace period: nothing is measured before it ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinRate {
+    /// Bytes per second; above zero.
+    pub bytes_per_second: u64,
+    /// How long each measurement runs; above zero.
+    pub window: Duration,
+}
+
+impl MinRate {
+    /// The bytes a body must have sent in `elapsed`.
+    fn required(&self, elapsed: Duration) -> u64 {
+        let bytes = u128::from(self.bytes_per_second) * elapsed.as_millis() / 1000;
+        u64::try_from(bytes).unwrap_or(u64::MAX)
+    }
+}
+
+/// Where a body stands against its [`MinRate`].
+struct RateWindow {
+    rate: MinRate,
+    /// Fires when the current window ends; checked lazily (only when the body waits on the
+    /// client), so the measured span is from `start` to whenever it is checked.
+    timer: Pin<Box<Sleep>>,
+    start: Instant,
+    /// Bytes that arrived since `start`.
+    bytes: u64,
 }
 
 /// What ends a guarded body early, besides its own limits.
@@ -39,6 +74,7 @@ pub(crate) struct GuardedBody {
     /// timer is not re-armed on every chunk.
     stall_timer: Pin<Box<Sleep>>,
     last_chunk: Instant,
+    rate: Option<RateWindow>,
     /// The error to yield after a truncated chunk, then the end.
     pending: Option<BodyError>,
     done: bool,
@@ -55,6 +91,12 @@ impl GuardedBody {
             idle_timeout: limits.idle_timeout,
             stall_timer: Box::pin(tokio::time::sleep_until(now + limits.idle_timeout)),
             last_chunk: now,
+            rate: limits.min_rate.map(|rate| RateWindow {
+                rate,
+                timer: Box::pin(tokio::time::sleep_until(now + rate.window)),
+                start: now,
+                bytes: 0,
+            }),
             pending: None,
             done: false,
         }
@@ -68,6 +110,9 @@ impl GuardedBody {
     fn accept(&mut self, chunk: Bytes) -> Poll<Option<Result<Bytes, BodyError>>> {
         self.last_chunk = Instant::now();
         let length = chunk.len() as u64;
+        if let Some(window) = &mut self.rate {
+            window.bytes = window.bytes.saturating_add(length);
+        }
         if length <= self.remaining {
             self.remaining -= length;
             return Poll::Ready(Some(Ok(chunk)));
@@ -91,6 +136,25 @@ impl GuardedBody {
             self.stall_timer.as_mut().reset(deadline);
         }
         false
+    }
+
+    /// Whether a window has ended with fewer bytes than the minimum rate asks; a window that
+    /// ended fast enough starts the next one.
+    fn poll_too_slow(&mut self, context: &mut Context<'_>) -> Option<BodyError> {
+        let window = self.rate.as_mut()?;
+        while window.timer.as_mut().poll(context).is_ready() {
+            let now = Instant::now();
+            let elapsed = now.saturating_duration_since(window.start);
+            if window.bytes < window.rate.required(elapsed) {
+                return Some(BodyError::TooSlow {
+                    min_bytes_per_second: window.rate.bytes_per_second,
+                });
+            }
+            window.start = now;
+            window.bytes = 0;
+            window.timer.as_mut().reset(now + window.rate.window);
+        }
+        None
     }
 }
 
@@ -119,7 +183,10 @@ impl Stream for GuardedBody {
                 Poll::Ready(None)
             }
             Poll::Pending if this.poll_stalled(context) => this.fail(BodyError::Stalled),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => match this.poll_too_slow(context) {
+                Some(error) => this.fail(error),
+                None => Poll::Pending,
+            },
         }
     }
 }
@@ -151,6 +218,7 @@ mod tests {
         let limits = BodyLimits {
             remaining,
             idle_timeout: Duration::from_secs(30),
+            min_rate: None,
         };
         let stops = BodyStops {
             takeover: takeover.clone().cancelled_owned(),
@@ -226,5 +294,83 @@ mod tests {
             collect(body).await,
             (b"ab".to_vec(), Some(BodyError::Stalled))
         );
+    }
+
+    /// A body of `chunks` bytes, one byte every `gap`, then its end.
+    fn trickle(chunks: usize, gap: Duration) -> BodyStream {
+        futures_util::stream::unfold(0, move |sent| async move {
+            if sent == chunks {
+                return None;
+            }
+            tokio::time::sleep(gap).await;
+            Some((Ok(Bytes::from_static(b"x")), sent + 1))
+        })
+        .boxed()
+    }
+
+    fn guard_with_rate(inner: BodyStream, bytes_per_second: u64, window: Duration) -> GuardedBody {
+        let limits = BodyLimits {
+            remaining: u64::MAX,
+            idle_timeout: Duration::from_secs(30),
+            min_rate: Some(MinRate {
+                bytes_per_second,
+                window,
+            }),
+        };
+        let stops = BodyStops {
+            takeover: CancellationToken::new().cancelled_owned(),
+            shutdown: CancellationToken::new().cancelled_owned(),
+        };
+        GuardedBody::new(inner, stops, limits)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cuts_a_trickle_below_the_minimum_rate_and_keeps_its_bytes() {
+        // One byte a second never stalls (the idle timeout is 30 s), but 10 bytes/s over 5 s is
+        // 50 bytes: after the first window, the body is cut with its 5 bytes passed on.
+        let started = Instant::now();
+        let body = guard_with_rate(
+            trickle(1000, Duration::from_secs(1)),
+            10,
+            Duration::from_secs(5),
+        );
+        let (bytes, error) = collect(body).await;
+        assert_eq!(
+            error,
+            Some(BodyError::TooSlow {
+                min_bytes_per_second: 10
+            })
+        );
+        assert_eq!(bytes, b"xxxxx");
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_at_the_minimum_rate_runs_to_its_end() {
+        // 10 bytes/s exactly, for 4 windows.
+        let body = guard_with_rate(
+            trickle(200, Duration::from_millis(100)),
+            10,
+            Duration::from_secs(5),
+        );
+        assert_eq!(collect(body).await, (vec![b'x'; 200], None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_window_is_a_grace_period_and_each_window_counts_alone() {
+        // Silent for 4.5 s, then fast: the first window (5 s) holds 60 bytes, enough.
+        let late = futures_util::stream::once(tokio::time::sleep(Duration::from_millis(4500)))
+            .map(|()| Ok(Bytes::from_static(b"")))
+            .chain(trickle(60, Duration::from_millis(1)));
+        // Then a second window of 1 byte a second: not carried by the first one's surplus.
+        let body = late.chain(trickle(100, Duration::from_secs(1))).boxed();
+        let started = Instant::now();
+        let (bytes, error) = collect(guard_with_rate(body, 10, Duration::from_secs(5))).await;
+        assert!(
+            matches!(error, Some(BodyError::TooSlow { .. })),
+            "{error:?}"
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        assert_eq!(bytes.len(), 60 + 5);
     }
 }

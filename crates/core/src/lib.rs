@@ -16,7 +16,9 @@
 //! - [`hooks`]: hook events, the transport and delivery worker contracts, [`Hooks`].
 //! - [`outbox`]: the [`Outbox`] trait `post-*` events are persisted in, and an in-memory one.
 //! - [`conformance`]: the checks every store must pass, as a test-generating macro.
-//! - `body`: the guard that cuts request bodies on takeover, stall or overflow.
+//! - `body`: the guard that cuts request bodies on takeover, stall, a rate below the minimum
+//!   ([`MinRate`]) or overflow.
+//! - `rate`: how many uploads each creator may create per minute.
 
 mod body;
 pub mod clock;
@@ -27,9 +29,11 @@ pub mod memory;
 pub mod model;
 pub mod outbox;
 pub mod quota;
+mod rate;
 pub mod service;
 pub mod store;
 
+pub use body::MinRate;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use hooks::{
     HookAnswer, HookCallError, HookConfig, HookEvent, HookFailure, HookKind, HookKinds,

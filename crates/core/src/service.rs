@@ -1,7 +1,7 @@
 //! The upload service: the rules every protocol front-end shares, over any [`Store`] and
 //! [`Locker`].
 
-use crate::body::{BodyLimits, BodyStops, GuardedBody};
+use crate::body::{BodyLimits, BodyStops, GuardedBody, MinRate};
 use crate::clock::Clock;
 use crate::hooks::{self, HookKind, Hooks, RefusalStatus};
 use crate::lock::{LockError, LockGuard, Locker};
@@ -10,6 +10,7 @@ use crate::model::{
     UploadStatus,
 };
 use crate::quota::{Limits, UsageCounter};
+use crate::rate::CreationRate;
 use crate::store::{
     BodyError, BodyStream, ByteStream, Capabilities, Store, StoreError, client_key_digest,
 };
@@ -41,6 +42,15 @@ pub struct ServiceConfig {
     pub quota_bytes: Option<u64>,
     /// The unfinished uploads each owner may have at once; `None` for no quota.
     pub quota_uploads: Option<u64>,
+    /// The slowest a request body may arrive before it is cut (its bytes are kept), measured
+    /// over each window from the body's start; `None` for no minimum.
+    pub min_body_rate: Option<MinRate>,
+    /// The largest metadata a new upload may have, in bytes of its tus encoding (what tus's
+    /// `Upload-Metadata` carries and `HEAD` returns); `None` for no limit beyond the parser's.
+    pub max_metadata_size: Option<usize>,
+    /// Uploads each creator ([`NewUpload::creator`]) may create per minute, in bursts of up to
+    /// as many; `None` for no limit.
+    pub max_creations_per_minute: Option<u32>,
 }
 
 impl Default for ServiceConfig {
@@ -51,6 +61,12 @@ impl Default for ServiceConfig {
             expire_after: Some(Duration::from_secs(24 * 60 * 60)),
             quota_bytes: None,
             quota_uploads: None,
+            min_body_rate: Some(MinRate {
+                bytes_per_second: 1024,
+                window: Duration::from_secs(30),
+            }),
+            max_metadata_size: Some(4 * 1024),
+            max_creations_per_minute: Some(120),
         }
     }
 }
@@ -94,6 +110,24 @@ pub enum UploadError {
     QuotaUploads {
         /// The quota.
         limit: u64,
+    },
+    /// The new upload's metadata is larger than the server accepts; nothing was created.
+    #[error(
+        "the upload's metadata is {size} bytes (as tus Upload-Metadata); at most {max} are accepted"
+    )]
+    MetadataTooLarge {
+        /// Its size, in bytes of its tus encoding.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The creator made as many uploads as it may in a minute; nothing was created.
+    #[error("at most {per_minute} new uploads a minute: retry in {}s", retry_after.as_secs().max(1))]
+    TooManyCreations {
+        /// The limit.
+        per_minute: u32,
+        /// When the next creation is allowed.
+        retry_after: Duration,
     },
     /// The body runs past the upload's length; the bytes up to it are stored.
     #[error("the body runs past the upload's length (or the size limit)")]
@@ -236,6 +270,10 @@ pub struct NewUpload {
     pub protocol: Protocol,
     /// The digest the whole upload must have, checked once its last byte is stored.
     pub repr_digest: Option<ReprDigest>,
+    /// Whom the creation counts against for [`ServiceConfig::max_creations_per_minute`] (the
+    /// server uses the owner when requests authenticate, else the client's address); `None`
+    /// counts against nobody.
+    pub creator: Option<String>,
 }
 
 /// A checksum that only arrives after the body: reads the trailer once the body has ended.
@@ -302,6 +340,8 @@ pub struct UploadService {
     usage: UsageCounter,
     /// Told of (and asked about) each step of an upload, when configured (`with_hooks`).
     hooks: Option<Arc<Hooks>>,
+    /// Creations per creator, when limited.
+    creations: Option<CreationRate>,
 }
 
 impl UploadService {
@@ -316,11 +356,15 @@ impl UploadService {
             store,
             locker,
             clock,
-            config,
             shutdown: CancellationToken::new(),
             sweep_failures: Mutex::default(),
             usage: UsageCounter::default(),
             hooks: None,
+            creations: config
+                .max_creations_per_minute
+                .filter(|per_minute| *per_minute > 0)
+                .map(CreationRate::new),
+            config,
         }
     }
 
@@ -381,10 +425,12 @@ impl UploadService {
         concat: Option<Concat>,
         client_key: Option<String>,
     ) -> Result<UploadStatus, UploadError> {
+        self.check_creation_rate(new.creator.as_deref())?;
         let limits = self.limits(new.limits);
         if let Length::Known(length) = new.length {
             self.check_size(length, &limits)?;
         }
+        self.check_metadata(&new.metadata)?;
         // Held until the upload exists, so two creations cannot both fit in the last room.
         let _quota_guard = self
             .check_room_for_new(&new.owner, new.length, &limits)
@@ -548,13 +594,15 @@ impl UploadService {
         Ok(self.store.find_by_key(owner, client_key).await?)
     }
 
-    /// The upload of `client_key`, created (with `length`) if it does not exist yet or expired.
+    /// The upload of `client_key`, created (with `length`) if it does not exist yet or expired;
+    /// a creation counts against `creator` (see [`NewUpload::creator`]).
     pub async fn open_by_key(
         &self,
         owner: &Owner,
         client_key: &str,
         length: Length,
         limits: Limits,
+        creator: Option<String>,
     ) -> Result<UploadId, UploadError> {
         // Serialise creators of the same key so two first requests make one upload.
         let _guard = self
@@ -574,6 +622,7 @@ impl UploadService {
             limits,
             protocol: Protocol::Simple,
             repr_digest: None,
+            creator,
         };
         let status = self
             .create_upload(new, None, Some(client_key.to_owned()))
@@ -632,6 +681,7 @@ impl UploadService {
         let limits = BodyLimits {
             remaining,
             idle_timeout: self.config.body_idle_timeout,
+            min_rate: self.config.min_body_rate,
         };
         let stops = BodyStops {
             takeover: guard.takeover_requested(),
@@ -878,6 +928,32 @@ impl UploadService {
             .or(limits.max_size)
             .unwrap_or(u64::MAX);
         limit.saturating_sub(status.offset.0)
+    }
+
+    /// Takes one creation from `creator`'s allowance, if creations are limited.
+    fn check_creation_rate(&self, creator: Option<&str>) -> Result<(), UploadError> {
+        let (Some(rate), Some(creator)) = (&self.creations, creator) else {
+            return Ok(());
+        };
+        rate.take(creator, &*self.clock)
+            .map_err(|retry_after| UploadError::TooManyCreations {
+                per_minute: self.config.max_creations_per_minute.unwrap_or_default(),
+                retry_after,
+            })
+    }
+
+    fn check_metadata(&self, metadata: &resumable_proto::Metadata) -> Result<(), UploadError> {
+        let Some(max) = self.config.max_metadata_size else {
+            return Ok(());
+        };
+        if metadata.is_empty() {
+            return Ok(());
+        }
+        let size = metadata.encode_tus().len();
+        if size > max {
+            return Err(UploadError::MetadataTooLarge { size, max });
+        }
+        Ok(())
     }
 
     fn check_size(&self, length: u64, limits: &Limits) -> Result<(), UploadError> {

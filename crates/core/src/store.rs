@@ -16,6 +16,12 @@ pub enum BodyError {
     /// No bytes arrived for longer than the idle timeout.
     #[error("request body stalled")]
     Stalled,
+    /// Bytes kept arriving, but over a whole window fewer than the minimum rate allows.
+    #[error("request body slower than the minimum of {min_bytes_per_second} bytes/s")]
+    TooSlow {
+        /// The minimum rate, in bytes per second.
+        min_bytes_per_second: u64,
+    },
     /// Another request asked for this upload's lock.
     #[error("another request took over this upload")]
     TakenOver,

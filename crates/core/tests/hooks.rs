@@ -87,6 +87,7 @@ fn new_upload(length: u64) -> NewUpload {
         protocol: Protocol::Tus,
         repr_digest: None,
         limits: Default::default(),
+        creator: None,
     }
 }
 

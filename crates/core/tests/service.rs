@@ -33,6 +33,7 @@ fn new_upload(owner: &str, length: Length) -> NewUpload {
         limits: Limits::default(),
         protocol: resumable_core::Protocol::Tus,
         repr_digest: None,
+        creator: None,
     }
 }
 
@@ -87,16 +88,28 @@ async fn client_keys_are_scoped_per_owner() {
     let alice = Owner::new("alice");
     let bob = Owner::new("bob");
     let for_alice = service
-        .open_by_key(&alice, "a.txt-3-1", Length::Deferred, Limits::default())
+        .open_by_key(
+            &alice,
+            "a.txt-3-1",
+            Length::Deferred,
+            Limits::default(),
+            None,
+        )
         .await
         .unwrap();
     let for_bob = service
-        .open_by_key(&bob, "a.txt-3-1", Length::Deferred, Limits::default())
+        .open_by_key(&bob, "a.txt-3-1", Length::Deferred, Limits::default(), None)
         .await
         .unwrap();
     assert_ne!(for_alice, for_bob);
     let again = service
-        .open_by_key(&alice, "a.txt-3-1", Length::Deferred, Limits::default())
+        .open_by_key(
+            &alice,
+            "a.txt-3-1",
+            Length::Deferred,
+            Limits::default(),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(again, for_alice);
@@ -115,6 +128,7 @@ async fn simultaneous_first_requests_for_a_key_make_one_upload() {
                         "same-1-1",
                         Length::Known(1),
                         Limits::default(),
+                        None,
                     )
                     .await
                     .unwrap()
@@ -641,7 +655,7 @@ async fn a_client_key_is_found_for_its_owner_only() {
     let alice = Owner::new("alice");
     assert_eq!(service.find_by_key(&alice, "a-1-1").await.unwrap(), None);
     let id = service
-        .open_by_key(&alice, "a-1-1", Length::Known(1), Limits::default())
+        .open_by_key(&alice, "a-1-1", Length::Known(1), Limits::default(), None)
         .await
         .unwrap();
     assert_eq!(
@@ -933,4 +947,154 @@ async fn a_whole_upload_differing_from_its_announced_digest_fails_for_good() {
     ));
     let status = service.inspect(&owner, &id).await.unwrap();
     assert!(status.info.failure().is_some());
+}
+
+/// A service with `config` on `clock`, and its store.
+fn limited(
+    config: ServiceConfig,
+    clock: Arc<resumable_core::ManualClock>,
+) -> (UploadService, Arc<MemoryStore>) {
+    let store = Arc::new(MemoryStore::default());
+    let service = UploadService::new(
+        store.clone(),
+        Arc::new(MemoryLocker::new(Duration::from_secs(5))),
+        clock,
+        config,
+    );
+    (service, store)
+}
+
+#[tokio::test]
+async fn metadata_over_the_limit_creates_nothing_whichever_way_it_comes() {
+    use resumable_core::Store;
+    let config = ServiceConfig {
+        max_metadata_size: Some(64),
+        ..ServiceConfig::default()
+    };
+    let (service, store) = limited(config, Arc::default());
+    // "filename " + base64 of 41 bytes (56) = 65 bytes encoded: one over.
+    let mut big = Metadata::default();
+    big.insert("filename", Some(vec![b'a'; 41])).unwrap();
+    assert_eq!(big.encode_tus().len(), 65);
+    let new = NewUpload {
+        metadata: big.clone(),
+        ..new_upload("alice", Length::Known(3))
+    };
+    assert!(matches!(
+        service.create(new).await,
+        Err(UploadError::MetadataTooLarge { size: 65, max: 64 })
+    ));
+    // A partial upload is a creation too.
+    let part = NewUpload {
+        metadata: big,
+        concat: Some(resumable_core::NewConcat::Partial),
+        ..new_upload("alice", Length::Known(3))
+    };
+    assert!(matches!(
+        service.create(part).await,
+        Err(UploadError::MetadataTooLarge { .. })
+    ));
+    assert!(
+        store.list().await.unwrap().is_empty(),
+        "nothing was created"
+    );
+    // Up to the limit is fine: 9 + 52 bytes.
+    let mut fits = Metadata::default();
+    fits.insert("filename", Some(vec![b'a'; 39])).unwrap();
+    let new = NewUpload {
+        metadata: fits,
+        ..new_upload("alice", Length::Known(3))
+    };
+    service.create(new).await.unwrap();
+}
+
+#[tokio::test]
+async fn each_creator_gets_its_creations_per_minute_then_waits() {
+    let config = ServiceConfig {
+        max_creations_per_minute: Some(3),
+        ..ServiceConfig::default()
+    };
+    let clock = Arc::new(resumable_core::ManualClock::default());
+    let (service, _store) = limited(config, clock.clone());
+    let by = |creator: &str| NewUpload {
+        creator: Some(creator.to_owned()),
+        ..new_upload("anonymous", Length::Known(3))
+    };
+    for _ in 0..3 {
+        service.create(by("10.0.0.1")).await.unwrap();
+    }
+    let refused = service.create(by("10.0.0.1")).await;
+    let Err(UploadError::TooManyCreations {
+        per_minute: 3,
+        retry_after,
+    }) = refused
+    else {
+        panic!("{refused:?}");
+    };
+    // 3 a minute: one every 20 s.
+    assert!(retry_after <= Duration::from_secs(20) && retry_after > Duration::from_secs(19));
+    // The simple protocol's first request creates too.
+    let simple = service
+        .open_by_key(
+            &Owner::anonymous(),
+            "a-1-1",
+            Length::Known(1),
+            Limits::default(),
+            Some("10.0.0.1".into()),
+        )
+        .await;
+    assert!(matches!(simple, Err(UploadError::TooManyCreations { .. })));
+    // Another creator is not held back, nor is a creation that counts against nobody.
+    service.create(by("10.0.0.2")).await.unwrap();
+    service
+        .create(new_upload("anonymous", Length::Known(3)))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(20));
+    service.create(by("10.0.0.1")).await.unwrap();
+    assert!(service.create(by("10.0.0.1")).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_slower_than_the_minimum_rate_is_cut_with_its_bytes_stored() {
+    let config = ServiceConfig {
+        body_idle_timeout: Duration::from_secs(60),
+        min_body_rate: Some(resumable_core::MinRate {
+            bytes_per_second: 100,
+            window: Duration::from_secs(2),
+        }),
+        ..ServiceConfig::default()
+    };
+    let (service, _store) = limited(config, Arc::default());
+    let owner = Owner::anonymous();
+    let id = service
+        .create(new_upload("anonymous", Length::Known(1000)))
+        .await
+        .unwrap()
+        .info
+        .id;
+    // Ten bytes a second: never silent for long, far below 100 bytes/s.
+    let trickle = futures_util::stream::unfold(0, |sent| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (sent < 1000).then(|| (Ok(Bytes::from_static(b"x")), sent + 1))
+    })
+    .boxed();
+    let append = Append {
+        content_length: None,
+        body: trickle,
+        ..append(0, b"")
+    };
+    let cut = service.append(&owner, &id, append).await;
+    let Err(UploadError::Interrupted { stored, reason }) = cut else {
+        panic!("{cut:?}");
+    };
+    assert_eq!(
+        reason,
+        BodyError::TooSlow {
+            min_bytes_per_second: 100
+        }
+    );
+    // About 2 s of 10 bytes/s, every one of them stored.
+    assert!((19..=20).contains(&stored.0), "{stored:?}");
+    assert_eq!(service.status(&owner, &id).await.unwrap().offset, stored);
 }

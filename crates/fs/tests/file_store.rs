@@ -394,6 +394,7 @@ async fn one_unreadable_info_does_not_stop_the_expiry_sweep() {
             limits: Default::default(),
             protocol: resumable_core::Protocol::Tus,
             repr_digest: None,
+            creator: None,
         };
         service.create(new).await.unwrap();
     }

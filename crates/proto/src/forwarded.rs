@@ -1,5 +1,8 @@
 //! The origin a client used, as a trusted proxy reports it: `Forwarded` (RFC 7239) or the older
-//! `X-Forwarded-Host` / `X-Forwarded-Proto`.
+//! `X-Forwarded-Host` / `X-Forwarded-Proto`; and the client's address (`for=`,
+//! `X-Forwarded-For`).
+
+use std::net::{IpAddr, SocketAddr};
 
 /// Scheme and host of the client's request, as far as the headers tell.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -65,6 +68,64 @@ pub fn valid_host(host: &str) -> Option<String> {
     valid.then(|| host.to_owned())
 }
 
+/// A client as a proxy names it in `for=` or `X-Forwarded-For`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardedFor {
+    /// An address (any port dropped).
+    Address(IpAddr),
+    /// An obfuscated identifier (`_hidden`) or `unknown`: a token, as given.
+    Token(String),
+}
+
+/// The client's address as the nearest proxy reports it: the `for=` of the **last** element of
+/// `Forwarded` (or, without it, the last entry of `X-Forwarded-For`). The last one is the one
+/// the proxy in front of this server added; earlier ones come from whoever connected to it and
+/// can be anything. `None` when neither names a usable client.
+pub fn parse_forwarded_for(
+    forwarded: Option<&str>,
+    x_forwarded_for: Option<&str>,
+) -> Option<ForwardedFor> {
+    if let Some(value) = forwarded {
+        let last = value.rsplit(',').next().unwrap_or_default();
+        let named = last.split(';').find_map(|pair| {
+            let (name, raw) = pair.split_once('=')?;
+            name.trim().eq_ignore_ascii_case("for").then(|| raw.trim())
+        });
+        if let Some(raw) = named {
+            let unquoted = raw
+                .strip_prefix('"')
+                .and_then(|inner| inner.strip_suffix('"'))
+                .unwrap_or(raw);
+            return node(unquoted);
+        }
+    }
+    node(x_forwarded_for?.rsplit(',').next()?.trim())
+}
+
+/// A node of RFC 7239 §6 (`192.0.2.43`, `192.0.2.43:4711`, `[2001:db8::17]:4711`, `_hidden`,
+/// `unknown`), or a bare IPv6 address as `X-Forwarded-For` has them.
+fn node(text: &str) -> Option<ForwardedFor> {
+    if let Ok(address) = text.parse::<IpAddr>() {
+        return Some(ForwardedFor::Address(address));
+    }
+    if let Ok(address) = text.parse::<SocketAddr>() {
+        return Some(ForwardedFor::Address(address.ip()));
+    }
+    if let Some(inner) = text
+        .strip_prefix('[')
+        .and_then(|rest| rest.split(']').next())
+        && let Ok(address) = inner.parse::<IpAddr>()
+    {
+        return Some(ForwardedFor::Address(address));
+    }
+    let token = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte));
+    token.then(|| ForwardedFor::Token(text.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +154,39 @@ mod tests {
         let origin = parse_x_forwarded(Some("HTTPS"), Some("up.example.com, proxy.local"));
         assert_eq!(origin.proto.as_deref(), Some("https"));
         assert_eq!(origin.host.as_deref(), Some("up.example.com"));
+    }
+
+    #[test]
+    fn the_client_is_the_one_the_nearest_proxy_names() {
+        let address = |text: &str| Some(ForwardedFor::Address(text.parse().unwrap()));
+        // The first element may come from the client itself; the last is the proxy's.
+        assert_eq!(
+            parse_forwarded_for(Some("for=1.1.1.1, for=192.0.2.60;proto=https"), None),
+            address("192.0.2.60")
+        );
+        assert_eq!(
+            parse_forwarded_for(Some("for=\"[2001:db8:cafe::17]:4711\""), None),
+            address("2001:db8:cafe::17")
+        );
+        assert_eq!(
+            parse_forwarded_for(Some("For=\"192.0.2.43:47011\""), Some("9.9.9.9")),
+            address("192.0.2.43")
+        );
+        assert_eq!(
+            parse_forwarded_for(Some("for=_hidden"), None),
+            Some(ForwardedFor::Token("_hidden".into()))
+        );
+        // Forwarded without for= leaves X-Forwarded-For to say.
+        assert_eq!(
+            parse_forwarded_for(Some("proto=https"), Some("6.6.6.6, 203.0.113.7")),
+            address("203.0.113.7")
+        );
+        assert_eq!(
+            parse_forwarded_for(None, Some("2001:db8::1")),
+            address("2001:db8::1")
+        );
+        assert_eq!(parse_forwarded_for(None, Some("a b/c")), None);
+        assert_eq!(parse_forwarded_for(None, None), None);
     }
 
     proptest! {

@@ -9,6 +9,7 @@
 
 use axum::http::StatusCode;
 use resumable_core::{BodyError, Offset, UploadError};
+use std::time::Duration;
 
 /// The kinds of refusal front-ends render differently; everything else is [`Kind::Other`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,8 @@ pub(crate) struct Classified {
     pub(crate) stored: Option<Offset>,
     /// Whether the same request may succeed later (busy, unavailable, interrupted).
     pub(crate) retryable: bool,
+    /// How long to wait before retrying, when the error knows (`Retry-After`).
+    pub(crate) retry_after: Option<Duration>,
 }
 
 impl Classified {
@@ -51,6 +54,7 @@ impl Classified {
             message: message.into(),
             stored: None,
             retryable: status.is_server_error() || status == StatusCode::LOCKED,
+            retry_after: None,
         }
     }
 
@@ -90,6 +94,19 @@ pub(crate) fn classify(error: UploadError) -> Classified {
         }
         UploadError::QuotaUploads { .. } => {
             Classified::other(StatusCode::TOO_MANY_REQUESTS, message)
+        }
+        // The metadata travels in header fields (tus's Upload-Metadata, the draft's
+        // Content-Disposition and Content-Type), and it is one field that is too large: RFC 6585
+        // §5's case of a single field at fault, with the message naming it. Not 413, which is
+        // about the request's content.
+        UploadError::MetadataTooLarge { .. } => {
+            Classified::other(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, message)
+        }
+        UploadError::TooManyCreations { retry_after, .. } => {
+            let mut classified = Classified::other(StatusCode::TOO_MANY_REQUESTS, message);
+            classified.retryable = true;
+            classified.retry_after = Some(retry_after);
+            classified
         }
         // What was kept (nothing when Content-Length said too much up front, the bytes up to
         // the length when the body overflowed): the client must not guess.
@@ -154,7 +171,8 @@ pub(crate) fn classify(error: UploadError) -> Classified {
 pub(crate) fn interrupted(reason: BodyError, stored: Offset) -> Classified {
     let status = match reason {
         BodyError::Interrupted(_) => StatusCode::BAD_REQUEST,
-        BodyError::Stalled => StatusCode::REQUEST_TIMEOUT,
+        // Too slow is a stall spread thin: answered alike.
+        BodyError::Stalled | BodyError::TooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
         BodyError::TakenOver => StatusCode::LOCKED,
         BodyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         BodyError::TooLong => StatusCode::PAYLOAD_TOO_LARGE,

@@ -12,8 +12,15 @@
 //!
 //! Every connection's socket is wrapped for [`interim`](crate::interim) responses, which its
 //! HTTP/1.1 requests may queue; on HTTP/2 the wrapper is idle.
+//!
+//! Connections over the [`limits`](crate::limits) are closed as soon as they are accepted.
+//!
+//! A request head is capped separately from the read buffer (`max_header_size`: hyper answers
+//! 431 past it, on HTTP/1.1 its `max_header_size`, on HTTP/2 `max_header_list_size`), so the
+//! buffer can stay large for bodies while a client sending an endless head is refused early.
 
 use crate::interim::{self, Requests};
+use crate::limits::{Admission, ConnectionLimits, Peer, RefusalLog};
 use axum::Router;
 use axum::extract::Request;
 use axum::response::Response;
@@ -40,46 +47,51 @@ const READ_BUFFER_MAX: usize = 256 * 1024;
 /// What an HTTP/2 client sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// How soon a connection whose first bytes are a beginning of the HTTP/2 preface (or of
+/// `POST`...) is looked at again, the wait doubling up to [`UNDECIDED_RECHECK_MAX`] until it
+/// says which protocol it speaks: a client split its preface, and is quick to send the rest,
+/// or it is stalling, and costs a wake-up a second at most.
+const UNDECIDED_RECHECK: Duration = Duration::from_millis(10);
+const UNDECIDED_RECHECK_MAX: Duration = Duration::from_secs(1);
+
 /// The protocol a connection's first bytes show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {
     Http1,
     Http2,
-    /// The bytes so far are a beginning of the HTTP/2 preface: hyper-util reads on to decide.
-    Undecided,
+}
+
+/// Settings of every connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    /// How long a connection may go without sending a request head.
+    pub(crate) head_timeout: Duration,
+    /// The largest request head (request line and header fields; HTTP/2: the header list).
+    pub(crate) max_header_size: usize,
+    /// How many connections may be open.
+    pub(crate) limits: ConnectionLimits,
+    /// Every connection comes from a proxy: no per-client connection limit.
+    pub(crate) behind_proxy: bool,
 }
 
 /// One builder per [`Protocol`], with the same settings.
 struct Builders {
-    http1: Builder<TokioExecutor>,
+    http1: hyper::server::conn::http1::Builder,
     http2: Builder<TokioExecutor>,
-    undecided: Builder<TokioExecutor>,
 }
 
 impl Builders {
-    fn new(head_timeout: Duration) -> Self {
-        let builder = || {
-            let mut builder = Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .max_buf_size(READ_BUFFER_MAX)
-                .timer(TokioTimer::new())
-                .header_read_timeout(head_timeout);
-            builder
-        };
-        Builders {
-            http1: builder().http1_only(),
-            http2: builder().http2_only(),
-            undecided: builder(),
-        }
-    }
-
-    fn get(&self, protocol: Protocol) -> &Builder<TokioExecutor> {
-        match protocol {
-            Protocol::Http1 => &self.http1,
-            Protocol::Http2 => &self.http2,
-            Protocol::Undecided => &self.undecided,
-        }
+    fn new(settings: &Settings) -> Self {
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .max_buf_size(READ_BUFFER_MAX)
+            .max_header_size(settings.max_header_size)
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.head_timeout);
+        let mut http2 = Builder::new(TokioExecutor::new()).http2_only();
+        let list_size = u32::try_from(settings.max_header_size).unwrap_or(u32::MAX);
+        http2.http2().max_header_list_size(list_size);
+        Builders { http1, http2 }
     }
 }
 
@@ -88,24 +100,35 @@ impl Builders {
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
-    head_timeout: Duration,
+    settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let builders = Arc::new(Builders::new(head_timeout));
+    let head_timeout = settings.head_timeout;
+    let builders = Arc::new(Builders::new(&settings));
+    let admission = Admission::new(settings.limits, settings.behind_proxy);
+    let mut refusals = RefusalLog::default();
     let connections = GracefulShutdown::new();
     // Connections still waiting for their first bytes are not watched yet: this stops them.
     let stopping = CancellationToken::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     back_off_after(error).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
+        };
+        // Over a limit: closed at once (dropped), without reading or waiting on the client.
+        let permit = match admission.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                refusals.refused(peer, refusal, &settings.limits);
+                continue;
+            }
         };
         // Small responses (offsets) must not wait for Nagle.
         if let Err(error) = stream.set_nodelay(true) {
@@ -118,6 +141,7 @@ pub(crate) async fn serve(
             stopping.clone(),
         );
         tokio::spawn(async move {
+            let _permit = permit;
             let first = tokio::time::timeout(head_timeout, first_bytes(&stream));
             let protocol = tokio::select! {
                 protocol = first => match protocol {
@@ -129,9 +153,24 @@ pub(crate) async fn serve(
                 () = stopping.cancelled() => return,
             };
             let (io, requests) = interim::wrap(TokioIo::new(stream));
-            let service = TowerToHyperService::new(per_connection(router, requests));
-            let connection = builders.get(protocol).serve_connection(io, service);
-            if let Err(error) = watcher.watch(connection).await {
+            let service = per_connection(router, requests).map_request(
+                move |mut request: Request<Incoming>| {
+                    request.extensions_mut().insert(Peer(peer));
+                    request
+                },
+            );
+            let service = TowerToHyperService::new(service);
+            let ended = match protocol {
+                Protocol::Http1 => {
+                    let connection = builders.http1.serve_connection(io, service);
+                    watcher.watch(connection).await.map_err(Into::into)
+                }
+                Protocol::Http2 => {
+                    let connection = builders.http2.serve_connection(io, service);
+                    watcher.watch(connection).await
+                }
+            };
+            if let Err(error) = ended {
                 tracing::debug!(%error, "connection ended with an error");
             }
         });
@@ -184,16 +223,26 @@ async fn back_off_after(error: io::Error) {
 }
 
 /// Waits for a connection's first bytes and tells its protocol from them, without consuming
-/// them; `None` if the client closed without sending any.
+/// them; `None` if the client closed without sending any. Bytes that begin the HTTP/2 preface
+/// but do not finish it (`P`, `PRI * HT`) are looked at again until they decide, so that every
+/// HTTP/1.1 connection is served with the same settings (the caller's timeout ends a client
+/// that stops there).
 async fn first_bytes(stream: &TcpStream) -> io::Result<Option<Protocol>> {
     let mut start = [0; H2_PREFACE.len()];
-    let seen = stream.peek(&mut start).await?;
-    Ok(match seen {
-        0 => None,
-        _ if start[..seen] != H2_PREFACE[..seen] => Some(Protocol::Http1),
-        _ if seen == H2_PREFACE.len() => Some(Protocol::Http2),
-        _ => Some(Protocol::Undecided),
-    })
+    let mut recheck = UNDECIDED_RECHECK;
+    loop {
+        let seen = stream.peek(&mut start).await?;
+        match seen {
+            0 => return Ok(None),
+            _ if start[..seen] != H2_PREFACE[..seen] => return Ok(Some(Protocol::Http1)),
+            _ if seen == H2_PREFACE.len() => return Ok(Some(Protocol::Http2)),
+            // Peeking again at once would find the same bytes: wait for more.
+            _ => {
+                tokio::time::sleep(recheck).await;
+                recheck = (recheck * 2).min(UNDECIDED_RECHECK_MAX);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -202,7 +251,7 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     /// What `first_bytes` makes of a connection whose client sent `sent` and then, if `close`,
-    /// closed it.
+    /// closed it (`None` also when it has not decided after a second).
     async fn protocol_after(sent: &[u8], close: bool) -> Option<Protocol> {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap())
@@ -213,7 +262,10 @@ mod tests {
         if close {
             client.shutdown().await.unwrap();
         }
-        let protocol = first_bytes(&server).await.unwrap();
+        let protocol = tokio::time::timeout(Duration::from_secs(1), first_bytes(&server))
+            .await
+            .ok()
+            .and_then(Result::unwrap);
         // Peeking leaves the bytes for hyper.
         let mut again = vec![0; sent.len()];
         let peeked = server.peek(&mut again).await.unwrap();
@@ -225,7 +277,6 @@ mod tests {
     async fn a_request_line_is_http1() {
         let request = b"PATCH /files/abc HTTP/1.1\r\nHost: x\r\n\r\n";
         assert_eq!(protocol_after(request, false).await, Some(Protocol::Http1));
-        assert_eq!(protocol_after(b"P", true).await, Some(Protocol::Undecided));
         assert_eq!(protocol_after(b"PO", false).await, Some(Protocol::Http1));
     }
 
@@ -237,9 +288,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn part_of_the_preface_is_left_to_hyper_util() {
+    async fn part_of_the_preface_waits_for_the_rest() {
         let part = &H2_PREFACE[..10];
-        assert_eq!(protocol_after(part, false).await, Some(Protocol::Undecided));
+        assert_eq!(protocol_after(part, false).await, None);
+        assert_eq!(protocol_after(b"P", true).await, None);
+        // The rest, a moment later, decides.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        client.write_all(b"P").await.unwrap();
+        let decided = tokio::spawn(async move { first_bytes(&server).await.unwrap() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client.write_all(b"ATCH / HTTP/1.1\r\n").await.unwrap();
+        assert_eq!(decided.await.unwrap(), Some(Protocol::Http1));
     }
 
     #[tokio::test]

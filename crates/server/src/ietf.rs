@@ -205,8 +205,9 @@ impl Render {
             problem.provided_offset = Some(provided.0);
         }
         let (completeness, value) = self.completeness(complete);
-        let rejection =
-            problem_response(classified.status, &problem).with_header(completeness, value);
+        let rejection = problem_response(classified.status, &problem)
+            .with_header(completeness, value)
+            .with_retry_after(classified.retry_after);
         match classified.stored {
             Some(stored) => with_offset(rejection, stored),
             None => rejection,
@@ -388,7 +389,7 @@ struct CreateRequest {
 
 impl CreateRequest {
     /// The upload to create (its metadata and digest taken).
-    fn new_upload(&mut self, owner: Owner, limits: Limits) -> NewUpload {
+    fn new_upload(&mut self, owner: Owner, limits: Limits, creator: Option<String>) -> NewUpload {
         NewUpload {
             owner,
             length: self.length,
@@ -397,6 +398,7 @@ impl CreateRequest {
             limits,
             protocol: Protocol::Ietf,
             repr_digest: self.repr_digest.take().map(ReprDigest),
+            creator,
         }
     }
 
@@ -461,14 +463,18 @@ fn metadata(fields: Fields<'_>) -> Result<Metadata, Rejection> {
 async fn create(
     State(state): State<AppState>,
     Version(version): Version,
-    Principal { owner, limits }: Principal,
+    Principal {
+        owner,
+        limits,
+        creator,
+    }: Principal,
     request: Request,
 ) -> Result<Response, Rejection> {
     let (parts, body) = request.into_parts();
     let render = Render(version);
     let mut create = parse_create(Fields::new(&parts.headers, version))?;
     let with_content = has_content(&parts.headers, &body);
-    let new = create.new_upload(owner.clone(), limits);
+    let new = create.new_upload(owner.clone(), limits, creator);
     let service = &state.service;
     let announced = upload_limit(&state, &limits, None);
     let mut status = service
@@ -535,7 +541,7 @@ fn announce(
 async fn offset(
     State(state): State<AppState>,
     Version(version): Version,
-    Principal { owner, limits }: Principal,
+    Principal { owner, limits, .. }: Principal,
     Path(id): Path<String>,
 ) -> Result<Response, Rejection> {
     let render = Render(version);
@@ -617,7 +623,7 @@ fn parse_append(fields: Fields<'_>, id: &str) -> Result<AppendRequest, Rejection
 async fn append(
     State(state): State<AppState>,
     Version(version): Version,
-    Principal { owner, limits }: Principal,
+    Principal { owner, limits, .. }: Principal,
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, Rejection> {

@@ -390,10 +390,16 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let stash = Stash::default();
+        let settings = connections::Settings {
+            head_timeout: Duration::from_secs(10),
+            max_header_size: 32 * 1024,
+            limits: crate::ConnectionLimits::default(),
+            behind_proxy: false,
+        };
         let serve = connections::serve(
             listener,
             router(stash.clone()),
-            Duration::from_secs(10),
+            settings,
             std::future::pending(),
         );
         tokio::spawn(serve);

@@ -5,7 +5,9 @@
 //! - [`app`] builds the router (tests drive it in-process); [`run`] serves it on a listener
 //!   until a shutdown signal, letting uploads in flight persist and answer first.
 //! - `connections`: the accept loop, HTTP/1.1-or-2 detection, and hyper's per-connection
-//!   settings (read buffer size, the timeout for a request head).
+//!   settings (read buffer size, the largest request head, the timeout for one).
+//! - [`limits`]: how many connections may be open (in all, per client), and who a client is
+//!   for the limits that count per client.
 //! - `interim`: 1xx responses a handler queues on HTTP/1.1 (`104 Upload Resumption
 //!   Supported`), written between hyper's own writes by a wrapper around the socket.
 //! - `simple`: the seed's protocol, `GET /status` and `POST /upload`.
@@ -31,12 +33,14 @@ mod cors;
 mod download;
 mod ietf;
 mod interim;
+pub mod limits;
 mod simple;
 mod tus;
 mod web;
 mod wire;
 
 pub use cors::CorsOrigins;
+pub use limits::ConnectionLimits;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -64,7 +68,17 @@ pub struct ServerConfig {
     pub head_timeout: Duration,
     /// Who requests act for (`--auth`).
     pub auth: Arc<auth::Auth>,
+    /// How many connections may be open; past it a connection is closed as it is accepted.
+    pub connection_limits: ConnectionLimits,
+    /// The largest request head, in bytes (the request line and header fields; on HTTP/2 the
+    /// header list as RFC 9113 counts it); past it hyper answers `431` and closes the
+    /// connection. At most [`MAX_HEADER_SIZE_LIMIT`].
+    pub max_header_size: usize,
 }
+
+/// The largest [`ServerConfig::max_header_size`] that takes effect: the read buffer holds at
+/// most this much, and a head must fit in it.
+pub const MAX_HEADER_SIZE_LIMIT: usize = 256 * 1024;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -73,6 +87,8 @@ impl Default for ServerConfig {
             behind_proxy: false,
             head_timeout: Duration::from_secs(30),
             auth: Arc::new(auth::Auth::None),
+            connection_limits: ConnectionLimits::default(),
+            max_header_size: 32 * 1024,
         }
     }
 }
@@ -161,9 +177,14 @@ pub async fn run(
         let service = service.clone();
         async move { tokio::join!(sweep_expired(service.clone()), sweep_leftovers(service)) }
     });
-    let head_timeout = config.head_timeout;
+    let settings = connections::Settings {
+        head_timeout: config.head_timeout,
+        max_header_size: config.max_header_size,
+        limits: config.connection_limits,
+        behind_proxy: config.behind_proxy,
+    };
     let router = app(service, config);
-    let served = connections::serve(listener, router, head_timeout, async move {
+    let served = connections::serve(listener, router, settings, async move {
         shutdown.await;
         tracing::info!("shutting down: uploads in flight persist and answer");
         stopper.shutdown();

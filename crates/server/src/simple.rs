@@ -103,7 +103,11 @@ pub(crate) async fn status(
 /// `POST /upload`: append the body at `X-Start-Byte` if exactly that many bytes are stored.
 pub(crate) async fn upload(
     State(state): State<AppState>,
-    Principal { owner, limits }: Principal,
+    Principal {
+        owner,
+        limits,
+        creator,
+    }: Principal,
     request: Request,
 ) -> Result<Response, Rejection> {
     let (parts, body) = request.into_parts();
@@ -116,7 +120,7 @@ pub(crate) async fn upload(
         // Only a request starting at 0 may create the upload (or replace an expired one).
         let length = upload.size.map_or(Length::Deferred, Length::Known);
         service
-            .open_by_key(&owner, &upload.file_id, length, limits)
+            .open_by_key(&owner, &upload.file_id, length, limits, creator)
             .await
             .map_err(upload_error)?
     } else {

@@ -294,7 +294,11 @@ fn expiry(service: &UploadService, status: &UploadStatus) -> Option<(HeaderName,
 /// `application/offset+octet-stream`; partial and final uploads with `Upload-Concat`.
 async fn create(
     State(state): State<AppState>,
-    Principal { owner, limits }: Principal,
+    Principal {
+        owner,
+        limits,
+        creator,
+    }: Principal,
     request: Request,
 ) -> Result<Response, Rejection> {
     let (parts, body) = request.into_parts();
@@ -314,6 +318,7 @@ async fn create(
         limits,
         protocol: Protocol::Tus,
         repr_digest: None,
+        creator,
     };
     let service = &state.service;
     let mut status = service.create(new).await.map_err(upload_error)?;
@@ -477,7 +482,7 @@ fn checksum_trailer(trailers: &Trailers) -> Result<Option<Checksum>, String> {
 /// `PATCH /files/{id}`: append the body at `Upload-Offset`.
 async fn append(
     State(state): State<AppState>,
-    Principal { owner, limits }: Principal,
+    Principal { owner, limits, .. }: Principal,
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, Rejection> {

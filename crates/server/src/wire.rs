@@ -20,6 +20,8 @@ pub(crate) struct Principal {
     pub(crate) owner: Owner,
     /// The principal's own limits.
     pub(crate) limits: Limits,
+    /// Whom the request's creations count against (see [`crate::limits::creator`]).
+    pub(crate) creator: Option<String>,
 }
 
 /// The front-end a request speaks, for tokens limited to some; `None` for downloads, which
@@ -48,9 +50,12 @@ impl FromRequestParts<AppState> for Principal {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let auth = &state.config.auth;
+        let behind_proxy = state.config.behind_proxy;
         if let Auth::None = **auth {
+            let owner = Owner::anonymous();
             return Ok(Principal {
-                owner: Owner::anonymous(),
+                creator: crate::limits::creator(parts, auth, &owner, behind_proxy),
+                owner,
                 limits: Limits::default(),
             });
         }
@@ -80,6 +85,7 @@ impl FromRequestParts<AppState> for Principal {
             return Err(reject(StatusCode::FORBIDDEN, message));
         }
         Ok(Principal {
+            creator: crate::limits::creator(parts, auth, &identity.owner, behind_proxy),
             owner: identity.owner,
             limits: identity.limits,
         })
@@ -191,6 +197,17 @@ impl Rejection {
         self.headers.push((name, value));
         self
     }
+
+    /// With `Retry-After` in whole seconds (rounded up), when there is a wait.
+    pub(crate) fn with_retry_after(self, wait: Option<std::time::Duration>) -> Self {
+        match wait {
+            Some(wait) => {
+                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                self.with_header(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)))
+            }
+            None => self,
+        }
+    }
 }
 
 impl IntoResponse for Rejection {
@@ -214,7 +231,8 @@ impl Rejection {
     /// A classified service error as plain text, with `Upload-Offset` whenever the stored
     /// count is known.
     pub(crate) fn plain(classified: Classified) -> Self {
-        let rejection = reject(classified.status, classified.message);
+        let rejection =
+            reject(classified.status, classified.message).with_retry_after(classified.retry_after);
         match classified.stored {
             Some(stored) => rejection.with_header(
                 HeaderName::from_static(resumable_proto::tus::UPLOAD_OFFSET),
