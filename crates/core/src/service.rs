@@ -9,6 +9,7 @@ use crate::model::{
     Concat, ConcatPart, Length, Offset, Owner, Protocol, ReprDigest, UploadId, UploadInfo,
     UploadStatus,
 };
+use crate::observe::{NoObserver, Observer, UploadEvent};
 use crate::quota::{Limits, UsageCounter};
 use crate::store::{
     BodyError, BodyStream, ByteStream, Capabilities, Store, StoreError, client_key_digest,
@@ -302,6 +303,8 @@ pub struct UploadService {
     usage: UsageCounter,
     /// Told of (and asked about) each step of an upload, when configured (`with_hooks`).
     hooks: Option<Arc<Hooks>>,
+    /// Told of each step of an upload (`with_observer`).
+    observer: Arc<dyn Observer>,
 }
 
 impl UploadService {
@@ -321,7 +324,15 @@ impl UploadService {
             sweep_failures: Mutex::default(),
             usage: UsageCounter::default(),
             hooks: None,
+            observer: Arc::new(NoObserver),
         }
+    }
+
+    /// The same service telling `observer` of each upload's creation, completion and removal
+    /// (see [`crate::observe`]).
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
     }
 
     /// The same service with hooks (see [`crate::hooks`]); run [`Hooks::deliver`] beside it.
@@ -418,7 +429,10 @@ impl UploadService {
             return Err(error.into());
         }
         tracing::info!(upload = %status.info.id, length = ?status.info.length, "upload created");
+        let protocol = status.info.protocol();
+        self.observer.upload(UploadEvent::Created, protocol);
         if status.info.length == Length::Known(0) {
+            self.observer.upload(UploadEvent::Completed, protocol);
             hooks::finish(&*self.store, self.hooks.as_deref(), &mut status).await?;
         }
         Ok(status)
@@ -495,6 +509,8 @@ impl UploadService {
         }
         self.store.concatenate(&status.info.id, &ids).await?;
         let mut assembled = self.store.status(&status.info.id).await?;
+        let protocol = assembled.info.protocol();
+        self.observer.upload(UploadEvent::Completed, protocol);
         hooks::finish(&*self.store, self.hooks.as_deref(), &mut assembled).await?;
         tracing::info!(upload = %status.info.id, parts = ids.len(), "final upload assembled");
         Ok(assembled)
@@ -650,6 +666,7 @@ impl UploadService {
             ends_upload: append.ends_upload,
             quota_cut,
             hooks: self.hooks.clone(),
+            observer: self.observer.clone(),
         };
         tokio::spawn(writing.run())
             .await
@@ -676,6 +693,8 @@ impl UploadService {
             return Err(error.into());
         }
         tracing::info!(upload = %id, "upload terminated");
+        self.observer
+            .upload(UploadEvent::Terminated, status.info.protocol());
         Ok(())
     }
 
@@ -726,6 +745,11 @@ impl UploadService {
             }
         }
         Ok(settled)
+    }
+
+    /// Whether the store answers (for readiness checks; see [`Store::probe`]).
+    pub async fn probe_store(&self) -> Result<(), StoreError> {
+        self.store.probe().await
     }
 
     /// Removes what crashes left behind that belongs to no upload, once untouched for
@@ -798,7 +822,12 @@ impl UploadService {
             None => None,
         };
         match self.store.terminate(id).await {
-            Ok(()) | Err(StoreError::NotFound) => Ok(true),
+            Ok(()) => {
+                self.observer
+                    .upload(UploadEvent::Expired, status.info.protocol());
+                Ok(true)
+            }
+            Err(StoreError::NotFound) => Ok(true),
             Err(error) => {
                 if let Some(hooks) = &self.hooks {
                     hooks.removal_failed(event).await;
@@ -863,6 +892,8 @@ impl UploadService {
                 status.info.length = Length::Known(length);
                 self.store.update(&status.info).await?;
                 if status.is_complete() {
+                    self.observer
+                        .upload(UploadEvent::Completed, status.info.protocol());
                     hooks::finish(&*self.store, self.hooks.as_deref(), status).await?;
                 }
                 Ok(())
@@ -966,6 +997,7 @@ struct Writing {
     /// The storage quota, when the body is cut at it rather than at the upload's length.
     quota_cut: Option<u64>,
     hooks: Option<Arc<Hooks>>,
+    observer: Arc<dyn Observer>,
 }
 
 impl Writing {
@@ -981,6 +1013,7 @@ impl Writing {
             ends_upload,
             quota_cut,
             hooks,
+            observer,
         } = self;
         let id = status.info.id.clone();
         let start = status.offset;
@@ -1035,6 +1068,9 @@ impl Writing {
             hooks.received(&*store, &status, offset > start).await;
         }
         let owes_finish = hooks::owes_finish(hooks.as_deref(), &status);
+        if status.is_complete() && !was_complete {
+            observer.upload(UploadEvent::Completed, status.info.protocol());
+        }
         if status.is_complete() && (!was_complete || owes_finish) {
             hooks::finish(&*store, hooks.as_deref(), &mut status).await?;
             tracing::info!(upload = %id, length = status.offset.0, "upload complete");
