@@ -18,6 +18,10 @@
 //! - `classify`: what each service error means on the wire (status, message, stored offset),
 //!   decided once; each front-end renders it in its own format.
 //! - `web`: the upload page and the browser client, embedded in the binary.
+//! - [`metrics`]: the Prometheus metrics of `/metrics`: a wrapper around each request's future,
+//!   measuring decorators of the store and the locker, the service's observer; `process`: the
+//!   `process_*` figures from `/proc`.
+//! - [`ready`]: the named checks of `/readyz`.
 //! - `wire`: what every front-end shares: request bodies as upload streams, the principal of a
 //!   request, plain-text rejections.
 //!
@@ -31,16 +35,21 @@ mod cors;
 mod download;
 mod ietf;
 mod interim;
+pub mod metrics;
+mod process;
+pub mod ready;
 mod simple;
 mod tus;
 mod web;
 mod wire;
 
 pub use cors::CorsOrigins;
+pub use metrics::Metrics;
 
 use axum::Router;
-use axum::http::{HeaderValue, header};
-use axum::response::Response;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use resumable_core::UploadService;
 use std::future::Future;
@@ -64,6 +73,33 @@ pub struct ServerConfig {
     pub head_timeout: Duration,
     /// Who requests act for (`--auth`).
     pub auth: Arc<auth::Auth>,
+    /// Whether requests are measured, and where `/metrics` is served.
+    pub metrics: MetricsExport,
+    /// What `/readyz` checks besides the store's probe (the data directory, a fleet backend).
+    pub readiness: ready::Checks,
+}
+
+/// Whether requests are measured, and where their metrics are served.
+#[derive(Debug, Clone, Default)]
+pub enum MetricsExport {
+    /// Nothing is measured; there is no `/metrics`.
+    #[default]
+    Off,
+    /// Requests are measured into these metrics, served at `/metrics` on the main listener
+    /// (without authentication, like `/healthz`).
+    Main(Arc<Metrics>),
+    /// Requests are measured into these metrics, served elsewhere ([`run_metrics`] on a listener
+    /// of its own); the main listener has no `/metrics`.
+    Separate(Arc<Metrics>),
+}
+
+impl MetricsExport {
+    fn metrics(&self) -> Option<&Arc<Metrics>> {
+        match self {
+            MetricsExport::Off => None,
+            MetricsExport::Main(metrics) | MetricsExport::Separate(metrics) => Some(metrics),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -73,6 +109,8 @@ impl Default for ServerConfig {
             behind_proxy: false,
             head_timeout: Duration::from_secs(30),
             auth: Arc::new(auth::Auth::None),
+            metrics: MetricsExport::Off,
+            readiness: ready::Checks::new(),
         }
     }
 }
@@ -93,6 +131,11 @@ pub fn app(service: Arc<UploadService>, config: ServerConfig) -> Router {
         credentials: matches!(*config.auth, auth::Auth::Forward(_))
             && matches!(config.cors_origins, CorsOrigins::List(_)),
     });
+    let measure = config.metrics.metrics().cloned();
+    let export = match &config.metrics {
+        MetricsExport::Main(metrics) => Some(metrics.clone()),
+        MetricsExport::Off | MetricsExport::Separate(_) => None,
+    };
     let state = AppState {
         service,
         config: Arc::new(config),
@@ -109,9 +152,14 @@ pub fn app(service: Arc<UploadService>, config: ServerConfig) -> Router {
             .layer(tower::util::MapResponseLayer::new(no_sniff))
     };
     let ietf = common(ietf::routes().with_state(state.clone()));
+    let mut others = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz));
+    if let Some(metrics) = export {
+        others = others.route("/metrics", get(move || render(metrics.clone())));
+    }
     let others = common(
-        Router::new()
-            .route("/healthz", get(healthz))
+        others
             .route("/status", get(simple::status))
             .route("/upload", post(simple::upload))
             .route("/files", tus::collection_routes())
@@ -125,12 +173,16 @@ pub fn app(service: Arc<UploadService>, config: ServerConfig) -> Router {
     // before routing too.
     let protocols = tower::service_fn(move |request: axum::extract::Request| {
         let request = tus::apply_method_override(request);
-        let router = if ietf::speaks_ietf(&request) {
+        let speaks_ietf = ietf::speaks_ietf(&request);
+        let in_flight = measure
+            .as_ref()
+            .map(|metrics| metrics.begin(&request, speaks_ietf));
+        let router = if speaks_ietf {
             ietf.clone()
         } else {
             others.clone()
         };
-        router.oneshot(request)
+        metrics::Measured::new(router.oneshot(request), in_flight)
     });
     Router::new().fallback_service(protocols)
 }
@@ -138,6 +190,59 @@ pub fn app(service: Arc<UploadService>, config: ServerConfig) -> Router {
 /// Liveness for load balancers and orchestrators.
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// Readiness: 200 when the store answers and every configured check passes, else 503; both
+/// with a JSON [`ready::Report`].
+async fn readyz(State(state): State<AppState>) -> Response {
+    let store: Arc<dyn ready::Check> = Arc::new(ready::StoreAnswers(state.service.clone()));
+    let report = ready::run(std::iter::once(&store).chain(state.config.readiness.iter())).await;
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        tracing::warn!(reasons = ?report.reasons, "not ready");
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::to_string(&report).unwrap_or_default();
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `/metrics`.
+async fn render(metrics: Arc<Metrics>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, metrics::CONTENT_TYPE),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        metrics.render(),
+    )
+        .into_response()
+}
+
+/// The router of a listener that serves only `/metrics`.
+pub fn metrics_app(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(move || render(metrics.clone())))
+        .layer(tower::util::MapResponseLayer::new(no_sniff))
+}
+
+/// Serves [`metrics_app`] on `listener` until `shutdown` resolves (for
+/// [`MetricsExport::Separate`]).
+pub async fn run_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let head_timeout = ServerConfig::default().head_timeout;
+    connections::serve(listener, metrics_app(metrics), head_timeout, shutdown).await
 }
 
 fn no_sniff(mut response: Response) -> Response {
