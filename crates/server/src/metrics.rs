@@ -789,6 +789,11 @@ mod tests {
     }
 
     #[test]
+    fn measuring_adds_32_bytes_to_a_request_in_flight() {
+        assert_eq!(std::mem::size_of::<Option<InFlight>>(), 32);
+    }
+
+    #[test]
     fn unknown_methods_share_one_label() {
         let method = Method::from_bytes(b"BREW").unwrap();
         assert_eq!(RequestMethod::of(&method), RequestMethod::Other);
