@@ -31,6 +31,10 @@ fn serve_help_lists_the_flags_and_their_variables() {
         "RESUMABLE_LISTEN",
         "RESUMABLE_DATA_DIR",
         "RESUMABLE_MAX_SIZE",
+        "--metrics-listen",
+        "RESUMABLE_METRICS_LISTEN",
+        "--min-free-space",
+        "RESUMABLE_MIN_FREE_SPACE",
     ] {
         assert!(
             finished.stdout.contains(expected),
