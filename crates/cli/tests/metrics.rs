@@ -16,7 +16,7 @@ const REQUESTS: &str = "resumable_http_requests_total";
 const DURATIONS: &str = "resumable_http_request_duration_seconds_count";
 const RECEIVED: &str = "resumable_received_bytes_total";
 const IN_PROGRESS: &str = "resumable_uploads_in_progress";
-const APPENDS: &str = "resumable_store_operation_duration_seconds_count";
+const STORE_CALLS: &str = "resumable_store_operation_duration_seconds_count";
 
 /// The metrics of one server, and how many times they were scraped (each scrape is itself an
 /// `other` GET, counted once its answer is ready: in the next scrape, not its own).
@@ -221,7 +221,7 @@ async fn counters_move_by_exactly_the_requests_and_bytes_made() {
     }
     // Each body went through one store append: 4 tus, 1 IETF, 1 simple.
     let append = [("operation", "append")];
-    assert_eq!(delta(&before, &after, APPENDS, &append), 6.0);
+    assert_eq!(delta(&before, &after, STORE_CALLS, &append), 6.0);
     for (name, protocol, count) in [
         ("resumable_uploads_created_total", "tus", 3.0),
         ("resumable_uploads_created_total", "ietf", 1.0),
@@ -288,6 +288,54 @@ async fn a_request_that_takes_over_a_held_upload_counts_a_wait_and_a_takeover() 
     }
     assert_eq!(after.value(IN_PROGRESS, &[]), 0.0);
     promtool_check(&after.text);
+}
+
+#[tokio::test]
+async fn checksummed_chunks_count_once_verified_and_never_when_discarded() {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let scratch = scratch();
+    let server = Server::serve(&scratch.path().join("data"), &[]);
+    let mut metrics = Scraper::new(format!("{}/metrics", server.base));
+    let tus = Tus::new(&server);
+    let id = tus.create(2000).await;
+    let http = reqwest::Client::new();
+    let patch = |offset: u64, body: Vec<u8>, digest_of: Vec<u8>| {
+        let digest = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&digest_of));
+        http.patch(tus.url(&id))
+            .header("Tus-Resumable", "1.0.0")
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("Upload-Offset", offset.to_string())
+            .header("Upload-Checksum", format!("sha256 {digest}"))
+            .body(body)
+            .send()
+    };
+    let before = metrics.scrape().await;
+    let good = pseudo_random(1000, 4);
+    let verified = patch(0, good.clone(), good).await.expect("PATCH");
+    assert_eq!(verified.status(), 204);
+    let bad = pseudo_random(1000, 5);
+    let refused = patch(1000, bad, b"something else".to_vec())
+        .await
+        .expect("PATCH");
+    assert_eq!(refused.status(), 460, "checksum mismatch");
+    let after = metrics.scrape().await;
+    assert_eq!(delta(&before, &after, RECEIVED, &[]), 1000.0);
+    for (operation, count) in [
+        ("stage", 2.0),
+        ("commit_staged", 1.0),
+        ("discard_staged", 1.0),
+        ("append", 0.0),
+    ] {
+        let series = [("operation", operation)];
+        assert_eq!(
+            delta(&before, &after, STORE_CALLS, &series),
+            count,
+            "{operation}"
+        );
+    }
+    let mismatch = [("protocol", "tus"), ("method", "PATCH"), ("status", "460")];
+    assert_eq!(delta(&before, &after, REQUESTS, &mismatch), 1.0);
 }
 
 /// The address `--metrics-listen 127.0.0.1:0` picked, from the second line on stdout.
