@@ -793,6 +793,51 @@ mod tests {
         assert_eq!(std::mem::size_of::<Option<InFlight>>(), 32);
     }
 
+    /// What measuring costs per request, store call and lock; prints, asserts nothing. Run
+    /// `cargo test --release -p resumable-server --lib cost_of_measuring -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore = "a measurement, not a test"]
+    async fn cost_of_measuring() {
+        const ROUNDS: u32 = 200_000;
+        let metrics = Metrics::new();
+        let patch = request(Method::PATCH, "/files/0123456789abcdef0123456789abcdef");
+        let started = Instant::now();
+        for _ in 0..ROUNDS {
+            let in_flight = metrics.begin(std::hint::black_box(&patch), false);
+            in_flight.finish(RequestStatus::Code(204));
+        }
+        let per_request = started.elapsed() / ROUNDS;
+        let store: Arc<dyn Store> = Arc::new(resumable_core::MemoryStore::default());
+        let measured = metrics.measure_store(store.clone());
+        let id = UploadId::random();
+        let time = |store: Arc<dyn Store>| {
+            let id = id.clone();
+            async move {
+                let started = Instant::now();
+                for _ in 0..ROUNDS {
+                    let _ = std::hint::black_box(store.status(&id).await);
+                }
+                started.elapsed() / ROUNDS
+            }
+        };
+        let (bare, wrapped) = (time(store).await, time(measured).await);
+        let locker: Arc<dyn Locker> =
+            Arc::new(resumable_core::MemoryLocker::new(Duration::from_secs(1)));
+        let measured_locker = metrics.measure_locker(locker.clone());
+        let lock = |locker: Arc<dyn Locker>| async move {
+            let started = Instant::now();
+            for _ in 0..ROUNDS {
+                drop(std::hint::black_box(locker.lock("key").await));
+            }
+            started.elapsed() / ROUNDS
+        };
+        let (bare_lock, wrapped_lock) = (lock(locker).await, lock(measured_locker).await);
+        println!(
+            "per request: {per_request:?}; store status: {bare:?} bare, {wrapped:?} measured; \
+             lock: {bare_lock:?} bare, {wrapped_lock:?} measured"
+        );
+    }
+
     #[test]
     fn unknown_methods_share_one_label() {
         let method = Method::from_bytes(b"BREW").unwrap();
