@@ -371,7 +371,7 @@ impl Metrics {
         );
         ours.register(
             "lock_waits",
-            "Lock requests for an upload (or a simple-protocol key) that found it held and waited",
+            "Lock requests (of an upload, a simple-protocol file id or an owner's quota) that found the lock held and waited",
             metrics.lock_waits.clone(),
         );
         ours.register_with_unit(
