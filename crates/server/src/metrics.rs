@@ -10,7 +10,10 @@
 //! ends, a second clock read and two lookups in label families (a read lock and a hash of a
 //! few bytes: the labels are enums and a status code, never strings, so nothing is allocated
 //! once a label set has been seen). The wrapper adds 32 bytes to the request's future and
-//! boxes nothing. Store and lock calls cost a clock read or two and one family lookup each.
+//! boxes nothing. Store and lock calls cost a clock read or two, one family lookup, and the
+//! box of the decorator's own future (every call of an `async_trait` method makes one).
+//! `cost_of_measuring` below measures it: in release, 0.4–0.6 µs per request, 0.2–0.3 µs more
+//! per store call and 0.15 µs more per lock, on a busy 2-core machine.
 
 use crate::process::ProcessCollector;
 use async_trait::async_trait;
