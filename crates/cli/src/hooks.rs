@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use resumable_core::{
-    Clock, HookConfig, HookFailure, HookKinds, HookTransport, Hooks, UploadService,
+    Clock, HookConfig, HookFailure, HookKinds, HookTransport, Hooks, Observer, UploadService,
 };
 use resumable_fs::FileOutbox;
 use resumable_hooks::{CommandHook, HttpHook, secret_from_file_contents};
@@ -100,11 +100,12 @@ impl Delivery {
 
 impl HookArgs {
     /// The hooks these flags configure, `None` without `--hook-url` or `--hook-command`; the
-    /// outbox lives in `data_dir`.
+    /// outbox lives in `data_dir`, and `observer` hears how each call to the receiver ends.
     pub(crate) async fn hooks(
         &self,
         data_dir: &Path,
         clock: Arc<dyn Clock>,
+        observer: Arc<dyn Observer>,
     ) -> anyhow::Result<Option<Arc<Hooks>>> {
         let transport: Arc<dyn HookTransport> = match (&self.hook_url, &self.hook_command) {
             (Some(url), _) => {
@@ -135,12 +136,8 @@ impl HookArgs {
             retry_max: self.hook_retry_max,
             ..HookConfig::default()
         };
-        Ok(Some(Arc::new(Hooks::new(
-            config,
-            transport,
-            Arc::new(outbox),
-            clock,
-        ))))
+        let hooks = Hooks::new(config, transport, Arc::new(outbox), clock);
+        Ok(Some(Arc::new(hooks.with_observer(observer))))
     }
 }
 

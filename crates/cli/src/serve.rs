@@ -7,12 +7,15 @@ use resumable_fs::{FileStore, FileStoreConfig};
 use resumable_server::auth::{
     Auth, ForwardAuth, ForwardSettings, JwtAuth, JwtKeySource, JwtSettings, TokensAuth,
 };
+use resumable_server::ready::{Checks, DirWritable, FreeSpace, MinFreeSpace};
 use resumable_server::{ConnectionLimits, CorsOrigins, MAX_HEADER_SIZE_LIMIT, ServerConfig};
+use resumable_server::{Metrics, MetricsExport};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Flags of `resumable serve`; each can also be set by its `RESUMABLE_*` environment variable.
 #[derive(Args, Debug)]
@@ -80,6 +83,18 @@ pub(crate) struct ServeArgs {
     /// token's `quota_uploads` claim may lower it.
     #[arg(long, env = "RESUMABLE_QUOTA_UPLOADS")]
     quota_uploads: Option<u64>,
+
+    /// Serve the Prometheus metrics (`/metrics`) on this address instead of the main listener,
+    /// e.g. 127.0.0.1:9100 (port 0 picks one; it is printed on stdout after the main
+    /// address). The main listener then has no /metrics. Without it, /metrics is on the main
+    /// listener, without authentication like /healthz: prefer a private address here.
+    #[arg(long, env = "RESUMABLE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+
+    /// /readyz answers 503 when the data directory's file system has less free space than
+    /// this: bytes, a size such as 1GiB or 500MB, or a percentage of its size such as 5%.
+    #[arg(long, env = "RESUMABLE_MIN_FREE_SPACE", default_value = "1GiB", value_parser = parse_min_free_space)]
+    min_free_space: MinFreeSpace,
 
     #[command(flatten)]
     limits: LimitArgs,
@@ -186,6 +201,17 @@ fn parse_window(text: &str) -> Result<Duration, String> {
         return Err("must be at least 1s".into());
     }
     Ok(window)
+}
+
+fn parse_min_free_space(text: &str) -> Result<MinFreeSpace, String> {
+    let text = text.trim();
+    let Some(percent) = text.strip_suffix('%') else {
+        return crate::options::parse_size(text).map(MinFreeSpace::Bytes);
+    };
+    match percent.trim().parse::<f64>() {
+        Ok(percent) if (0.0..=100.0).contains(&percent) => Ok(MinFreeSpace::Percent(percent)),
+        _ => Err(format!("{text:?} is not a percentage from 0% to 100%")),
+    }
 }
 
 /// How requests are authenticated.
@@ -373,13 +399,18 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_creations_per_minute: Some(args.limits.max_creations_per_minute)
             .filter(|per_minute| *per_minute > 0),
     };
-    let hooks = args.hooks.hooks(&args.data_dir, clock.clone()).await?;
+    let metrics = Metrics::new();
+    let hooks = args
+        .hooks
+        .hooks(&args.data_dir, clock.clone(), metrics.clone())
+        .await?;
     let mut service = UploadService::new(
-        Arc::new(store),
-        Arc::new(MemoryLocker::new(args.lock_timeout)),
+        metrics.measure_store(Arc::new(store)),
+        metrics.measure_locker(Arc::new(MemoryLocker::new(args.lock_timeout))),
         clock,
         config,
-    );
+    )
+    .with_observer(metrics.clone());
     if let Some(hooks) = &hooks {
         service = service.with_hooks(hooks.clone());
     }
@@ -389,9 +420,25 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr()?;
-    // One line on stdout, for people and for scripts that start us on port 0.
+    let metrics_listener = match args.metrics_listen {
+        Some(metrics_address) => Some(
+            tokio::net::TcpListener::bind(metrics_address)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {metrics_address}"))?,
+        ),
+        None => None,
+    };
+    // One line on stdout (two with --metrics-listen), for people and for scripts that start us
+    // on port 0.
     let mut stdout = std::io::stdout();
     writeln!(stdout, "resumable listening on http://{address}")?;
+    if let Some(metrics_listener) = &metrics_listener {
+        let metrics_address = metrics_listener.local_addr()?;
+        writeln!(
+            stdout,
+            "resumable metrics on http://{metrics_address}/metrics"
+        )?;
+    }
     stdout.flush()?;
     tracing::info!(%address, data_dir = %args.data_dir.display(), auth = auth.mode(), "serving uploads");
     if let Auth::None = *auth {
@@ -400,6 +447,18 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     reload_on_hangup(auth.clone());
+    let readiness = Checks::new()
+        .with(DirWritable::new(&args.data_dir))
+        .with(FreeSpace::new(&args.data_dir, args.min_free_space));
+    let stop_metrics = CancellationToken::new();
+    let metrics_server = metrics_listener.map(|metrics_listener| {
+        let stopped = stop_metrics.clone().cancelled_owned();
+        tokio::spawn(resumable_server::run_metrics(
+            metrics_listener,
+            metrics.clone(),
+            stopped,
+        ))
+    });
     let server_config = ServerConfig {
         cors_origins: args.cors_origins,
         behind_proxy: args.behind_proxy,
@@ -407,8 +466,22 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         auth,
         connection_limits,
         max_header_size: args.limits.max_header_size,
+        metrics: match metrics_server {
+            Some(_) => MetricsExport::Separate(metrics),
+            None => MetricsExport::Main(metrics),
+        },
+        readiness,
     };
     let served = resumable_server::run(listener, service, server_config, shutdown_signal()).await;
+    // Metrics are served until the uploads in flight have answered.
+    stop_metrics.cancel();
+    if let Some(metrics_server) = metrics_server {
+        match metrics_server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "the metrics listener failed"),
+            Err(error) => tracing::warn!(%error, "the metrics listener panicked"),
+        }
+    }
     if let Some(delivery) = delivery {
         delivery.stop().await;
     }
@@ -554,6 +627,21 @@ mod tests {
         assert_eq!(parse_expiry("never").unwrap().0, None);
         assert!(parse_expiry("0s").is_err());
         assert!(parse_expiry("soon").is_err());
+    }
+
+    #[test]
+    fn free_space_minimums_are_sizes_or_percentages() {
+        assert_eq!(
+            parse_min_free_space("1GiB").unwrap(),
+            MinFreeSpace::Bytes(1 << 30)
+        );
+        assert_eq!(
+            parse_min_free_space("5%").unwrap(),
+            MinFreeSpace::Percent(5.0)
+        );
+        assert_eq!(parse_min_free_space("0").unwrap(), MinFreeSpace::Bytes(0));
+        assert!(parse_min_free_space("101%").is_err());
+        assert!(parse_min_free_space("lots").is_err());
     }
 
     #[test]

@@ -538,3 +538,68 @@ async fn pre_finish_refusal_fails_the_upload_and_says_why() {
         "a refused upload has no post-finish"
     );
 }
+
+#[tokio::test]
+async fn every_call_to_the_receiver_is_counted_by_event_and_outcome() {
+    use common::scrape::{Scrape, promtool_check, scrape};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const DELIVERIES: &str = "resumable_hook_deliveries_total";
+    let scratch = scratch();
+    // The first post-create is answered 503; everything else is taken.
+    let refused_once = Arc::new(AtomicBool::new(false));
+    let policy: Policy = Arc::new(move |event: &Value| {
+        if event["type"] == "post-create" && !refused_once.swap(true, Ordering::SeqCst) {
+            return (503, String::new(), Duration::ZERO);
+        }
+        (200, String::new(), Duration::ZERO)
+    });
+    let receiver = Receiver::start("127.0.0.1:0".parse().expect("address"), policy).await;
+    let url = receiver.url();
+    let server = Server::serve(&scratch.path().join("data"), &["--hook-url", &url]);
+    let tus = Tus::new(&server);
+    let id = tus.create(3).await;
+    assert_eq!(tus.patch(&id, 0, b"abc".to_vec()).await.status(), 204);
+    receiver.wait_for("post-finish", &id).await;
+
+    let http = http();
+    let metrics = format!("{}/metrics", server.base);
+    let delivered = |kind: &'static str| [("event", kind), ("outcome", "delivered")];
+    let mut scraped: Scrape = scrape(&http, &metrics).await;
+    // The receiver records an event before the server reads its answer.
+    let deadline = std::time::Instant::now() + EVENT_DEADLINE;
+    while scraped.value(DELIVERIES, &delivered("post-finish")) < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "{}", scraped.text);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        scraped = scrape(&http, &metrics).await;
+    }
+    for kind in [
+        "pre-create",
+        "post-create",
+        "post-receive",
+        "pre-finish",
+        "post-finish",
+    ] {
+        assert_eq!(scraped.value(DELIVERIES, &delivered(kind)), 1.0, "{kind}");
+    }
+    let refused = [("event", "post-create"), ("outcome", "bad_status")];
+    assert_eq!(scraped.value(DELIVERIES, &refused), 1.0);
+    let all: f64 = scraped
+        .text
+        .lines()
+        .filter(|line| line.starts_with(DELIVERIES))
+        .map(|line| {
+            line.rsplit_once(' ')
+                .expect("a value")
+                .1
+                .parse::<f64>()
+                .expect("a number")
+        })
+        .sum();
+    assert_eq!(
+        all,
+        receiver.events().len() as f64,
+        "one count per call received"
+    );
+    assert_eq!(all, 6.0);
+    promtool_check(&scraped.text);
+}

@@ -52,6 +52,10 @@ fn serve_help_lists_the_flags_and_their_variables() {
         "[default: 1KiB]",
         "[default: 4KiB]",
         "[default: 120]",
+        "--metrics-listen",
+        "RESUMABLE_METRICS_LISTEN",
+        "--min-free-space",
+        "RESUMABLE_MIN_FREE_SPACE",
     ] {
         assert!(
             finished.stdout.contains(expected),

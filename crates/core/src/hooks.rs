@@ -28,6 +28,7 @@
 
 use crate::clock::Clock;
 use crate::model::{Completion, Concat, Protocol, ReprDigest, UploadId, UploadInfo, UploadStatus};
+use crate::observe::{HookOutcome, NoObserver, Observer};
 use crate::outbox::{Outbox, OutboxError};
 use crate::service::UploadError;
 use crate::store::{StorageLocation, Store, StoreError};
@@ -314,6 +315,8 @@ pub struct Hooks {
     wake: Notify,
     /// When each upload last had a `post-receive`.
     progress: Mutex<HashMap<UploadId, Instant>>,
+    /// Told how each call to the receiver ended (`with_observer`).
+    observer: Arc<dyn Observer>,
 }
 
 /// A blocking hook's decision.
@@ -356,7 +359,14 @@ impl Hooks {
             clock,
             wake: Notify::new(),
             progress: Mutex::default(),
+            observer: Arc::new(NoObserver),
         }
+    }
+
+    /// The same hooks telling `observer` how each call to the receiver ended.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
     }
 
     /// The settings.
@@ -397,6 +407,7 @@ impl Hooks {
             Ok(sent) => sent,
             Err(_) => Err(HookCallError::Timeout(timeout)),
         };
+        self.observer.hook(kind, HookOutcome::of(&sent));
         match sent {
             Ok(HookAnswer {
                 reject: Some(rejection),
@@ -558,11 +569,9 @@ impl Hooks {
                         () = stop.cancelled() => return,
                         sent = tokio::time::timeout(timeout, self.transport.send(&entry.event)) => sent,
                     };
-                    let error = match sent {
-                        Ok(Ok(_)) => break,
-                        Ok(Err(error)) => error,
-                        Err(_) => HookCallError::Timeout(timeout),
-                    };
+                    let sent = sent.unwrap_or(Err(HookCallError::Timeout(timeout)));
+                    self.observer.hook(entry.event.kind, HookOutcome::of(&sent));
+                    let Err(error) = sent else { break };
                     attempts += 1;
                     // Once, then every tenth attempt: a receiver down for long would flood the log.
                     if attempts == 1 || attempts.is_multiple_of(10) {

@@ -14,6 +14,8 @@
 //! - [`service`]: [`UploadService`], which enforces ownership, locking, offsets and limits.
 //! - [`memory`]: an in-memory store.
 //! - [`hooks`]: hook events, the transport and delivery worker contracts, [`Hooks`].
+//! - [`observe`]: the [`Observer`] told of uploads' creation, completion and removal, and of
+//!   hook calls (what metrics count).
 //! - [`outbox`]: the [`Outbox`] trait `post-*` events are persisted in, and an in-memory one.
 //! - [`conformance`]: the checks every store must pass, as a test-generating macro.
 //! - `body`: the guard that cuts request bodies on takeover, stall, a rate below the minimum
@@ -27,6 +29,7 @@ pub mod hooks;
 pub mod lock;
 pub mod memory;
 pub mod model;
+pub mod observe;
 pub mod outbox;
 pub mod quota;
 mod rate;
@@ -45,6 +48,7 @@ pub use model::{
     Completion, Concat, ConcatPart, Length, Offset, Owner, Protocol, ReprDigest, UploadId,
     UploadInfo, UploadStatus,
 };
+pub use observe::{HookOutcome, NoObserver, Observer, UploadEvent};
 pub use outbox::{MemoryOutbox, Outbox, OutboxEntry, OutboxError};
 pub use quota::{Limits, Usage};
 pub use service::{

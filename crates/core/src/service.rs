@@ -9,6 +9,7 @@ use crate::model::{
     Concat, ConcatPart, Length, Offset, Owner, Protocol, ReprDigest, UploadId, UploadInfo,
     UploadStatus,
 };
+use crate::observe::{NoObserver, Observer, UploadEvent};
 use crate::quota::{Limits, UsageCounter};
 use crate::rate::CreationRate;
 use crate::store::{
@@ -342,6 +343,8 @@ pub struct UploadService {
     hooks: Option<Arc<Hooks>>,
     /// Creations per creator, when limited.
     creations: Option<CreationRate>,
+    /// Told of each step of an upload (`with_observer`).
+    observer: Arc<dyn Observer>,
 }
 
 impl UploadService {
@@ -365,7 +368,15 @@ impl UploadService {
                 .filter(|per_minute| *per_minute > 0)
                 .map(CreationRate::new),
             config,
+            observer: Arc::new(NoObserver),
         }
+    }
+
+    /// The same service telling `observer` of each upload's creation, completion and removal
+    /// (see [`crate::observe`]).
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
     }
 
     /// The same service with hooks (see [`crate::hooks`]); run [`Hooks::deliver`] beside it.
@@ -464,7 +475,10 @@ impl UploadService {
             return Err(error.into());
         }
         tracing::info!(upload = %status.info.id, length = ?status.info.length, "upload created");
+        let protocol = status.info.protocol();
+        self.observer.upload(UploadEvent::Created, protocol);
         if status.info.length == Length::Known(0) {
+            self.observer.upload(UploadEvent::Completed, protocol);
             hooks::finish(&*self.store, self.hooks.as_deref(), &mut status).await?;
         }
         Ok(status)
@@ -541,6 +555,8 @@ impl UploadService {
         }
         self.store.concatenate(&status.info.id, &ids).await?;
         let mut assembled = self.store.status(&status.info.id).await?;
+        let protocol = assembled.info.protocol();
+        self.observer.upload(UploadEvent::Completed, protocol);
         hooks::finish(&*self.store, self.hooks.as_deref(), &mut assembled).await?;
         tracing::info!(upload = %status.info.id, parts = ids.len(), "final upload assembled");
         Ok(assembled)
@@ -700,6 +716,7 @@ impl UploadService {
             ends_upload: append.ends_upload,
             quota_cut,
             hooks: self.hooks.clone(),
+            observer: self.observer.clone(),
         };
         tokio::spawn(writing.run())
             .await
@@ -726,6 +743,8 @@ impl UploadService {
             return Err(error.into());
         }
         tracing::info!(upload = %id, "upload terminated");
+        self.observer
+            .upload(UploadEvent::Terminated, status.info.protocol());
         Ok(())
     }
 
@@ -776,6 +795,11 @@ impl UploadService {
             }
         }
         Ok(settled)
+    }
+
+    /// Whether the store answers (for readiness checks; see [`Store::probe`]).
+    pub async fn probe_store(&self) -> Result<(), StoreError> {
+        self.store.probe().await
     }
 
     /// Removes what crashes left behind that belongs to no upload, once untouched for
@@ -848,7 +872,12 @@ impl UploadService {
             None => None,
         };
         match self.store.terminate(id).await {
-            Ok(()) | Err(StoreError::NotFound) => Ok(true),
+            Ok(()) => {
+                self.observer
+                    .upload(UploadEvent::Expired, status.info.protocol());
+                Ok(true)
+            }
+            Err(StoreError::NotFound) => Ok(true),
             Err(error) => {
                 if let Some(hooks) = &self.hooks {
                     hooks.removal_failed(event).await;
@@ -913,6 +942,8 @@ impl UploadService {
                 status.info.length = Length::Known(length);
                 self.store.update(&status.info).await?;
                 if status.is_complete() {
+                    self.observer
+                        .upload(UploadEvent::Completed, status.info.protocol());
                     hooks::finish(&*self.store, self.hooks.as_deref(), status).await?;
                 }
                 Ok(())
@@ -1042,6 +1073,7 @@ struct Writing {
     /// The storage quota, when the body is cut at it rather than at the upload's length.
     quota_cut: Option<u64>,
     hooks: Option<Arc<Hooks>>,
+    observer: Arc<dyn Observer>,
 }
 
 impl Writing {
@@ -1057,6 +1089,7 @@ impl Writing {
             ends_upload,
             quota_cut,
             hooks,
+            observer,
         } = self;
         let id = status.info.id.clone();
         let start = status.offset;
@@ -1111,6 +1144,9 @@ impl Writing {
             hooks.received(&*store, &status, offset > start).await;
         }
         let owes_finish = hooks::owes_finish(hooks.as_deref(), &status);
+        if status.is_complete() && !was_complete {
+            observer.upload(UploadEvent::Completed, status.info.protocol());
+        }
         if status.is_complete() && (!was_complete || owes_finish) {
             hooks::finish(&*store, hooks.as_deref(), &mut status).await?;
             tracing::info!(upload = %id, length = status.offset.0, "upload complete");

@@ -235,6 +235,16 @@ pub trait Store: Send + Sync + 'static {
         Ok(0)
     }
 
+    /// Whether the backend answers, for readiness checks: cheap, and touching no upload. The
+    /// default asks for the status of an upload that cannot exist, which a store that answers
+    /// says is [`StoreError::NotFound`]; a fleet backend may ping its service instead.
+    async fn probe(&self) -> Result<(), StoreError> {
+        match self.status(&UploadId::random()).await {
+            Ok(_) | Err(StoreError::NotFound) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Where the upload's bytes are kept, for hook payloads; `None` (the default) for a store
     /// with nothing useful to name.
     fn location(&self, id: &UploadId) -> Option<StorageLocation> {

@@ -257,3 +257,86 @@ async fn settling_at_start_up_runs_the_finish_hooks_still_owed_once() {
         .count();
     assert_eq!(finishes, 1);
 }
+
+/// Records how each call to the receiver ended.
+#[derive(Default)]
+struct Outcomes(Mutex<Vec<(HookKind, resumable_core::HookOutcome)>>);
+
+impl resumable_core::Observer for Outcomes {
+    fn hook(&self, kind: HookKind, outcome: resumable_core::HookOutcome) {
+        self.0.lock().unwrap().push((kind, outcome));
+    }
+}
+
+#[tokio::test]
+async fn the_observer_hears_every_call_and_delivery_attempt() {
+    use resumable_core::HookOutcome::{Delivered, Status, Timeout};
+    /// Does not answer the first `post-create` attempt; fails the first `post-finish` one.
+    #[derive(Default)]
+    struct Flaky(Mutex<Vec<HookKind>>);
+    #[async_trait::async_trait]
+    impl HookTransport for Flaky {
+        async fn send(&self, event: &HookEvent) -> Result<HookAnswer, HookCallError> {
+            let first = {
+                let mut seen = self.0.lock().unwrap();
+                let first = !seen.contains(&event.kind);
+                seen.push(event.kind);
+                first
+            };
+            match event.kind {
+                HookKind::PostCreate if first => std::future::pending().await,
+                HookKind::PostFinish if first => Err(HookCallError::Status(502)),
+                _ => Ok(HookAnswer::default()),
+            }
+        }
+    }
+    let outbox = Arc::new(MemoryOutbox::default());
+    let outcomes = Arc::new(Outcomes::default());
+    let config = HookConfig {
+        timeout: Duration::from_millis(50),
+        retry_min: Duration::from_millis(1),
+        retry_max: Duration::from_millis(5),
+        ..HookConfig::default()
+    };
+    let hooks = Arc::new(
+        Hooks::new(
+            config,
+            Arc::new(Flaky::default()),
+            outbox.clone(),
+            Arc::new(SystemClock),
+        )
+        .with_observer(outcomes.clone()),
+    );
+    let service = UploadService::new(
+        Arc::new(MemoryStore::default()),
+        Arc::new(MemoryLocker::new(Duration::from_secs(5))),
+        Arc::new(SystemClock),
+        ServiceConfig::default(),
+    )
+    .with_hooks(hooks.clone());
+    let owner = Owner::anonymous();
+    let id = service.create(new_upload(2)).await.unwrap().info.id;
+    service.append(&owner, &id, append(0, b"ok")).await.unwrap();
+    assert_eq!(
+        *outcomes.0.lock().unwrap(),
+        [
+            (HookKind::PreCreate, Delivered),
+            (HookKind::PreFinish, Delivered)
+        ]
+    );
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(hooks.clone().deliver(stop.clone()));
+    wait_until_empty(&outbox).await;
+    stop.cancel();
+    worker.await.unwrap();
+    assert_eq!(
+        outcomes.0.lock().unwrap()[2..],
+        [
+            (HookKind::PostCreate, Timeout),
+            (HookKind::PostCreate, Delivered),
+            (HookKind::PostReceive, Delivered),
+            (HookKind::PostFinish, Status),
+            (HookKind::PostFinish, Delivered)
+        ]
+    );
+}

@@ -1098,3 +1098,98 @@ async fn a_body_slower_than_the_minimum_rate_is_cut_with_its_bytes_stored() {
     assert!((19..=20).contains(&stored.0), "{stored:?}");
     assert_eq!(service.status(&owner, &id).await.unwrap().offset, stored);
 }
+
+/// Counts what the service tells it, per (event, protocol).
+#[derive(Default)]
+struct Counting(std::sync::Mutex<Vec<(resumable_core::UploadEvent, resumable_core::Protocol)>>);
+
+impl resumable_core::Observer for Counting {
+    fn upload(&self, event: resumable_core::UploadEvent, protocol: resumable_core::Protocol) {
+        self.0.lock().unwrap().push((event, protocol));
+    }
+}
+
+impl Counting {
+    fn take(&self) -> Vec<(resumable_core::UploadEvent, resumable_core::Protocol)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+#[tokio::test]
+async fn the_observer_hears_each_step_of_an_upload_once() {
+    use resumable_core::Protocol::{Simple, Tus};
+    use resumable_core::UploadEvent::{Completed, Created, Expired, Terminated};
+    let clock = Arc::new(resumable_core::ManualClock::default());
+    let observer = Arc::new(Counting::default());
+    let service = UploadService::new(
+        Arc::new(MemoryStore::with_clock(clock.clone())),
+        Arc::new(MemoryLocker::new(Duration::from_secs(5))),
+        clock.clone(),
+        ServiceConfig {
+            expire_after: Some(Duration::from_secs(3600)),
+            ..ServiceConfig::default()
+        },
+    )
+    .with_observer(observer.clone());
+    let owner = Owner::new("a");
+
+    // Completed by the append that stores its last byte, not by the one before, nor by a
+    // status or an empty append afterwards.
+    let id = create(&service, "a", Length::Known(6)).await;
+    assert_eq!(observer.take(), [(Created, Tus)]);
+    service
+        .append(&owner, &id, append(0, b"abc"))
+        .await
+        .unwrap();
+    assert_eq!(observer.take(), []);
+    service
+        .append(&owner, &id, append(3, b"def"))
+        .await
+        .unwrap();
+    service.status(&owner, &id).await.unwrap();
+    service.append(&owner, &id, append(6, b"")).await.unwrap();
+    assert_eq!(observer.take(), [(Completed, Tus)]);
+
+    // An empty upload is complete at its creation; a deferred one when its length is declared.
+    create(&service, "a", Length::Known(0)).await;
+    assert_eq!(observer.take(), [(Created, Tus), (Completed, Tus)]);
+    let deferred = create(&service, "a", Length::Deferred).await;
+    service
+        .append(&owner, &deferred, append(0, b"xy"))
+        .await
+        .unwrap();
+    let declaring = Append {
+        declared_length: Some(2),
+        ..append(2, b"")
+    };
+    service.append(&owner, &deferred, declaring).await.unwrap();
+    assert_eq!(observer.take(), [(Created, Tus), (Completed, Tus)]);
+
+    // Removed by its client, or by expiry: told apart.
+    service.terminate(&owner, &id).await.unwrap();
+    assert_eq!(observer.take(), [(Terminated, Tus)]);
+    let key = service
+        .open_by_key(
+            &owner,
+            "seed-file",
+            Length::Known(9),
+            Limits::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(observer.take(), [(Created, Simple)]);
+    let unfinished = create(&service, "a", Length::Known(6)).await;
+    assert_eq!(observer.take(), [(Created, Tus)]);
+    clock.advance(Duration::from_secs(3601));
+    assert_eq!(service.remove_expired().await.unwrap().removed, 2);
+    let mut expired = observer.take();
+    expired.sort_by_key(|(_, protocol)| protocol.as_str());
+    assert_eq!(expired, [(Expired, Simple), (Expired, Tus)]);
+    for id in [key, unfinished] {
+        assert!(matches!(
+            service.status(&owner, &id).await,
+            Err(UploadError::NotFound)
+        ));
+    }
+}

@@ -20,6 +20,10 @@
 //! - `classify`: what each service error means on the wire (status, message, stored offset),
 //!   decided once; each front-end renders it in its own format.
 //! - `web`: the upload page and the browser client, embedded in the binary.
+//! - [`metrics`]: the Prometheus metrics of `/metrics`: a wrapper around each request's future,
+//!   measuring decorators of the store and the locker, the service's observer; `process`: the
+//!   `process_*` figures from `/proc`.
+//! - [`ready`]: the named checks of `/readyz`.
 //! - `wire`: what every front-end shares: request bodies as upload streams, the principal of a
 //!   request, plain-text rejections.
 //!
@@ -34,6 +38,9 @@ mod download;
 mod ietf;
 mod interim;
 pub mod limits;
+pub mod metrics;
+mod process;
+pub mod ready;
 mod simple;
 mod tus;
 mod web;
@@ -41,10 +48,12 @@ mod wire;
 
 pub use cors::CorsOrigins;
 pub use limits::ConnectionLimits;
+pub use metrics::Metrics;
 
 use axum::Router;
-use axum::http::{HeaderValue, header};
-use axum::response::Response;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use resumable_core::UploadService;
 use std::future::Future;
@@ -74,6 +83,33 @@ pub struct ServerConfig {
     /// header list as RFC 9113 counts it); past it hyper answers `431` and closes the
     /// connection. At most [`MAX_HEADER_SIZE_LIMIT`].
     pub max_header_size: usize,
+    /// Whether requests are measured, and where `/metrics` is served.
+    pub metrics: MetricsExport,
+    /// What `/readyz` checks besides the store's probe (the data directory, a fleet backend).
+    pub readiness: ready::Checks,
+}
+
+/// Whether requests are measured, and where their metrics are served.
+#[derive(Debug, Clone, Default)]
+pub enum MetricsExport {
+    /// Nothing is measured; there is no `/metrics`.
+    #[default]
+    Off,
+    /// Requests are measured into these metrics, served at `/metrics` on the main listener
+    /// (without authentication, like `/healthz`).
+    Main(Arc<Metrics>),
+    /// Requests are measured into these metrics, served elsewhere ([`run_metrics`] on a listener
+    /// of its own); the main listener has no `/metrics`.
+    Separate(Arc<Metrics>),
+}
+
+impl MetricsExport {
+    fn metrics(&self) -> Option<&Arc<Metrics>> {
+        match self {
+            MetricsExport::Off => None,
+            MetricsExport::Main(metrics) | MetricsExport::Separate(metrics) => Some(metrics),
+        }
+    }
 }
 
 /// The largest [`ServerConfig::max_header_size`] that takes effect: the read buffer holds at
@@ -89,6 +125,8 @@ impl Default for ServerConfig {
             auth: Arc::new(auth::Auth::None),
             connection_limits: ConnectionLimits::default(),
             max_header_size: 32 * 1024,
+            metrics: MetricsExport::Off,
+            readiness: ready::Checks::new(),
         }
     }
 }
@@ -109,6 +147,11 @@ pub fn app(service: Arc<UploadService>, config: ServerConfig) -> Router {
         credentials: matches!(*config.auth, auth::Auth::Forward(_))
             && matches!(config.cors_origins, CorsOrigins::List(_)),
     });
+    let measure = config.metrics.metrics().cloned();
+    let export = match &config.metrics {
+        MetricsExport::Main(metrics) => Some(metrics.clone()),
+        MetricsExport::Off | MetricsExport::Separate(_) => None,
+    };
     let state = AppState {
         service,
         config: Arc::new(config),
@@ -125,9 +168,14 @@ pub fn app(service: Arc<UploadService>, config: ServerConfig) -> Router {
             .layer(tower::util::MapResponseLayer::new(no_sniff))
     };
     let ietf = common(ietf::routes().with_state(state.clone()));
+    let mut others = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz));
+    if let Some(metrics) = export {
+        others = others.route("/metrics", get(move || render(metrics.clone())));
+    }
     let others = common(
-        Router::new()
-            .route("/healthz", get(healthz))
+        others
             .route("/status", get(simple::status))
             .route("/upload", post(simple::upload))
             .route("/files", tus::collection_routes())
@@ -141,12 +189,16 @@ pub fn app(service: Arc<UploadService>, config: ServerConfig) -> Router {
     // before routing too.
     let protocols = tower::service_fn(move |request: axum::extract::Request| {
         let request = tus::apply_method_override(request);
-        let router = if ietf::speaks_ietf(&request) {
+        let speaks_ietf = ietf::speaks_ietf(&request);
+        let in_flight = measure
+            .as_ref()
+            .map(|metrics| metrics.begin(&request, speaks_ietf));
+        let router = if speaks_ietf {
             ietf.clone()
         } else {
             others.clone()
         };
-        router.oneshot(request)
+        metrics::Measured::new(router.oneshot(request), in_flight)
     });
     Router::new().fallback_service(protocols)
 }
@@ -154,6 +206,65 @@ pub fn app(service: Arc<UploadService>, config: ServerConfig) -> Router {
 /// Liveness for load balancers and orchestrators.
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// Readiness: 200 when the store answers and every configured check passes, else 503; both
+/// with a JSON [`ready::Report`].
+async fn readyz(State(state): State<AppState>) -> Response {
+    let store: Arc<dyn ready::Check> = Arc::new(ready::StoreAnswers(state.service.clone()));
+    let report = ready::run(std::iter::once(&store).chain(state.config.readiness.iter())).await;
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        tracing::warn!(reasons = ?report.reasons, "not ready");
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::to_string(&report).unwrap_or_default();
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `/metrics`.
+async fn render(metrics: Arc<Metrics>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, metrics::CONTENT_TYPE),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        metrics.render(),
+    )
+        .into_response()
+}
+
+/// The router of a listener that serves only `/metrics`.
+pub fn metrics_app(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(move || render(metrics.clone())))
+        .layer(tower::util::MapResponseLayer::new(no_sniff))
+}
+
+/// Serves [`metrics_app`] on `listener` until `shutdown` resolves (for
+/// [`MetricsExport::Separate`]).
+pub async fn run_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let defaults = ServerConfig::default();
+    let settings = connections::Settings {
+        head_timeout: defaults.head_timeout,
+        max_header_size: defaults.max_header_size,
+        limits: defaults.connection_limits,
+        behind_proxy: false,
+    };
+    connections::serve(listener, metrics_app(metrics), settings, shutdown).await
 }
 
 fn no_sniff(mut response: Response) -> Response {

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod gate;
+pub(crate) mod scrape;
 
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
@@ -83,6 +84,7 @@ pub(crate) struct Server {
     pub(crate) address: SocketAddr,
     /// `http://127.0.0.1:PORT`.
     pub(crate) base: String,
+    stdout: PathBuf,
     stderr: PathBuf,
 }
 
@@ -101,6 +103,7 @@ impl Server {
             child,
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
             base: String::new(),
+            stdout: stdout.clone(),
             stderr,
         };
         let deadline = Instant::now() + START_DEADLINE;
@@ -141,6 +144,11 @@ impl Server {
     /// The process id, for signals and `/proc`.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whatever the server wrote on stdout so far.
+    pub(crate) fn printed(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
     }
 
     /// Whatever the server wrote on stderr so far.
