@@ -15,6 +15,7 @@
 //! - `download`: `GET /files/{id}` of completed uploads, with `Range`.
 //! - [`auth`]: the `--auth` modes, which name the principal (owner) of each request.
 //! - `cors`: cross-origin access for pages on other origins.
+//! - `public_url`: `--public-url`, the base of upload URLs behind a proxy.
 //! - `classify`: what each service error means on the wire (status, message, stored offset),
 //!   decided once; each front-end renders it in its own format.
 //! - `web`: the upload page and the browser client, embedded in the binary.
@@ -31,12 +32,14 @@ mod cors;
 mod download;
 mod ietf;
 mod interim;
+mod public_url;
 mod simple;
 mod tus;
 mod web;
 mod wire;
 
 pub use cors::CorsOrigins;
+pub use public_url::PublicUrl;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -58,6 +61,9 @@ pub struct ServerConfig {
     /// Trust `Forwarded` / `X-Forwarded-Host` / `X-Forwarded-Proto` when building upload URLs.
     /// Only for a server reachable solely through a proxy that sets them.
     pub behind_proxy: bool,
+    /// The base of every upload URL (`--public-url`), whatever the request's `Host`; it wins
+    /// over [`ServerConfig::behind_proxy`].
+    pub public_url: Option<PublicUrl>,
     /// How long a connection may stay silent before sending a request head, from when it opens
     /// and between requests on a kept-alive HTTP/1.1 connection; then it is closed. (A stalled
     /// body is cut by [`resumable_core::ServiceConfig::body_idle_timeout`] instead.)
@@ -71,6 +77,7 @@ impl Default for ServerConfig {
         ServerConfig {
             cors_origins: CorsOrigins::Any,
             behind_proxy: false,
+            public_url: None,
             head_timeout: Duration::from_secs(30),
             auth: Arc::new(auth::Auth::None),
         }
