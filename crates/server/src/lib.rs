@@ -100,6 +100,7 @@ pub fn app(service: Arc<UploadService>, config: ServerConfig) -> Router {
         credentials: matches!(*config.auth, auth::Auth::Forward(_))
             && matches!(config.cors_origins, CorsOrigins::List(_)),
     });
+    let web = web::routes(config.public_url.as_ref());
     let state = AppState {
         service,
         config: Arc::new(config),
@@ -124,7 +125,7 @@ pub fn app(service: Arc<UploadService>, config: ServerConfig) -> Router {
             .route("/files", tus::collection_routes())
             .route("/files/", tus::collection_routes())
             .route("/files/{id}", tus::upload_routes().get(download::download))
-            .merge(web::routes())
+            .merge(web)
             .with_state(state),
     );
     // The IETF draft shares tus's paths, so requests are told apart before routing (a nested

@@ -219,8 +219,44 @@ async fn the_page_and_the_client_are_served_with_their_content_types() {
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         assert_eq!(response.headers()["content-type"], content_type, "{path}");
         assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(
+            response.headers()["referrer-policy"],
+            "no-referrer",
+            "{path}"
+        );
+        let policy = response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(policy.contains(directive), "{path}: {policy}");
+        }
+        assert!(!policy.contains("unsafe"), "{path}: {policy}");
         assert!(response.text().await.unwrap().contains(excerpt), "{path}");
     }
+}
+
+#[tokio::test]
+async fn the_page_may_connect_to_the_public_url() {
+    let server = start(ServerConfig {
+        public_url: Some(PublicUrl::parse("https://uploads.example.com/base").unwrap()),
+        ..ServerConfig::default()
+    })
+    .await;
+    let response = server.client.get(server.url("/")).send().await.unwrap();
+    let policy = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(
+        policy.contains("connect-src 'self' https://uploads.example.com;"),
+        "{policy}"
+    );
 }
 
 fn public(url: &str) -> ServerConfig {
