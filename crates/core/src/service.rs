@@ -21,6 +21,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How long what a crash left behind (see [`Store::remove_leftovers`]) must have gone
 /// untouched before [`UploadService::remove_leftovers`] removes it: far longer than any
@@ -496,7 +497,7 @@ impl UploadService {
         self.store.concatenate(&status.info.id, &ids).await?;
         let mut assembled = self.store.status(&status.info.id).await?;
         hooks::finish(&*self.store, self.hooks.as_deref(), &mut assembled).await?;
-        tracing::info!(upload = %status.info.id, parts = ids.len(), "final upload assembled");
+        tracing::debug!(upload = %status.info.id, parts = ids.len(), "final upload assembled");
         Ok(assembled)
     }
 
@@ -651,7 +652,8 @@ impl UploadService {
             quota_cut,
             hooks: self.hooks.clone(),
         };
-        tokio::spawn(writing.run())
+        // In the request's span (its request id), though on a task of its own.
+        tokio::spawn(writing.run().instrument(tracing::Span::current()))
             .await
             .map_err(|error| UploadError::Internal(format!("append task: {error}")))?
     }
@@ -798,7 +800,11 @@ impl UploadService {
             None => None,
         };
         match self.store.terminate(id).await {
-            Ok(()) | Err(StoreError::NotFound) => Ok(true),
+            Ok(()) => {
+                tracing::info!(upload = %id, "upload expired");
+                Ok(true)
+            }
+            Err(StoreError::NotFound) => Ok(true),
             Err(error) => {
                 if let Some(hooks) = &self.hooks {
                     hooks.removal_failed(event).await;
@@ -1037,7 +1043,6 @@ impl Writing {
         let owes_finish = hooks::owes_finish(hooks.as_deref(), &status);
         if status.is_complete() && (!was_complete || owes_finish) {
             hooks::finish(&*store, hooks.as_deref(), &mut status).await?;
-            tracing::info!(upload = %id, length = status.offset.0, "upload complete");
         }
         drop(guard);
         if unverified {

@@ -16,6 +16,7 @@
 //! - [`auth`]: the `--auth` modes, which name the principal (owner) of each request.
 //! - `cors`: cross-origin access for pages on other origins.
 //! - `public_url`: `--public-url`, the base of upload URLs behind a proxy.
+//! - `request_log`: the request id and one log line per request.
 //! - `classify`: what each service error means on the wire (status, message, stored offset),
 //!   decided once; each front-end renders it in its own format.
 //! - `web`: the upload page and the browser client, embedded in the binary.
@@ -33,6 +34,7 @@ mod download;
 mod ietf;
 mod interim;
 mod public_url;
+mod request_log;
 mod simple;
 mod tus;
 mod web;
@@ -107,6 +109,8 @@ pub fn app(service: Arc<UploadService>, config: ServerConfig) -> Router {
     };
     let common = |routes: Router| {
         routes
+            // The matched route, for the request's log line: a plain function, as below.
+            .route_layer(tower::util::MapRequestLayer::new(request_log::note_route))
             .layer(axum::middleware::from_fn_with_state(
                 cors_policy.clone(),
                 cors::cors,
@@ -130,15 +134,17 @@ pub fn app(service: Arc<UploadService>, config: ServerConfig) -> Router {
     );
     // The IETF draft shares tus's paths, so requests are told apart before routing (a nested
     // router would see the outer route's path parameters twice). Method override must act
-    // before routing too.
+    // before routing too. The request's log wraps the chosen router's future in place: the
+    // fallback below boxes it once, as it would without logging.
     let protocols = tower::service_fn(move |request: axum::extract::Request| {
         let request = tus::apply_method_override(request);
+        let (request, log) = request_log::begin(request);
         let router = if ietf::speaks_ietf(&request) {
             ietf.clone()
         } else {
             others.clone()
         };
-        router.oneshot(request)
+        log.wrap(router.oneshot(request))
     });
     Router::new().fallback_service(protocols)
 }

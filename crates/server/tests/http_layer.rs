@@ -259,6 +259,56 @@ async fn the_page_may_connect_to_the_public_url() {
     );
 }
 
+#[tokio::test]
+async fn every_response_has_a_request_id_readable_cross_origin() {
+    let server = TestServer::start().await;
+    let given = server
+        .client
+        .request(Method::OPTIONS, server.url("/files/"))
+        .header("Origin", "https://app.example")
+        .header("X-Request-Id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(given.headers()["x-request-id"], "trace-me-42");
+    let exposed = given.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap();
+    assert!(exposed.contains("X-Request-Id"), "{exposed}");
+    // Generated when absent or not sane; never twice the same.
+    let mut seen = std::collections::HashSet::new();
+    for given in [None, Some("with space"), Some(&*"x".repeat(200))] {
+        let mut request = server.client.get(server.url("/healthz"));
+        if let Some(id) = given {
+            request = request.header("X-Request-Id", id);
+        }
+        let response = request.send().await.unwrap();
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(id.len(), 16, "{id}");
+        assert!(seen.insert(id));
+    }
+    // On errors and unknown paths too.
+    let missing = server.client.get(server.url("/nope")).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(missing.headers().contains_key("x-request-id"));
+    // A preflight allows sending one.
+    let preflight = server
+        .client
+        .request(Method::OPTIONS, server.url("/upload"))
+        .header("Origin", "https://app.example")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    let allowed = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap();
+    assert!(allowed.contains("X-Request-Id"), "{allowed}");
+}
+
 fn public(url: &str) -> ServerConfig {
     ServerConfig {
         public_url: Some(PublicUrl::parse(url).unwrap()),
