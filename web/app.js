@@ -4,8 +4,11 @@ import { Uploader } from './resumable.js';
 
 const $ = (selector) => document.querySelector(selector);
 
-/** The server to upload to: the page's <meta name="resumable-server">, else this origin. */
-const server = new URL($('meta[name="resumable-server"]')?.content || '/', location.href);
+/**
+ * The server to upload to: the page's <meta name="resumable-server">, else where the page is
+ * (its directory: behind a proxy under a path prefix, the uploads go under the prefix too).
+ */
+const server = new URL($('meta[name="resumable-server"]')?.content || './', location.href);
 const uploader = new Uploader({ parallel: 3 });
 /** What the banner shows (`offline`, `unreachable`, `online` or null) and its hide timer. */
 let banner = { kind: null, timer: 0 };

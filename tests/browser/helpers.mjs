@@ -128,8 +128,9 @@ after(() => {
 
 /**
  * A fresh Chromium (its own user-data-dir, so its own localStorage) with one page, for the
- * test `t`. Page errors fail loudly: they are collected in `errors`, and the test fails when
- * any occurred (checked in `t.after`, once the test is over).
+ * test `t`. Page errors and Content-Security-Policy violations fail loudly: they are collected
+ * in `errors`, and the test fails when any occurred (checked in `t.after`, once the test is
+ * over).
  */
 export async function openBrowser(t, { viewport = { width: 1000, height: 760 } } = {}) {
   if (typeof t?.after !== 'function') throw new TypeError('openBrowser(t): pass the test context');
@@ -140,9 +141,23 @@ export async function openBrowser(t, { viewport = { width: 1000, height: 760 } }
     args: CHROMIUM_ARGS,
     viewport,
   });
+  // Content-Security-Policy violations fail the test like page errors: the page must work under
+  // the policy the server sends. Chromium reports each on the console ("Refused to ...") and as
+  // a `securitypolicyviolation` event, reported here on the console too.
+  await context.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (event) => {
+      console.error(`CSP violation: ${event.effectiveDirective} blocked ${event.blockedURI || 'inline code'}`
+        + ` (${event.sourceFile || 'the page'}:${event.lineNumber})`);
+    });
+  });
   const page = context.pages()[0] ?? (await context.newPage());
   const errors = [];
   page.on('pageerror', (error) => errors.push(error));
+  page.on('console', (message) => {
+    if (message.type() === 'error' && /CSP violation|Content Security Policy/.test(message.text())) {
+      errors.push(new Error(message.text()));
+    }
+  });
   // The check runs after the test's own cleanup hooks: a hook that throws skips the hooks after
   // it (the server and browser would be left running), so this hook appends the check to the
   // end of the list. `uncheckedBrowsers` catches a Node whose hooks do not run what is
@@ -201,30 +216,37 @@ export function pick(page, ...files) {
 
 /**
  * Waits until the upload row of `name` satisfies `condition(row)`, where row is
- * `{ state, sent, confirmed, url, text }`; returns that row. Bounded by `timeout`.
+ * `{ state, sent, confirmed, url, text, download }`; returns that row. Bounded by `timeout`.
+ * The rows are read in the page and `condition` runs here, in Node: the page's
+ * Content-Security-Policy forbids evaluating code from a string there.
  */
 export async function waitForRow(page, name, condition, { timeout = 30000 } = {}) {
-  const handle = await page.waitForFunction(
-    ([name, source]) => {
-      const test = new Function(`return (${source})`)();
-      for (const element of document.querySelectorAll('.upload')) {
-        if (element.querySelector('.name').textContent !== name) continue;
-        const row = {
+  const deadline = Date.now() + timeout;
+  let rows = [];
+  for (;;) {
+    try {
+      rows = await page.evaluate((name) => [...document.querySelectorAll('.upload')]
+        .filter((element) => element.querySelector('.name').textContent === name)
+        .map((element) => ({
           state: element.dataset.state,
           sent: Number(element.dataset.sent),
           confirmed: Number(element.dataset.confirmed),
           url: element.dataset.url ?? null,
           text: element.querySelector('.figures').textContent,
           download: element.querySelector('.download').href || null,
-        };
-        if (test(row)) return row;
-      }
-      return null;
-    },
-    [name, condition.toString()],
-    { timeout, polling: 50 },
-  );
-  return handle.jsonValue();
+        })), name);
+    } catch (error) {
+      // A reload or navigation replaced the document meanwhile: read the new one.
+      if (!/context was destroyed|navigat/i.test(error.message)) throw error;
+      rows = [];
+    }
+    const row = rows.find((row) => condition(row));
+    if (row) return row;
+    if (Date.now() > deadline) {
+      throw new Error(`waitForRow: no row of ${name} satisfied ${condition} within ${timeout} ms; rows: ${JSON.stringify(rows)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 /** Clicks a button (pause, resume, cancel) in the upload row of `name`. */

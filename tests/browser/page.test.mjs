@@ -1,6 +1,7 @@
 // The upload page at `/` and its client (resumable.js) in a real Chromium: uploads that finish
 // by themselves after the network goes away, after a server restart and after a page reload;
-// pause, resume and cancel; the seed's simple protocol.
+// pause, resume and cancel; the seed's simple protocol; all of it under the page's
+// Content-Security-Policy (openBrowser fails a test on any violation).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFile, rm, writeFile } from 'node:fs/promises';
@@ -261,4 +262,37 @@ test('edge cases: an empty file (any protocol), a file name that looks like HTML
   const failed = await waitForRow(page, NAME, (row) => row.state === 'failed');
   assert.match(failed.text, /^Failed: .*exceeds the maximum/, 'the server\'s reason is shown');
   assert.deepEqual(requests.slice(before).map((request) => request.method), ['POST'], 'a 413 is not retried');
+});
+
+test('the page works under its Content-Security-Policy, which blocks what it does not allow', { timeout: 60000 }, async (t) => {
+  const server = await startServer();
+  const browser = await openBrowser(t);
+  t.after(async () => {
+    await browser.close();
+    await server.stop();
+  });
+  const { page, errors } = browser;
+  for (const protocol of ['tus', 'ietf', 'simple']) {
+    const response = await page.goto(`${server.url}/?protocol=${protocol}`);
+    const policy = response.headers()['content-security-policy'] ?? '';
+    assert.match(policy, /default-src 'none'/, 'the page is served with its policy');
+    assert.match(policy, /frame-ancestors 'none'/);
+    assert.equal(response.headers()['referrer-policy'], 'no-referrer');
+    await pick(page, file);
+    const done = await waitForRow(page, NAME, (row) => row.state === 'done');
+    await assertDownloadMatches(done.download);
+    assert.deepEqual(errors.map(String), [], `${protocol}: no violation, no page error`);
+  }
+  // The check sees a violation: inline code is refused, and reported.
+  const ran = await page.evaluate(() => {
+    const script = document.createElement('script');
+    script.textContent = 'window.inlineRan = true';
+    document.head.append(script);
+    return new Promise((resolve) => setTimeout(() => resolve(window.inlineRan === true), 200));
+  });
+  assert.equal(ran, false, 'inline script is blocked');
+  const deadline = Date.now() + 5000;
+  while (errors.length === 0 && Date.now() < deadline) await page.waitForTimeout(50);
+  assert.ok(errors.some((error) => /script-src/.test(String(error))), `the violation was reported: ${errors}`);
+  errors.length = 0; // that one was on purpose
 });

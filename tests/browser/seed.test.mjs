@@ -64,8 +64,14 @@ test('the seed\'s client, verbatim: cut mid-upload, resumed as the seed does, th
   });
 
   // A page of the server's origin (through the slow link), so 'status' and "upload" resolve
-  // against it exactly as they would for the seed's page.
-  await page.goto(`${link.url}/`);
+  // against it exactly as they would for the seed's page. A blank page of the test's own, not
+  // the server's: the seed's client is injected inline, which the server page's
+  // Content-Security-Policy rightly refuses.
+  await page.route(`${link.url}/seed.html`, (route) => route.fulfill({
+    contentType: 'text/html; charset=utf-8',
+    body: '<!doctype html><title>the seed\'s page</title>',
+  }));
+  await page.goto(`${link.url}/seed.html`);
   await page.addScriptTag({ path: SEED_CLIENT });
   await page.evaluate(
     ([source, size, name, lastModified]) => {

@@ -75,7 +75,7 @@ enum FailureArg {
     Allow,
 }
 
-fn parse_kinds(text: &str) -> Result<HookKinds, String> {
+pub(crate) fn parse_kinds(text: &str) -> Result<HookKinds, String> {
     HookKinds::parse_list(text).map_err(|error| error.to_string())
 }
 

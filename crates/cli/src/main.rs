@@ -3,6 +3,7 @@
 //! Thin on purpose: `serve` wires the server crates together; the client subcommands parse flags
 //! and show progress, and leave the protocols, retries and resume state to `resumable-client`.
 
+mod config;
 mod hooks;
 mod options;
 mod remote;
@@ -10,7 +11,8 @@ mod report;
 mod serve;
 mod upload;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 /// Resumable file uploads: a server that never loses a byte it acknowledged, and a client that
@@ -62,19 +64,20 @@ pub(crate) enum Signal {
 pub(crate) struct Usage(pub(crate) String);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // The server logs its work; the client logs only trouble (its output is the progress).
-    let default_filter = match cli.command {
-        Command::Serve(_) => "info",
-        _ => "warn",
+    let resolved = match config::resolve(Cli::command(), std::env::args_os()) {
+        Ok(resolved) => resolved,
+        Err(config::Error::Clap(error)) => error.exit(),
+        Err(config::Error::Config(message)) => {
+            eprintln!("resumable: {message}");
+            return ExitCode::from(2);
+        }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RESUMABLE_LOG")
-                .unwrap_or_else(|_| default_filter.into()),
-        )
-        .init();
+    if let Some(printed) = resolved.printed {
+        print!("{printed}");
+        return ExitCode::SUCCESS;
+    }
+    let cli = Cli::from_arg_matches(&resolved.matches).unwrap_or_else(|error| error.exit());
+    init_logs(&cli.command);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -95,6 +98,30 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
+    }
+}
+
+/// Logs on stderr: the server logs its work (`--log-format` text or JSON); the client logs only
+/// trouble (its output is the progress). `RESUMABLE_LOG` overrides the filter.
+fn init_logs(command: &Command) {
+    let (default_filter, format) = match command {
+        Command::Serve(args) => ("info", args.log_format),
+        _ => ("warn", serve::LogFormat::Text),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RESUMABLE_LOG")
+        .unwrap_or_else(|_| default_filter.into());
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        // Colours only for a terminal: a journal or a log file gets plain text.
+        serve::LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        serve::LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
     }
 }
 

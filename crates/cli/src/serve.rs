@@ -8,8 +8,10 @@ use resumable_server::auth::{
     Auth, ForwardAuth, ForwardSettings, JwtAuth, JwtKeySource, JwtSettings, TokensAuth,
 };
 use resumable_server::ready::{Checks, DirWritable, FreeSpace, MinFreeSpace};
-use resumable_server::{ConnectionLimits, CorsOrigins, MAX_HEADER_SIZE_LIMIT, ServerConfig};
-use resumable_server::{Metrics, MetricsExport};
+use resumable_server::{
+    ConnectionLimits, CorsOrigins, MAX_HEADER_SIZE_LIMIT, Metrics, MetricsExport, PublicUrl,
+    ServerConfig,
+};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,6 +63,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RESUMABLE_BEHIND_PROXY")]
     behind_proxy: bool,
 
+    /// The base of every upload URL (`Location`), e.g. `https://uploads.example.com/base`,
+    /// instead of the request's `Host` (wins over --behind-proxy). A path is a prefix a proxy
+    /// adds in front of the server's paths and strips before passing requests on.
+    #[arg(long, env = "RESUMABLE_PUBLIC_URL", value_name = "URL", value_parser = parse_public_url)]
+    public_url: Option<PublicUrl>,
+
     /// Write every byte through the page cache instead of sending long runs straight to the disk
     /// (O_DIRECT). Direct writes use less CPU; file systems that refuse them fall back by
     /// themselves, so this is only for comparing the two.
@@ -83,6 +91,22 @@ pub(crate) struct ServeArgs {
     /// token's `quota_uploads` claim may lower it.
     #[arg(long, env = "RESUMABLE_QUOTA_UPLOADS")]
     quota_uploads: Option<u64>,
+
+    /// How logs are written on stderr: `text` for people, `json` (one object per line) for log
+    /// pipelines. RESUMABLE_LOG picks what is logged (e.g. `debug`, or `info,resumable::request=warn`
+    /// without the line per request).
+    #[arg(long, env = "RESUMABLE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub(crate) log_format: LogFormat,
+
+    /// A TOML file of settings, each key a flag's name without the dashes (`max-size = "1MiB"`,
+    /// `behind-proxy = true`); flags and RESUMABLE_* variables take precedence over it.
+    #[arg(long, env = "RESUMABLE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Print the effective configuration as TOML (every setting, its value and where it came
+    /// from; secrets masked) and exit.
+    #[arg(long)]
+    print_config: bool,
 
     /// Serve the Prometheus metrics (`/metrics`) on this address instead of the main listener,
     /// e.g. 127.0.0.1:9100 (port 0 picks one; it is printed on stdout after the main
@@ -214,6 +238,15 @@ fn parse_min_free_space(text: &str) -> Result<MinFreeSpace, String> {
     }
 }
 
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// How requests are authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum AuthMode {
@@ -335,7 +368,7 @@ impl AuthArgs {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Expiry(Option<Duration>);
 
-fn parse_expiry(text: &str) -> Result<Expiry, String> {
+pub(crate) fn parse_expiry(text: &str) -> Result<Expiry, String> {
     if text.trim().eq_ignore_ascii_case("never") {
         return Ok(Expiry(None));
     }
@@ -346,7 +379,7 @@ fn parse_expiry(text: &str) -> Result<Expiry, String> {
     Ok(Expiry(Some(period)))
 }
 
-fn parse_origins(text: &str) -> Result<CorsOrigins, String> {
+pub(crate) fn parse_origins(text: &str) -> Result<CorsOrigins, String> {
     if text.trim() == "*" {
         return Ok(CorsOrigins::Any);
     }
@@ -364,11 +397,15 @@ fn parse_origins(text: &str) -> Result<CorsOrigins, String> {
     Ok(CorsOrigins::List(origins))
 }
 
+pub(crate) fn parse_public_url(text: &str) -> Result<PublicUrl, String> {
+    PublicUrl::parse(text)
+}
+
 /// A size limit, or none.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MaxSize(Option<u64>);
 
-fn parse_max_size(text: &str) -> Result<MaxSize, String> {
+pub(crate) fn parse_max_size(text: &str) -> Result<MaxSize, String> {
     if text.trim().eq_ignore_ascii_case("unlimited") {
         return Ok(MaxSize(None));
     }
@@ -440,7 +477,13 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )?;
     }
     stdout.flush()?;
-    tracing::info!(%address, data_dir = %args.data_dir.display(), auth = auth.mode(), "serving uploads");
+    tracing::info!(
+        %address,
+        data_dir = %args.data_dir.display(),
+        auth = auth.mode(),
+        public_url = args.public_url.as_ref().map(ToString::to_string),
+        "serving uploads"
+    );
     if let Auth::None = *auth {
         tracing::warn!(
             "--auth none: uploads are open to anyone who can reach the server (see --auth)"
@@ -462,6 +505,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server_config = ServerConfig {
         cors_origins: args.cors_origins,
         behind_proxy: args.behind_proxy,
+        public_url: args.public_url,
         head_timeout: args.head_timeout,
         auth,
         connection_limits,

@@ -611,6 +611,7 @@ pub(crate) async fn finish(
     }
     let Some(hooks) = hooks else {
         store.finish(&id).await?;
+        completed(status);
         return Ok(());
     };
     match &status.info.completion {
@@ -641,7 +642,15 @@ pub(crate) async fn finish(
     status.info.completion = Some(Completion::Finished);
     store.update(&status.info).await?;
     hooks.forget_progress(&id);
+    completed(status);
     Ok(())
+}
+
+/// The lifecycle event of an upload finished: logged once, whichever way it completed (its
+/// last byte, a zero length, a declared length, a final upload assembled, finish hooks owed
+/// from before a restart).
+fn completed(status: &UploadStatus) {
+    tracing::info!(upload = %status.info.id, length = status.offset.0, "upload completed");
 }
 
 /// Reads the whole upload back and compares it with the digest its creator announced; on a

@@ -23,6 +23,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How long what a crash left behind (see [`Store::remove_leftovers`]) must have gone
 /// untouched before [`UploadService::remove_leftovers`] removes it: far longer than any
@@ -558,7 +559,7 @@ impl UploadService {
         let protocol = assembled.info.protocol();
         self.observer.upload(UploadEvent::Completed, protocol);
         hooks::finish(&*self.store, self.hooks.as_deref(), &mut assembled).await?;
-        tracing::info!(upload = %status.info.id, parts = ids.len(), "final upload assembled");
+        tracing::debug!(upload = %status.info.id, parts = ids.len(), "final upload assembled");
         Ok(assembled)
     }
 
@@ -718,7 +719,8 @@ impl UploadService {
             hooks: self.hooks.clone(),
             observer: self.observer.clone(),
         };
-        tokio::spawn(writing.run())
+        // In the request's span (its request id), though on a task of its own.
+        tokio::spawn(writing.run().instrument(tracing::Span::current()))
             .await
             .map_err(|error| UploadError::Internal(format!("append task: {error}")))?
     }
@@ -875,6 +877,7 @@ impl UploadService {
             Ok(()) => {
                 self.observer
                     .upload(UploadEvent::Expired, status.info.protocol());
+                tracing::info!(upload = %id, "upload expired");
                 Ok(true)
             }
             Err(StoreError::NotFound) => Ok(true),
@@ -1149,7 +1152,6 @@ impl Writing {
         }
         if status.is_complete() && (!was_complete || owes_finish) {
             hooks::finish(&*store, hooks.as_deref(), &mut status).await?;
-            tracing::info!(upload = %id, length = status.offset.0, "upload complete");
         }
         drop(guard);
         if unverified {

@@ -120,7 +120,9 @@ impl HookTransport for HttpHook {
         if let Some(key) = &self.key {
             request = request.header(SIGNATURE_HEADER, sign(key, &body));
         }
+        // Without the URL: it may hold credentials (user:password@), and the error is logged.
         let unreachable = |error: reqwest::Error| {
+            let error = error.without_url();
             if error.is_timeout() {
                 HookCallError::Unreachable(format!("timed out: {error}"))
             } else {

@@ -598,6 +598,8 @@ impl ForwardAuth {
             request = request.header("cookie", cookie);
         }
         let unavailable = |error: reqwest::Error| {
+            // Without the URL: it may hold credentials (user:password@).
+            let error = error.without_url();
             tracing::warn!(%error, "authentication endpoint unavailable");
             AuthError::Unavailable("the authentication service is unavailable".into())
         };

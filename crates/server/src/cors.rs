@@ -31,14 +31,14 @@ const EXPOSED: &str = "Location, Upload-Offset, Upload-Length, Upload-Defer-Leng
     Upload-Metadata, Upload-Expires, Upload-Concat, Upload-Complete, Upload-Incomplete, \
     Upload-Limit, Upload-Draft-Interop-Version, Tus-Resumable, Tus-Version, Tus-Extension, \
     Tus-Max-Size, Tus-Checksum-Algorithm, Content-Range, Content-Disposition, Content-Length, \
-    WWW-Authenticate";
+    WWW-Authenticate, X-Request-Id";
 
 /// Request headers allowed when a preflight does not list any.
 const ALLOWED: &str = "Authorization, Content-Type, Content-Disposition, Content-Digest, \
     Repr-Digest, Upload-Offset, Upload-Length, Upload-Defer-Length, Upload-Metadata, \
     Upload-Concat, Upload-Checksum, Upload-Complete, Upload-Incomplete, \
     Upload-Draft-Interop-Version, Tus-Resumable, X-HTTP-Method-Override, X-Requested-With, \
-    X-File-Id, X-Start-Byte, X-File-Size, Range";
+    X-File-Id, X-Start-Byte, X-File-Size, Range, X-Request-Id";
 
 impl CorsOrigins {
     /// The `Access-Control-Allow-Origin` value for a request from `origin`, if it is allowed.

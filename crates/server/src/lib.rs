@@ -17,6 +17,8 @@
 //! - `download`: `GET /files/{id}` of completed uploads, with `Range`.
 //! - [`auth`]: the `--auth` modes, which name the principal (owner) of each request.
 //! - `cors`: cross-origin access for pages on other origins.
+//! - `public_url`: `--public-url`, the base of upload URLs behind a proxy.
+//! - `request_log`: the request id and one log line per request.
 //! - `classify`: what each service error means on the wire (status, message, stored offset),
 //!   decided once; each front-end renders it in its own format.
 //! - `web`: the upload page and the browser client, embedded in the binary.
@@ -40,7 +42,9 @@ mod interim;
 pub mod limits;
 pub mod metrics;
 mod process;
+mod public_url;
 pub mod ready;
+mod request_log;
 mod simple;
 mod tus;
 mod web;
@@ -49,6 +53,7 @@ mod wire;
 pub use cors::CorsOrigins;
 pub use limits::ConnectionLimits;
 pub use metrics::Metrics;
+pub use public_url::PublicUrl;
 
 use axum::Router;
 use axum::extract::State;
@@ -71,6 +76,9 @@ pub struct ServerConfig {
     /// Trust `Forwarded` / `X-Forwarded-Host` / `X-Forwarded-Proto` when building upload URLs.
     /// Only for a server reachable solely through a proxy that sets them.
     pub behind_proxy: bool,
+    /// The base of every upload URL (`--public-url`), whatever the request's `Host`; it wins
+    /// over [`ServerConfig::behind_proxy`].
+    pub public_url: Option<PublicUrl>,
     /// How long a connection may stay silent before sending a request head, from when it opens
     /// and between requests on a kept-alive HTTP/1.1 connection; then it is closed. (A stalled
     /// body is cut by [`resumable_core::ServiceConfig::body_idle_timeout`] instead.)
@@ -121,6 +129,7 @@ impl Default for ServerConfig {
         ServerConfig {
             cors_origins: CorsOrigins::Any,
             behind_proxy: false,
+            public_url: None,
             head_timeout: Duration::from_secs(30),
             auth: Arc::new(auth::Auth::None),
             connection_limits: ConnectionLimits::default(),
@@ -152,12 +161,15 @@ pub fn app(service: Arc<UploadService>, config: ServerConfig) -> Router {
         MetricsExport::Main(metrics) => Some(metrics.clone()),
         MetricsExport::Off | MetricsExport::Separate(_) => None,
     };
+    let web = web::routes(config.public_url.as_ref());
     let state = AppState {
         service,
         config: Arc::new(config),
     };
     let common = |routes: Router| {
         routes
+            // The matched route, for the request's log line: a plain function, as below.
+            .route_layer(tower::util::MapRequestLayer::new(request_log::note_route))
             .layer(axum::middleware::from_fn_with_state(
                 cors_policy.clone(),
                 cors::cors,
@@ -181,14 +193,16 @@ pub fn app(service: Arc<UploadService>, config: ServerConfig) -> Router {
             .route("/files", tus::collection_routes())
             .route("/files/", tus::collection_routes())
             .route("/files/{id}", tus::upload_routes().get(download::download))
-            .merge(web::routes())
+            .merge(web)
             .with_state(state),
     );
     // The IETF draft shares tus's paths, so requests are told apart before routing (a nested
     // router would see the outer route's path parameters twice). Method override must act
-    // before routing too.
+    // before routing too. The request's log wraps the chosen router's future in place: the
+    // fallback below boxes it once, as it would without logging.
     let protocols = tower::service_fn(move |request: axum::extract::Request| {
         let request = tus::apply_method_override(request);
+        let (request, log) = request_log::begin(request);
         let speaks_ietf = ietf::speaks_ietf(&request);
         let in_flight = measure
             .as_ref()
@@ -198,7 +212,7 @@ pub fn app(service: Arc<UploadService>, config: ServerConfig) -> Router {
         } else {
             others.clone()
         };
-        metrics::Measured::new(router.oneshot(request), in_flight)
+        log.wrap(metrics::Measured::new(router.oneshot(request), in_flight))
     });
     Router::new().fallback_service(protocols)
 }

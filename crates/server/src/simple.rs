@@ -3,7 +3,8 @@
 //!
 //! `X-File-Id` names an upload within the caller's principal; it is hashed before it reaches
 //! storage and never becomes a path. A simple upload is a normal upload: `POST /upload` answers
-//! with `Location: /files/{id}` so it can be downloaded, and tus can continue it.
+//! with `Location: /files/{id}` (under `--public-url` when set) so it can be downloaded, and tus
+//! can continue it.
 
 use crate::AppState;
 use crate::classify::{Kind, classify};
@@ -146,7 +147,11 @@ pub(crate) async fn upload(
         .await
         .map_err(upload_error)?;
     let mut response = count(status.offset);
-    let location = HeaderValue::from_str(&format!("/files/{id}")).expect("ids are header-safe");
+    // Relative, unless the server knows its public URL.
+    let location = match &state.config.public_url {
+        Some(public) => crate::tus::public_location(public, &id),
+        None => HeaderValue::from_str(&format!("/files/{id}")).expect("ids are header-safe"),
+    };
     response.headers_mut().insert(header::LOCATION, location);
     Ok(response)
 }

@@ -3,12 +3,12 @@
 //! termination, concatenation, concatenation-unfinished. Extensions are advertised from the
 //! store's capabilities and the service's settings, never from a fixed list.
 
-use crate::AppState;
 use crate::classify::{Kind, classify};
 use crate::wire::{
     Principal, Rejection, Trailers, body_stream, body_stream_with_trailers, content_length,
     header_bytes, reject, single_header,
 };
+use crate::{AppState, PublicUrl, ServerConfig};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -157,9 +157,9 @@ struct CreateRequest {
     content_length: Option<u64>,
 }
 
-fn parse_create(headers: &HeaderMap, behind_proxy: bool) -> Result<CreateRequest, Rejection> {
+fn parse_create(headers: &HeaderMap, config: &ServerConfig) -> Result<CreateRequest, Rejection> {
     check_version(headers)?;
-    let concat = parse_concat(headers, behind_proxy)?;
+    let concat = parse_concat(headers, config)?;
     let length = parse_number(headers, UPLOAD_LENGTH)?;
     let deferred = header_bytes(headers, UPLOAD_DEFER_LENGTH)?;
     let length = match (&concat, length, deferred) {
@@ -203,7 +203,10 @@ fn parse_create(headers: &HeaderMap, behind_proxy: bool) -> Result<CreateRequest
     })
 }
 
-fn parse_concat(headers: &HeaderMap, behind_proxy: bool) -> Result<Option<NewConcat>, Rejection> {
+fn parse_concat(
+    headers: &HeaderMap,
+    config: &ServerConfig,
+) -> Result<Option<NewConcat>, Rejection> {
     let Some(value) = header_bytes(headers, UPLOAD_CONCAT)? else {
         return Ok(None);
     };
@@ -211,10 +214,13 @@ fn parse_concat(headers: &HeaderMap, behind_proxy: bool) -> Result<Option<NewCon
     match UploadConcat::parse(value).map_err(|error| bad(error.to_string()))? {
         UploadConcat::Partial => Ok(Some(NewConcat::Partial)),
         UploadConcat::Final(urls) => {
-            let origin = origin(headers, behind_proxy);
+            let base = match &config.public_url {
+                Some(public) => Base::Public(public),
+                None => Base::Request(origin(headers, config.behind_proxy)),
+            };
             let mut parts: Vec<ConcatPart> = Vec::with_capacity(urls.len());
             for url in urls {
-                let Some(id) = own_upload(&url, &origin) else {
+                let Some(id) = own_upload(&url, &base) else {
                     return Err(bad(format!("{url} is not an upload URL of this server")));
                 };
                 // One part named many times would make one small request write a huge file.
@@ -228,19 +234,43 @@ fn parse_concat(headers: &HeaderMap, behind_proxy: bool) -> Result<Option<NewCon
     }
 }
 
-/// The upload a part URL names, if it is one of this server's: an absolute path `/files/{id}`,
-/// or an absolute URL with that path on the origin this server's own upload URLs have.
-fn own_upload(url: &str, origin: &Origin) -> Option<UploadId> {
+/// What this server's upload URLs are built on.
+enum Base<'a> {
+    /// `--public-url`.
+    Public(&'a PublicUrl),
+    /// The request's own origin.
+    Request(Origin),
+}
+
+/// The upload a part URL names, if it is one of this server's: an absolute path or an absolute
+/// URL on the origin this server's own upload URLs have, with the path `/files/{id}` — under
+/// the public URL's prefix when there is one (`https://uploads.example.com/base/files/{id}` or
+/// `/base/files/{id}`).
+fn own_upload(url: &str, base: &Base<'_>) -> Option<UploadId> {
     let parts = concat::split_url(url)?;
-    if let Some((scheme, authority)) = parts.origin {
-        let same = origin.host.as_deref().is_some_and(|host| {
-            scheme.eq_ignore_ascii_case(&origin.proto) && authority.eq_ignore_ascii_case(host)
-        });
-        if !same {
-            return None;
+    let path = match base {
+        Base::Public(public) => {
+            if let Some((scheme, authority)) = parts.origin
+                && !public.has_origin(scheme, authority)
+            {
+                return None;
+            }
+            parts.path.strip_prefix(public.prefix())?
         }
-    }
-    parts.path.strip_prefix("/files/")?.parse().ok()
+        Base::Request(origin) => {
+            if let Some((scheme, authority)) = parts.origin {
+                let same = origin.host.as_deref().is_some_and(|host| {
+                    scheme.eq_ignore_ascii_case(&origin.proto)
+                        && authority.eq_ignore_ascii_case(host)
+                });
+                if !same {
+                    return None;
+                }
+            }
+            parts.path
+        }
+    };
+    path.strip_prefix("/files/")?.parse().ok()
 }
 
 /// The scheme and host of this server's upload URLs, as a request reaches it.
@@ -271,14 +301,24 @@ fn origin(headers: &HeaderMap, behind_proxy: bool) -> Origin {
     }
 }
 
-/// The absolute URL of an upload (relative when nothing names a host).
-pub(crate) fn location(headers: &HeaderMap, id: &UploadId, behind_proxy: bool) -> HeaderValue {
-    let Origin { proto, host } = origin(headers, behind_proxy);
+/// The absolute URL of an upload: under `--public-url`, else on the request's origin (relative
+/// when nothing names a host).
+pub(crate) fn location(headers: &HeaderMap, id: &UploadId, config: &ServerConfig) -> HeaderValue {
+    if let Some(public) = &config.public_url {
+        return public_location(public, id);
+    }
+    let Origin { proto, host } = origin(headers, config.behind_proxy);
     let url = match host {
         Some(host) => format!("{proto}://{host}/files/{id}"),
         None => format!("/files/{id}"),
     };
     HeaderValue::from_str(&url).expect("validated host and hex id are header-safe")
+}
+
+/// `{public-url}/files/{id}`.
+pub(crate) fn public_location(public: &PublicUrl, id: &UploadId) -> HeaderValue {
+    HeaderValue::from_str(&format!("{public}/files/{id}"))
+        .expect("a parsed URL and a hex id are header-safe")
 }
 
 /// `Upload-Expires`, when the upload will expire.
@@ -302,7 +342,7 @@ async fn create(
     request: Request,
 ) -> Result<Response, Rejection> {
     let (parts, body) = request.into_parts();
-    let create = parse_create(&parts.headers, state.config.behind_proxy)?;
+    let create = parse_create(&parts.headers, &state.config)?;
     if let (true, Length::Known(length), Some(body_length)) =
         (create.with_body, create.length, create.content_length)
         && body_length > length
@@ -322,7 +362,7 @@ async fn create(
     };
     let service = &state.service;
     let mut status = service.create(new).await.map_err(upload_error)?;
-    let location = location(&parts.headers, &status.info.id, state.config.behind_proxy);
+    let location = location(&parts.headers, &status.info.id, &state.config);
     // The request head shares hyper's read buffer: holding it while a slow body streams would
     // keep that buffer alive beside the one the body is read into.
     drop(parts);

@@ -4,7 +4,7 @@ mod common;
 
 use common::TestServer;
 use reqwest::{Method, StatusCode};
-use resumable_server::{CorsOrigins, ServerConfig};
+use resumable_server::{CorsOrigins, PublicUrl, ServerConfig};
 
 async fn start(server_config: ServerConfig) -> TestServer {
     TestServer::start_full(common::config(), server_config).await
@@ -219,8 +219,214 @@ async fn the_page_and_the_client_are_served_with_their_content_types() {
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         assert_eq!(response.headers()["content-type"], content_type, "{path}");
         assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(
+            response.headers()["referrer-policy"],
+            "no-referrer",
+            "{path}"
+        );
+        let policy = response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(policy.contains(directive), "{path}: {policy}");
+        }
+        assert!(!policy.contains("unsafe"), "{path}: {policy}");
         assert!(response.text().await.unwrap().contains(excerpt), "{path}");
     }
+}
+
+#[tokio::test]
+async fn the_page_may_connect_to_the_public_url() {
+    let server = start(ServerConfig {
+        public_url: Some(PublicUrl::parse("https://uploads.example.com/base").unwrap()),
+        ..ServerConfig::default()
+    })
+    .await;
+    let response = server.client.get(server.url("/")).send().await.unwrap();
+    let policy = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(
+        policy.contains("connect-src 'self' https://uploads.example.com;"),
+        "{policy}"
+    );
+}
+
+#[tokio::test]
+async fn every_response_has_a_request_id_readable_cross_origin() {
+    let server = TestServer::start().await;
+    let given = server
+        .client
+        .request(Method::OPTIONS, server.url("/files/"))
+        .header("Origin", "https://app.example")
+        .header("X-Request-Id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(given.headers()["x-request-id"], "trace-me-42");
+    let exposed = given.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap();
+    assert!(exposed.contains("X-Request-Id"), "{exposed}");
+    // Generated when absent or not sane; never twice the same.
+    let mut seen = std::collections::HashSet::new();
+    for given in [None, Some("with space"), Some(&*"x".repeat(200))] {
+        let mut request = server.client.get(server.url("/healthz"));
+        if let Some(id) = given {
+            request = request.header("X-Request-Id", id);
+        }
+        let response = request.send().await.unwrap();
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(id.len(), 16, "{id}");
+        assert!(seen.insert(id));
+    }
+    // On errors and unknown paths too.
+    let missing = server.client.get(server.url("/nope")).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(missing.headers().contains_key("x-request-id"));
+    // A preflight allows sending one.
+    let preflight = server
+        .client
+        .request(Method::OPTIONS, server.url("/upload"))
+        .header("Origin", "https://app.example")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    let allowed = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap();
+    assert!(allowed.contains("X-Request-Id"), "{allowed}");
+}
+
+fn public(url: &str) -> ServerConfig {
+    ServerConfig {
+        public_url: Some(PublicUrl::parse(url).unwrap()),
+        // The public URL wins over forwarded headers.
+        behind_proxy: true,
+        ..ServerConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn the_public_url_is_the_base_of_every_upload_url() {
+    const BASE: &str = "https://uploads.example.com/base/files/";
+    let server = start(public("https://uploads.example.com/base/")).await;
+    let tus = location_with(&server, &[("Forwarded", "proto=http;host=other.example")]).await;
+    assert!(tus.starts_with(BASE), "tus: {tus}");
+    let ietf = server
+        .client
+        .post(server.url("/files/"))
+        .header("Upload-Draft-Interop-Version", "8")
+        .header("Upload-Complete", "?1")
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ietf.status(), StatusCode::CREATED);
+    let ietf = ietf.headers()["location"].to_str().unwrap();
+    assert!(ietf.starts_with(BASE), "IETF: {ietf}");
+    let simple = server
+        .client
+        .post(server.url("/upload"))
+        .header("X-File-Id", "public-1-1")
+        .header("X-Start-Byte", "0")
+        .body("a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(simple.status(), StatusCode::OK);
+    let simple = simple.headers()["location"].to_str().unwrap();
+    assert!(simple.starts_with(BASE), "simple: {simple}");
+    // The server's own routes do not move: the proxy strips the prefix.
+    let id = tus.strip_prefix(BASE).unwrap();
+    let head = server
+        .client
+        .head(server.url(&format!("/files/{id}")))
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn concatenation_parts_are_named_under_the_public_url() {
+    let server = start(public("https://uploads.example.com/base")).await;
+    let partial = |length: &'static str| {
+        server
+            .client
+            .post(server.url("/files/"))
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Length", length)
+            .header("Upload-Concat", "partial")
+            .send()
+    };
+    let mut parts = Vec::new();
+    for length in ["2", "3"] {
+        let response = partial(length).await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let url = response.headers()["location"].to_str().unwrap().to_owned();
+        let path = url
+            .strip_prefix("https://uploads.example.com/base")
+            .unwrap();
+        let body = if length == "2" { "ab" } else { "cde" };
+        let appended = server
+            .client
+            .patch(server.url(path))
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", "0")
+            .header("Content-Type", "application/offset+octet-stream")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(appended.status(), StatusCode::NO_CONTENT);
+        parts.push(url);
+    }
+    let concat = |value: String| {
+        server
+            .client
+            .post(server.url("/files/"))
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Concat", value)
+            .send()
+    };
+    let id = |url: &str| url.rsplit('/').next().unwrap().to_owned();
+    // Not under the public URL: the request's own origin, a path without the prefix, another
+    // host.
+    for outside in [
+        format!("http://{}/files/{}", server.address, id(&parts[0])),
+        format!("/files/{}", id(&parts[0])),
+        format!("https://elsewhere.example/base/files/{}", id(&parts[0])),
+    ] {
+        let refused = concat(format!("final;{outside} {}", parts[1]))
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{outside}");
+    }
+    // The absolute URL as handed out, or its path with the prefix.
+    let path = parts[1]
+        .strip_prefix("https://uploads.example.com")
+        .unwrap();
+    let final_upload = concat(format!("final;{} {path}", parts[0])).await.unwrap();
+    assert_eq!(final_upload.status(), StatusCode::CREATED);
+    let url = final_upload.headers()["location"].to_str().unwrap();
+    let path = url
+        .strip_prefix("https://uploads.example.com/base")
+        .unwrap();
+    let downloaded = server.client.get(server.url(path)).send().await.unwrap();
+    assert_eq!(downloaded.text().await.unwrap(), "abcde");
 }
 
 #[tokio::test]
