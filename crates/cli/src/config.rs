@@ -558,8 +558,13 @@ mod tests {
             string(&format!("https://sample.example/{key}"))
         } else if is(clap::value_parser!(std::net::SocketAddr).into()) {
             string("0.0.0.0:9090")
-        } else if is(clap::value_parser!(u64).into()) {
+        } else if is(clap::value_parser!(u64).into())
+            || is(clap::value_parser!(u32).into())
+            || is(clap::value_parser!(usize).into())
+        {
             Some(toml::Value::Integer(4242))
+        } else if is(ValueParser::new(crate::serve::parse_min_free_space)) {
+            string("5%")
         } else if is(ValueParser::new(humantime::parse_duration)) {
             // Distinct per key, so that a value landing on the wrong key shows.
             string(&format!("{}s", 100 + key.len()))

@@ -227,7 +227,7 @@ fn parse_window(text: &str) -> Result<Duration, String> {
     Ok(window)
 }
 
-fn parse_min_free_space(text: &str) -> Result<MinFreeSpace, String> {
+pub(crate) fn parse_min_free_space(text: &str) -> Result<MinFreeSpace, String> {
     let text = text.trim();
     let Some(percent) = text.strip_suffix('%') else {
         return crate::options::parse_size(text).map(MinFreeSpace::Bytes);
