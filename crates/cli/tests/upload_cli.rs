@@ -14,9 +14,9 @@ use common::gate::Gate;
 use common::{Server, committed_length, scratch};
 use std::time::Duration;
 use uploader::{
-    MIB, Running, download_sha256, gate_endpoint, json_lines, mask, number, remembered_uploads,
-    run, serve_at, single_report, stored_bytes, text, tus_endpoint, upload_big_args, wait_for,
-    wait_until_held, write_source,
+    MIB, Running, assert_resumed, download_sha256, gate_endpoint, json_lines, mask, number,
+    remembered_uploads, run, serve_at, single_report, stored_bytes, text, tus_endpoint,
+    upload_big_args, wait_for, wait_until_held, write_source,
 };
 
 const SIZE: u64 = 64 * MIB;
@@ -110,27 +110,7 @@ fn stop_and_rerun(stop: Stop) {
 
     gate.open();
     let second = Running::start(work, "second", &args).wait(RUN_DEADLINE);
-    assert!(second.status.success(), "rerun failed:\n{}", second.stderr);
-    let report = single_report(&second);
-    assert_eq!(text(&report, "status"), "done");
-    assert_eq!(
-        text(&report, "url"),
-        url,
-        "the rerun continued the same upload"
-    );
-    assert_eq!(
-        number(&report, "resumed_from"),
-        CUT,
-        "the rerun resumed from the server's offset, not from its last confirmed chunk"
-    );
-    assert!(
-        second
-            .stderr
-            .contains(&format!("big.bin: resuming at {CUT} of {SIZE} bytes")),
-        "{}",
-        second.stderr
-    );
-    assert!(!second.stderr.contains("created"), "{}", second.stderr);
+    assert_resumed(&second, &url, CUT, SIZE);
     assert_eq!(stored_bytes(&data_dir), SIZE, "nothing stored twice");
     assert_eq!(download_sha256(work, &url, "copy.bin"), source_sha);
     assert!(

@@ -12,8 +12,9 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 use uploader::{
-    MIB, Running, download_sha256, gate_endpoint, number, remembered_uploads, run, single_report,
-    stored_bytes, text, tus_endpoint, upload_big_args, wait_for, wait_until_held, write_source,
+    MIB, Running, assert_resumed, download_sha256, gate_endpoint, number, remembered_uploads, run,
+    single_report, stored_bytes, text, tus_endpoint, upload_big_args, wait_for, wait_until_held,
+    write_source,
 };
 
 const RUN_DEADLINE: Duration = Duration::from_secs(60);
@@ -135,27 +136,7 @@ fn an_ietf_upload_killed_mid_way_resumes_from_the_server_offset() {
 
     gate.open();
     let second = Running::start(work, "second", &args).wait(RUN_DEADLINE);
-    assert!(second.status.success(), "rerun failed:\n{}", second.stderr);
-    let report = single_report(&second);
-    assert_eq!(text(&report, "status"), "done");
-    assert_eq!(
-        text(&report, "url"),
-        url,
-        "the rerun continued the same upload"
-    );
-    assert_eq!(
-        number(&report, "resumed_from"),
-        CUT,
-        "the rerun resumed from the server's offset, not from its last confirmed chunk"
-    );
-    assert!(
-        second
-            .stderr
-            .contains(&format!("big.bin: resuming at {CUT} of {SIZE} bytes")),
-        "{}",
-        second.stderr
-    );
-    assert!(!second.stderr.contains("created"), "{}", second.stderr);
+    assert_resumed(&second, &url, CUT, SIZE);
     // Every body byte crossed the gate once: the rerun sent only what the server lacked.
     assert_eq!(gate.passed(), SIZE, "bytes sent over both runs");
     assert_eq!(stored_bytes(&data_dir), SIZE, "nothing stored twice");

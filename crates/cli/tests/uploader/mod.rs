@@ -304,6 +304,32 @@ pub(crate) fn number(report: &Value, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no number {field} in {report}"))
 }
 
+/// Checks that a rerun of `big.bin` succeeded by continuing `url` from the server's offset
+/// `cut` of `size` bytes, creating nothing new.
+pub(crate) fn assert_resumed(second: &Finished, url: &str, cut: u64, size: u64) {
+    assert!(second.status.success(), "rerun failed:\n{}", second.stderr);
+    let report = single_report(second);
+    assert_eq!(text(&report, "status"), "done");
+    assert_eq!(
+        text(&report, "url"),
+        url,
+        "the rerun continued the same upload"
+    );
+    assert_eq!(
+        number(&report, "resumed_from"),
+        cut,
+        "the rerun resumed from the server's offset, not from its last confirmed chunk"
+    );
+    assert!(
+        second
+            .stderr
+            .contains(&format!("big.bin: resuming at {cut} of {size} bytes")),
+        "{}",
+        second.stderr
+    );
+    assert!(!second.stderr.contains("created"), "{}", second.stderr);
+}
+
 /// `resumable download URL -o OUTPUT` in `work`; the SHA-256 of what it saved.
 pub(crate) fn download_sha256(work: &Path, url: &str, output: &str) -> String {
     let finished = run(
