@@ -39,7 +39,12 @@ use resumable_proto::{Metadata, disposition, tus};
 
 /// Whether a request speaks the draft: it names an interop version on an upload route.
 pub(crate) fn speaks_ietf(request: &Request) -> bool {
-    request.uri().path().starts_with("/files") && request.headers().contains_key(INTEROP_VERSION)
+    names_interop_version(request.uri().path(), request.headers())
+}
+
+/// [`speaks_ietf`] from a request's path and headers (for request parts, as auth sees them).
+pub(crate) fn names_interop_version(path: &str, headers: &HeaderMap) -> bool {
+    path.starts_with("/files") && headers.contains_key(INTEROP_VERSION)
 }
 
 /// The IETF routes: the same paths as tus.

@@ -30,10 +30,7 @@ fn front_end(parts: &Parts) -> Option<FrontEnd> {
     let path = parts.uri.path();
     if path == "/status" || path == "/upload" {
         Some(FrontEnd::Simple)
-    } else if parts
-        .headers
-        .contains_key(resumable_proto::ietf::INTEROP_VERSION)
-    {
+    } else if crate::ietf::names_interop_version(path, &parts.headers) {
         Some(FrontEnd::Ietf)
     } else if parts.method == Method::GET {
         None
