@@ -10,25 +10,39 @@
 //! 8 KiB read buffer and makes it grow to 16 KiB for the life of the connection (10,000 held
 //! uploads: 78 MiB). Peeking also means a connection that has sent nothing holds no HTTP state.
 //!
-//! Every connection's socket is wrapped for [`interim`](crate::interim) responses, which its
-//! HTTP/1.1 requests may queue; on HTTP/2 the wrapper is idle.
+//! With TLS ([`crate::tls`]) the first bytes only say that the client is there; the handshake
+//! follows (bounded by the head timeout) and ALPN picks HTTP/2 (`h2`) or HTTP/1.1.
+//!
+//! Every connection's IO (the socket, or the TLS stream over it) is wrapped for
+//! [`interim`](crate::interim) responses, which its HTTP/1.1 requests may queue; on HTTP/2 the
+//! wrapper is idle.
+//!
+//! HTTP/2 connections get what hyper leaves to us: a limit on concurrent streams, flow-control
+//! windows sized for uploads, pings that find dead peers, and an idle timeout (hyper has none
+//! for HTTP/2): each connection counts its requests from arrival until their response has been
+//! sent, and one that has had none open for [`Http2Config::idle_timeout`] is shut down
+//! gracefully (`GOAWAY`, then closed).
 
 use crate::interim::{self, Requests};
+use crate::{Http2Config, ServerConfig, tls};
 use axum::Router;
 use axum::extract::Request;
 use axum::response::Response;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 /// The largest read buffer hyper may grow per connection (bodies arrive in chunks of at most
@@ -36,6 +50,15 @@ use tower::ServiceExt;
 /// default (408 KiB) peaked at 146 MiB RSS; 256 KiB and 128 KiB at 107 MiB; 64 KiB at 103 MiB
 /// but cost a single upload a fifth more CPU in system calls.
 const READ_BUFFER_MAX: usize = 256 * 1024;
+
+/// The largest HTTP/2 frame a client may send (SETTINGS_MAX_FRAME_SIZE). Each DATA frame
+/// arrives as one chunk of the body, and h2 reads a whole frame into its buffer.
+const H2_MAX_FRAME_SIZE: u32 = 16 * 1024;
+
+/// How often an HTTP/2 connection is pinged, and how long the answer may take before the
+/// connection counts as dead and is closed (its bodies cut, their bytes kept).
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What an HTTP/2 client sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -57,7 +80,7 @@ struct Builders {
 }
 
 impl Builders {
-    fn new(head_timeout: Duration) -> Self {
+    fn new(head_timeout: Duration, http2: &Http2Config) -> Self {
         let builder = || {
             let mut builder = Builder::new(TokioExecutor::new());
             builder
@@ -65,6 +88,15 @@ impl Builders {
                 .max_buf_size(READ_BUFFER_MAX)
                 .timer(TokioTimer::new())
                 .header_read_timeout(head_timeout);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(http2.max_concurrent_streams)
+                .initial_stream_window_size(http2.stream_window)
+                .initial_connection_window_size(http2.connection_window)
+                .max_frame_size(H2_MAX_FRAME_SIZE)
+                .keep_alive_interval(H2_PING_INTERVAL)
+                .keep_alive_timeout(H2_PING_TIMEOUT);
             builder
         };
         Builders {
@@ -83,18 +115,35 @@ impl Builders {
     }
 }
 
+/// What every connection is served with.
+struct Shared {
+    router: Router,
+    builders: Builders,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    head_timeout: Duration,
+    http2_idle_timeout: Duration,
+    /// Cancelled when the server stops: connections not yet serving end, serving ones finish
+    /// their requests and close.
+    stopping: CancellationToken,
+}
+
 /// Serves `router` on every connection `listener` accepts until `shutdown` resolves, then stops
-/// accepting, lets each connection finish the request it is serving, and returns once all have.
+/// accepting, lets each connection finish the requests it is serving, and returns once all have.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
-    head_timeout: Duration,
+    config: &ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let builders = Arc::new(Builders::new(head_timeout));
-    let connections = GracefulShutdown::new();
-    // Connections still waiting for their first bytes are not watched yet: this stops them.
-    let stopping = CancellationToken::new();
+    let shared = Arc::new(Shared {
+        router,
+        builders: Builders::new(config.head_timeout, &config.http2),
+        tls: config.tls.as_ref().map(|tls| tls.acceptor()),
+        head_timeout: config.head_timeout,
+        http2_idle_timeout: config.http2.idle_timeout,
+        stopping: CancellationToken::new(),
+    });
+    let connections = TaskTracker::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -111,42 +160,162 @@ pub(crate) async fn serve(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
-        let (router, builders, watcher, stopping) = (
-            router.clone(),
-            builders.clone(),
-            connections.watcher(),
-            stopping.clone(),
-        );
-        tokio::spawn(async move {
-            let first = tokio::time::timeout(head_timeout, first_bytes(&stream));
-            let protocol = tokio::select! {
-                protocol = first => match protocol {
-                    Ok(Ok(Some(protocol))) => protocol,
-                    Ok(Ok(None)) => return,
-                    Ok(Err(error)) => return tracing::debug!(%error, "connection lost before a request"),
-                    Err(_) => return tracing::debug!("connection silent for too long: closed"),
-                },
-                () = stopping.cancelled() => return,
-            };
-            let (io, requests) = interim::wrap(TokioIo::new(stream));
-            let service = TowerToHyperService::new(per_connection(router, requests));
-            let connection = builders.get(protocol).serve_connection(io, service);
-            if let Err(error) = watcher.watch(connection).await {
-                tracing::debug!(%error, "connection ended with an error");
-            }
-        });
+        connections.spawn(connection(stream, shared.clone()));
     }
     drop(listener);
-    stopping.cancel();
-    connections.shutdown().await;
+    shared.stopping.cancel();
+    connections.close();
+    connections.wait().await;
     Ok(())
 }
 
+/// One connection, from its first bytes (and TLS handshake) to its close.
+async fn connection(stream: TcpStream, shared: Arc<Shared>) {
+    let first = tokio::time::timeout(shared.head_timeout, first_bytes(&stream));
+    let protocol = tokio::select! {
+        protocol = first => match protocol {
+            Ok(Ok(Some(protocol))) => protocol,
+            Ok(Ok(None)) => return,
+            Ok(Err(error)) => return tracing::debug!(%error, "connection lost before a request"),
+            Err(_) => return tracing::debug!("connection silent for too long: closed"),
+        },
+        () = shared.stopping.cancelled() => return,
+    };
+    let Some(acceptor) = &shared.tls else {
+        return serve_io(TokioIo::new(stream), protocol, &shared).await;
+    };
+    // A handshake is bounded like a request head.
+    let handshake = tokio::time::timeout(shared.head_timeout, acceptor.accept(stream));
+    let stream = tokio::select! {
+        handshake = handshake => match handshake {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return tracing::debug!(%error, "TLS handshake failed"),
+            Err(_) => return tracing::debug!("TLS handshake took too long: closed"),
+        },
+        () = shared.stopping.cancelled() => return,
+    };
+    let protocol = match stream.get_ref().1.alpn_protocol() {
+        Some(tls::ALPN_H2) => Protocol::Http2,
+        // `http/1.1`, or a client that offered no ALPN: HTTP/2 over TLS needs `h2` (RFC 9113 §3.2).
+        _ => Protocol::Http1,
+    };
+    serve_io(TokioIo::new(stream), protocol, &shared).await;
+}
+
+/// Serves HTTP on `io` until the connection ends; closes it gracefully when the server stops
+/// and, on HTTP/2, once no stream has been open for the idle timeout.
+async fn serve_io<I>(io: I, protocol: Protocol, shared: &Shared)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (io, requests) = interim::wrap(io);
+    let (open, mut watch_open) = watch::channel(0usize);
+    let service = TowerToHyperService::new(per_connection(
+        shared.router.clone(),
+        requests,
+        OpenRequests(Arc::new(open)),
+    ));
+    let mut connection = std::pin::pin!(shared.builders.get(protocol).serve_connection(io, service));
+    // HTTP/1.1 has its head timeout between requests; HTTP/2 has no such thing in hyper.
+    let watch_idle = protocol != Protocol::Http1;
+    let idle_timeout = shared.http2_idle_timeout;
+    let mut idle = std::pin::pin!(idle_for(&mut watch_open, idle_timeout));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                return;
+            }
+            () = shared.stopping.cancelled(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = &mut idle, if watch_idle && !closing => {
+                tracing::debug!(?idle_timeout, "HTTP/2 connection idle: closing it");
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
+
+/// Resolves once no request has been open on a connection for `timeout`.
+async fn idle_for(open: &mut watch::Receiver<usize>, timeout: Duration) {
+    loop {
+        if open.wait_for(|open| *open == 0).await.is_err() {
+            // The service is gone with the connection.
+            return std::future::pending().await;
+        }
+        if tokio::time::timeout(timeout, open.changed()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Counts a connection's requests from their arrival until their response has been sent (or
+/// they are dropped).
+#[derive(Clone)]
+pub(crate) struct OpenRequests(Arc<watch::Sender<usize>>);
+
+impl OpenRequests {
+    /// One more request, until the returned guard is dropped.
+    fn open(&self) -> OpenRequest {
+        self.0.send_modify(|open| *open += 1);
+        OpenRequest(self.0.clone())
+    }
+
+    /// For a connection nobody watches.
+    #[cfg(test)]
+    pub(crate) fn unwatched() -> Self {
+        OpenRequests(Arc::new(watch::channel(0).0))
+    }
+}
+
+struct OpenRequest(Arc<watch::Sender<usize>>);
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.0.send_modify(|open| *open -= 1);
+    }
+}
+
+/// A response body that keeps its request counted until hyper drops it (all sent, or the
+/// stream reset).
+struct Counted {
+    body: axum::body::Body,
+    _open: OpenRequest,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// `router` as one connection serves it: each request gets its [`interim::Interim`] (if
-/// HTTP/1.1), which closes when the router has produced the response.
+/// HTTP/1.1), which closes when the router has produced the response, and is counted in `open`
+/// until its response is sent.
 pub(crate) fn per_connection(
     router: Router,
     requests: Requests,
+    open: OpenRequests,
 ) -> impl tower::Service<
     Request<Incoming>,
     Response = Response,
@@ -155,17 +324,22 @@ pub(crate) fn per_connection(
 > + Clone
 + Send
 + 'static {
-    let begin = requests.clone();
-    router
-        .map_request(move |request: Request<Incoming>| {
-            let mut request = request.map(axum::body::Body::new);
-            begin.begin(&mut request);
-            request
-        })
-        .map_response(move |response| {
+    tower::service_fn(move |request: Request<Incoming>| {
+        let counted = open.open();
+        let mut request = request.map(axum::body::Body::new);
+        requests.begin(&mut request);
+        let (router, requests) = (router.clone(), requests.clone());
+        async move {
+            let response = router.oneshot(request).await?;
             requests.end();
-            response
-        })
+            Ok(response.map(|body| {
+                axum::body::Body::new(Counted {
+                    body,
+                    _open: counted,
+                })
+            }))
+        }
+    })
 }
 
 /// A failed accept: a connection that died in the queue is nobody's problem; anything else

@@ -4,8 +4,10 @@
 //!
 //! - [`app`] builds the router (tests drive it in-process); [`run`] serves it on a listener
 //!   until a shutdown signal, letting uploads in flight persist and answer first.
-//! - `connections`: the accept loop, HTTP/1.1-or-2 detection, and hyper's per-connection
-//!   settings (read buffer size, the timeout for a request head).
+//! - `connections`: the accept loop, HTTP/1.1-or-2 detection (by peeking, or by ALPN over
+//!   TLS), and hyper's per-connection settings (read buffer size, the timeout for a request
+//!   head, HTTP/2's streams, windows and idle timeout).
+//! - [`tls`]: rustls, with a certificate that [`tls::Tls::reload`] replaces while serving.
 //! - `interim`: 1xx responses a handler queues on HTTP/1.1 (`104 Upload Resumption
 //!   Supported`), written between hyper's own writes by a wrapper around the socket.
 //! - `simple`: the seed's protocol, `GET /status` and `POST /upload`.
@@ -32,6 +34,7 @@ mod download;
 mod ietf;
 mod interim;
 mod simple;
+pub mod tls;
 mod tus;
 mod web;
 mod wire;
@@ -64,6 +67,18 @@ pub struct ServerConfig {
     pub head_timeout: Duration,
     /// Who requests act for (`--auth`).
     pub auth: Arc<auth::Auth>,
+    /// Serve HTTPS with this certificate (HTTP/2 or HTTP/1.1 by ALPN); `None` for plain HTTP
+    /// (HTTP/1.1, or HTTP/2 with prior knowledge). Upload URLs say `https://` with it.
+    pub tls: Option<Arc<tls::Tls>>,
+    /// HTTP/2's limits.
+    pub http2: Http2Config,
+}
+
+impl ServerConfig {
+    /// The scheme clients reach this listener with, for upload URLs.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
 }
 
 impl Default for ServerConfig {
@@ -73,8 +88,44 @@ impl Default for ServerConfig {
             behind_proxy: false,
             head_timeout: Duration::from_secs(30),
             auth: Arc::new(auth::Auth::None),
+            tls: None,
+            http2: Http2Config::default(),
         }
     }
+}
+
+/// The settings of HTTP/2 connections (TLS `h2`, and cleartext with prior knowledge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Config {
+    /// The streams (requests) one connection may have open at once
+    /// (`SETTINGS_MAX_CONCURRENT_STREAMS`): a client opens more only as earlier ones end, and a
+    /// stream beyond it is refused (`REFUSED_STREAM`, safe to retry).
+    pub max_concurrent_streams: u32,
+    /// A connection with no open stream for this long is closed gracefully (`GOAWAY`).
+    pub idle_timeout: Duration,
+    /// How many bytes of one request body a client may send ahead of what the server has read
+    /// (`SETTINGS_INITIAL_WINDOW_SIZE`).
+    pub stream_window: u32,
+    /// The same for all the bodies of one connection together.
+    pub connection_window: u32,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Http2Config {
+            max_concurrent_streams: 100,
+            idle_timeout: Duration::from_secs(60),
+            stream_window: Http2Config::STREAM_WINDOW,
+            connection_window: Http2Config::CONNECTION_WINDOW,
+        }
+    }
+}
+
+impl Http2Config {
+    /// The default [`Http2Config::stream_window`].
+    pub const STREAM_WINDOW: u32 = 1024 * 1024;
+    /// The default [`Http2Config::connection_window`].
+    pub const CONNECTION_WINDOW: u32 = 1024 * 1024;
 }
 
 /// Shared by every handler.
@@ -161,9 +212,9 @@ pub async fn run(
         let service = service.clone();
         async move { tokio::join!(sweep_expired(service.clone()), sweep_leftovers(service)) }
     });
-    let head_timeout = config.head_timeout;
+    let connection_config = config.clone();
     let router = app(service, config);
-    let served = connections::serve(listener, router, head_timeout, async move {
+    let served = connections::serve(listener, router, &connection_config, async move {
         shutdown.await;
         tracing::info!("shutting down: uploads in flight persist and answer");
         stopper.shutdown();

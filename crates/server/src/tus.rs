@@ -3,7 +3,8 @@
 //! termination, concatenation, concatenation-unfinished. Extensions are advertised from the
 //! store's capabilities and the service's settings, never from a fixed list.
 
-use crate::AppState;
+use crate::{AppState, ServerConfig};
+use axum::http::request::Parts;
 use crate::classify::{Kind, classify};
 use crate::wire::{
     Principal, Rejection, Trailers, body_stream, body_stream_with_trailers, content_length,
@@ -157,9 +158,10 @@ struct CreateRequest {
     content_length: Option<u64>,
 }
 
-fn parse_create(headers: &HeaderMap, behind_proxy: bool) -> Result<CreateRequest, Rejection> {
+fn parse_create(parts: &Parts, config: &ServerConfig) -> Result<CreateRequest, Rejection> {
+    let headers = &parts.headers;
     check_version(headers)?;
-    let concat = parse_concat(headers, behind_proxy)?;
+    let concat = parse_concat(parts, config)?;
     let length = parse_number(headers, UPLOAD_LENGTH)?;
     let deferred = header_bytes(headers, UPLOAD_DEFER_LENGTH)?;
     let length = match (&concat, length, deferred) {
@@ -203,15 +205,15 @@ fn parse_create(headers: &HeaderMap, behind_proxy: bool) -> Result<CreateRequest
     })
 }
 
-fn parse_concat(headers: &HeaderMap, behind_proxy: bool) -> Result<Option<NewConcat>, Rejection> {
-    let Some(value) = header_bytes(headers, UPLOAD_CONCAT)? else {
+fn parse_concat(parts: &Parts, config: &ServerConfig) -> Result<Option<NewConcat>, Rejection> {
+    let Some(value) = header_bytes(&parts.headers, UPLOAD_CONCAT)? else {
         return Ok(None);
     };
     let bad = |message: String| reject(StatusCode::BAD_REQUEST, message);
     match UploadConcat::parse(value).map_err(|error| bad(error.to_string()))? {
         UploadConcat::Partial => Ok(Some(NewConcat::Partial)),
         UploadConcat::Final(urls) => {
-            let origin = origin(headers, behind_proxy);
+            let origin = origin(parts, config);
             let mut parts: Vec<ConcatPart> = Vec::with_capacity(urls.len());
             for url in urls {
                 let Some(id) = own_upload(&url, &origin) else {
@@ -249,12 +251,13 @@ struct Origin {
     host: Option<String>,
 }
 
-/// From `Host` over plain HTTP, or, behind a trusted proxy, from the scheme and host the proxy
-/// reports.
-fn origin(headers: &HeaderMap, behind_proxy: bool) -> Origin {
+/// The listener's scheme (`https` with TLS) and the request's `Host` (HTTP/2's `:authority`),
+/// or, behind a trusted proxy, the scheme and host the proxy reports.
+fn origin(parts: &Parts, config: &ServerConfig) -> Origin {
+    let headers = &parts.headers;
     let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
     let mut forwarded = ForwardedOrigin::default();
-    if behind_proxy {
+    if config.behind_proxy {
         forwarded = match text("forwarded") {
             Some(value) => forwarded::parse_forwarded(value),
             None => {
@@ -262,18 +265,23 @@ fn origin(headers: &HeaderMap, behind_proxy: bool) -> Origin {
             }
         };
     }
-    let host = forwarded
-        .host
-        .or_else(|| text(header::HOST.as_str()).and_then(forwarded::valid_host));
+    let authority = || parts.uri.authority().map(|authority| authority.as_str());
+    let host = forwarded.host.or_else(|| {
+        text(header::HOST.as_str())
+            .or_else(authority)
+            .and_then(forwarded::valid_host)
+    });
     Origin {
-        proto: forwarded.proto.unwrap_or_else(|| "http".to_owned()),
+        proto: forwarded
+            .proto
+            .unwrap_or_else(|| config.scheme().to_owned()),
         host,
     }
 }
 
 /// The absolute URL of an upload (relative when nothing names a host).
-pub(crate) fn location(headers: &HeaderMap, id: &UploadId, behind_proxy: bool) -> HeaderValue {
-    let Origin { proto, host } = origin(headers, behind_proxy);
+pub(crate) fn location(parts: &Parts, id: &UploadId, config: &ServerConfig) -> HeaderValue {
+    let Origin { proto, host } = origin(parts, config);
     let url = match host {
         Some(host) => format!("{proto}://{host}/files/{id}"),
         None => format!("/files/{id}"),
@@ -298,7 +306,7 @@ async fn create(
     request: Request,
 ) -> Result<Response, Rejection> {
     let (parts, body) = request.into_parts();
-    let create = parse_create(&parts.headers, state.config.behind_proxy)?;
+    let create = parse_create(&parts, &state.config)?;
     if let (true, Length::Known(length), Some(body_length)) =
         (create.with_body, create.length, create.content_length)
         && body_length > length
@@ -317,7 +325,7 @@ async fn create(
     };
     let service = &state.service;
     let mut status = service.create(new).await.map_err(upload_error)?;
-    let location = location(&parts.headers, &status.info.id, state.config.behind_proxy);
+    let location = location(&parts, &status.info.id, &state.config);
     // The request head shares hyper's read buffer: holding it while a slow body streams would
     // keep that buffer alive beside the one the body is read into.
     drop(parts);
