@@ -1,5 +1,6 @@
 //! `resumable serve`.
 
+use crate::Usage;
 use anyhow::Context;
 use clap::Args;
 use resumable_core::{MemoryLocker, ServiceConfig, SystemClock, UploadService};
@@ -7,7 +8,6 @@ use resumable_fs::{FileStore, FileStoreConfig};
 use resumable_server::auth::{
     Auth, ForwardAuth, ForwardSettings, JwtAuth, JwtKeySource, JwtSettings, TokensAuth,
 };
-use crate::Usage;
 use resumable_server::tls::Tls;
 use resumable_server::{CorsOrigins, Http2Config, ServerConfig};
 use std::io::Write;

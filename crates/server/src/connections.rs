@@ -131,12 +131,12 @@ struct Shared {
 
 /// Serves `router` on every connection `listener` accepts until `shutdown` resolves, then stops
 /// accepting, lets each connection finish the requests it is serving, and returns once all have.
-pub(crate) async fn serve(
+pub(crate) fn serve<S: Future<Output = ()>>(
     listener: TcpListener,
     router: Router,
     config: &ServerConfig,
-    shutdown: impl Future<Output = ()>,
-) -> io::Result<()> {
+    shutdown: S,
+) -> impl Future<Output = io::Result<()>> + use<S> {
     let shared = Arc::new(Shared {
         router,
         builders: Builders::new(config.head_timeout, &config.http2),
@@ -145,6 +145,14 @@ pub(crate) async fn serve(
         http2_idle_timeout: config.http2.idle_timeout,
         stopping: CancellationToken::new(),
     });
+    accept(listener, shared, shutdown)
+}
+
+async fn accept(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let connections = TaskTracker::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -217,7 +225,8 @@ where
         requests,
         OpenRequests(Arc::new(open)),
     ));
-    let mut connection = std::pin::pin!(shared.builders.get(protocol).serve_connection(io, service));
+    let mut connection =
+        std::pin::pin!(shared.builders.get(protocol).serve_connection(io, service));
     // HTTP/1.1 has its head timeout between requests; HTTP/2 has no such thing in hyper.
     let watch_idle = protocol != Protocol::Http1;
     let idle_timeout = shared.http2_idle_timeout;

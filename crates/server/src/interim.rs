@@ -409,7 +409,10 @@ mod tests {
         let serve = connections::serve(
             listener,
             router(stash.clone()),
-            Duration::from_secs(10),
+            &crate::ServerConfig {
+                head_timeout: Duration::from_secs(10),
+                ..crate::ServerConfig::default()
+            },
             std::future::pending(),
         );
         tokio::spawn(serve);
@@ -707,7 +710,11 @@ mod tests {
             gate: gate.clone(),
         };
         let (io, requests) = wrap(TokioIo::new(gated));
-        let service = TowerToHyperService::new(connections::per_connection(router, requests, connections::OpenRequests::unwatched()));
+        let service = TowerToHyperService::new(connections::per_connection(
+            router,
+            requests,
+            connections::OpenRequests::unwatched(),
+        ));
         let mut builder = hyper::server::conn::http1::Builder::new();
         tokio::spawn(
             builder

@@ -216,13 +216,16 @@ pub async fn run(
         let service = service.clone();
         async move { tokio::join!(sweep_expired(service.clone()), sweep_leftovers(service)) }
     });
-    let connection_config = config.clone();
-    let router = app(service, config);
-    let served = connections::serve(listener, router, &connection_config, async move {
-        shutdown.await;
-        tracing::info!("shutting down: uploads in flight persist and answer");
-        stopper.shutdown();
-    })
+    let served = connections::serve(
+        listener,
+        app(service, config.clone()),
+        &config,
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: uploads in flight persist and answer");
+            stopper.shutdown();
+        },
+    )
     .await;
     sweeper.abort();
     served

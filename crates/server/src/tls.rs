@@ -59,7 +59,10 @@ impl ResolvesServerCert for CurrentCert {
 impl CurrentCert {
     fn get(&self) -> Arc<CertifiedKey> {
         // A swap is one assignment: a panic cannot leave the value half-written.
-        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn set(&self, key: Arc<CertifiedKey>) {
@@ -71,7 +74,10 @@ impl Tls {
     /// Reads the certificate chain in `cert_path` (PEM, the server's own certificate first) and
     /// the private key in `key_path` (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC). The error names the
     /// file and what is wrong with it.
-    pub fn load(cert_path: impl Into<PathBuf>, key_path: impl Into<PathBuf>) -> Result<Tls, String> {
+    pub fn load(
+        cert_path: impl Into<PathBuf>,
+        key_path: impl Into<PathBuf>,
+    ) -> Result<Tls, String> {
         let (cert_path, key_path) = (cert_path.into(), key_path.into());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let key = read_pair(&cert_path, &key_path, &provider)?;

@@ -3,14 +3,14 @@
 //! termination, concatenation, concatenation-unfinished. Extensions are advertised from the
 //! store's capabilities and the service's settings, never from a fixed list.
 
-use crate::{AppState, ServerConfig};
-use axum::http::request::Parts;
 use crate::classify::{Kind, classify};
 use crate::wire::{
     Principal, Rejection, Trailers, body_stream, body_stream_with_trailers, content_length,
     header_bytes, reject, single_header,
 };
+use crate::{AppState, ServerConfig};
 use axum::extract::{Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, head, options};
