@@ -53,8 +53,8 @@ const READ_BUFFER_MAX: usize = 256 * 1024;
 
 /// The largest HTTP/2 frame a client may send (SETTINGS_MAX_FRAME_SIZE). Each DATA frame
 /// arrives as one chunk of the body, and h2 reads a whole frame into its buffer. One 1 GiB
-/// upload over h2c (bench/RESULTS.md): hyper's 16 KiB cost the server 0.65 CPU s/GiB, 64 KiB
-/// 0.44–0.52 (HTTP/1.1: 0.66).
+/// upload over h2c (bench/RESULTS.md): hyper's 16 KiB cost the server 0.65–0.80 CPU s/GiB,
+/// 64 KiB 0.43–0.57 (HTTP/1.1: 0.62–0.80).
 const H2_MAX_FRAME_SIZE: u32 = 64 * 1024;
 
 /// How often an HTTP/2 connection is pinged, and how long the answer may take before the

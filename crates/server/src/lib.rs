@@ -122,11 +122,13 @@ impl Default for Http2Config {
 }
 
 impl Http2Config {
-    /// The default [`Http2Config::stream_window`]: 4 MiB. One 1 GiB upload over h2c against
-    /// HTTP/1.1 on this machine (bench/RESULTS.md, medians of 9): 0.69× with the protocol's
-    /// 64 KiB windows, 0.88× with hyper's 1 MiB, 1.12× with 4 MiB (and 64 KiB frames); 8 MiB
-    /// was no faster and held 5 MiB more. What a client sends ahead sits in our memory, so this
-    /// bounds an upload's buffered bytes as the kernel's socket buffer does on HTTP/1.1.
+    /// The default [`Http2Config::stream_window`]: 4 MiB. What a client sends ahead of our
+    /// reading sits in our memory (on HTTP/1.1 it waits in the kernel's socket buffer), so this
+    /// bounds an upload's buffered bytes. One 1 GiB upload over h2c against HTTP/1.1 on loopback
+    /// (bench/RESULTS.md, alternating runs on a shared 2-core machine): the protocol's 64 KiB
+    /// windows reached 0.69×; hyper's 1 MiB with 16 KiB frames 0.86–1.13×; 4 MiB with 64 KiB
+    /// frames 0.86–1.22× (median about 1.0) at a third less CPU; 8 and 16 MiB were no faster
+    /// and held 5–16 MiB more.
     pub const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
     /// The default [`Http2Config::connection_window`]: two streams' worth.
     pub const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
