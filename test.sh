@@ -30,6 +30,8 @@ need npm npm
 need python3 python3
 need script bsdutils   # runs `resumable upload` under a pseudo-terminal in the CLI's tests
 need promtool prometheus   # lints the scraped /metrics text in the CLI's tests
+need curl curl         # the TLS tests upload with curl over HTTPS (HTTP/2 and HTTP/1.1)
+need openssl openssl   # the TLS tests make RSA and EC keys, the e2e test a CA for tus-js-client
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -33,8 +33,10 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 DATA = BENCH / ".data"
-CLIENT = ROOT / "target/release/resumable-bench"
-OURS = ROOT / "target/release/resumable"
+# Where cargo put the release build (run.sh builds with the caller's CARGO_TARGET_DIR).
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+CLIENT = TARGET / "release/resumable-bench"
+OURS = TARGET / "release/resumable"
 RUSTUS = BENCH / ".tools/bin/rustus"
 TUS_NODE = BENCH / "peers/tus-node-server.mjs"
 
@@ -164,7 +166,9 @@ def port_open(port: int) -> bool:
 class Scenario:
     key: str
     title: str
-    kind: str  # "upload", "idle" or "heads"
+    # "upload", "idle", "heads", or "h2-vs-h1": ours only, the same upload over HTTP/1.1 and
+    # over HTTP/2 with prior knowledge (h2c), runs alternating so that both see the same noise.
+    kind: str
     runs: int
     size: int = 0  # bytes per upload
     chunk: int = 0  # bytes per PATCH
@@ -183,6 +187,8 @@ def scenarios(quick: bool) -> list[Scenario]:
             Scenario("idle", "200 idle connections", "idle", 1, connections=200),
             Scenario("heads", "HEADs, 4 connections × 1 s", "heads", 1, connections=4,
                      seconds=1),
+            Scenario("h2", "64 MiB in one PATCH, h2c vs HTTP/1.1", "h2-vs-h1", 1, 64 * MIB,
+                     64 * MIB),
         ]
     return [
         Scenario("one-patch", "1 GiB in one PATCH", "upload", 5, GIB, GIB),
@@ -192,6 +198,7 @@ def scenarios(quick: bool) -> list[Scenario]:
                  uploads=200),
         Scenario("idle", "10,000 idle connections", "idle", 1, connections=10_000),
         Scenario("heads", "HEADs, 20 connections × 5 s", "heads", 3, connections=20, seconds=5),
+        Scenario("h2", "1 GiB in one PATCH, h2c vs HTTP/1.1", "h2-vs-h1", 5, GIB, GIB),
     ]
 
 
@@ -208,23 +215,24 @@ class Run:
     idle: dict = field(default_factory=dict)
 
 
-def run_scenario(kind: ServerKind, scenario: Scenario, number: int) -> Run:
+def run_scenario(kind: ServerKind, scenario: Scenario, number: int, http2: bool = False) -> Run:
     data_dir = DATA / "store" / kind.name
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
     settle_disk()
-    log = DATA / "logs" / f"{kind.name}-{scenario.key}-{number}.log"
+    protocol = "-h2" if http2 else ""
+    log = DATA / "logs" / f"{kind.name}-{scenario.key}{protocol}-{number}.log"
     server = RunningServer(kind, data_dir, log)
     try:
         cpu_before = server.cpu_seconds()
-        if scenario.kind == "upload":
-            run = measure_uploads(server, scenario)
+        if scenario.kind in ("upload", "h2-vs-h1"):
+            run = measure_uploads(server, scenario, http2)
         elif scenario.kind == "heads":
             run = measure_heads(server, scenario)
         else:
             run = measure_idle(server, scenario)
         run.cpu_seconds = server.cpu_seconds() - cpu_before
-        if scenario.kind == "upload" and run.ok:
+        if scenario.kind in ("upload", "h2-vs-h1") and run.ok:
             run.cpu_per_gib = run.cpu_seconds / (scenario.size * scenario.uploads / GIB)
         run.peak_rss_mib = server.memory_kib("VmHWM") / 1024
     finally:
@@ -233,10 +241,10 @@ def run_scenario(kind: ServerKind, scenario: Scenario, number: int) -> Run:
     return run
 
 
-def measure_uploads(server: RunningServer, scenario: Scenario) -> Run:
+def measure_uploads(server: RunningServer, scenario: Scenario, http2: bool = False) -> Run:
     report = client("upload", "--endpoint", server.endpoint, "--size", str(scenario.size),
                     "--chunk", str(scenario.chunk), "--uploads", str(scenario.uploads),
-                    "--deadline", "240s", timeout=300)
+                    "--deadline", "240s", *(["--http2"] if http2 else []), timeout=300)
     ok = report["errors"] == 0
     return Run(ok=ok, mb_per_s=report["bytes"] / MB / report["seconds"],
                errors=report["errors"], note=report.get("first_error") or "")
@@ -364,12 +372,14 @@ def versions() -> dict:
 
     def npm_version(package: str) -> str:
         path = BENCH / "peers/node_modules" / package / "package.json"
+        if not path.exists():
+            return "not installed"
         return json.loads(path.read_text())["version"]
 
     commit = output("git", "rev-parse", "--short", "HEAD")
     return {
         "resumable": f"{output(str(OURS), '--version')} (commit {commit})",
-        "rustus": output(str(RUSTUS), "--version"),
+        "rustus": output(str(RUSTUS), "--version") if RUSTUS.exists() else "not installed",
         "tus-node": f"@tus/server {npm_version('@tus/server')}, @tus/file-store "
                     f"{npm_version('@tus/file-store')}, node {output('node', '--version')}",
     }
@@ -417,7 +427,11 @@ def summarize(results: dict, limits: dict) -> dict:
                         default=0)
         for row in rows.values():
             row["vs_best_peer"] = row[metric] / best_peer if best_peer else 0
-            row["vs_disk"] = row["mb_per_s"] / limits["disk"] if kind == "upload" else 0
+            uploads = kind in ("upload", "h2-vs-h1")
+            row["vs_disk"] = row["mb_per_s"] / limits["disk"] if uploads else 0
+        if kind == "h2-vs-h1" and rows.get("resumable-http1", {}).get("mb_per_s"):
+            rows["resumable"]["vs_http1"] = (rows["resumable"]["mb_per_s"]
+                                             / rows["resumable-http1"]["mb_per_s"])
         summary[key] = rows
     return summary
 
@@ -428,6 +442,9 @@ def results_table(results: dict) -> str:
     lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|"]
     for key, rows in results["summary"].items():
         scenario = results["scenarios"][key]
+        if scenario["kind"] == "h2-vs-h1":
+            lines += h2_rows(scenario, rows)
+            continue
         for server in SERVERS:
             row = rows.get(server.name)
             if not row:
@@ -463,6 +480,26 @@ def results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def h2_rows(scenario: dict, rows: dict) -> list[str]:
+    """The h2c-vs-HTTP/1.1 scenario: both medians and their ratio in one row."""
+    h2, h1 = rows.get("resumable"), rows.get("resumable-http1")
+    if not (h2 and h1):
+        return []
+
+    def speed(row: dict) -> str:
+        low, high = row["mb_per_s_range"]
+        return f"{row['mb_per_s']:,.0f}" + (f" ({low:,.0f}–{high:,.0f})" if row["runs"] > 1 else "")
+
+    label = f"{scenario['title']} ({h2['runs']} + {h1['runs']} runs, alternating)"
+    ratio = h2.get("vs_http1", 0)
+    errors = h2["errors"] + h1["errors"]
+    failed = h2["failed_runs"] + h1["failed_runs"]
+    return [f"| {label} | resumable (ours) | h2c {speed(h2)}, HTTP/1.1 {speed(h1)}: "
+            f"**{ratio:.2f}×** | | {h2['vs_disk']:.2f} | {h2['cpu_per_gib']:.2f} (HTTP/1.1 "
+            f"{h1['cpu_per_gib']:.2f}) | {max(h2['peak_rss_mib'], h1['peak_rss_mib']):.0f} | "
+            f"{errors}{f' ({failed} failed runs)' if failed else ''} |"]
+
+
 def targets(results: dict) -> list[tuple[str, bool, str]]:
     """The project's performance targets, checked against this run."""
     summary, disk = results["summary"], results["limits"]["disk"]
@@ -489,6 +526,12 @@ def targets(results: dict) -> list[tuple[str, bool, str]]:
         checks.append((f"{titles['concurrent']} ≥ 80% of disk, zero errors, RSS < 128 MiB", ok,
                        f"{row['vs_disk']:.0%} of dd ({row['mb_per_s']:.0f} of {disk:.0f} MB/s), "
                        f"{row['errors']} errors, peak RSS {row['peak_rss_mib']:.0f} MiB"))
+    if ours.get("h2") and "vs_http1" in ours["h2"]:
+        # "Not slower": within the 5% that alternating runs of the same thing differ by here.
+        ratio = ours["h2"]["vs_http1"]
+        checks.append((f"{titles['h2']}: h2c not slower than HTTP/1.1 (≥ 0.95×)", ratio >= 0.95,
+                       f"{ratio:.2f}× ({ours['h2']['mb_per_s']:.0f} vs "
+                       f"{summary['h2']['resumable-http1']['mb_per_s']:.0f} MB/s)"))
     if ours.get("idle"):
         idle, wanted = ours["idle"]["idle"], results["scenarios"]["idle"]["connections"]
         ok = (idle.get("held_at_probe") == wanted and idle.get("rss_mib", 1e9) < 256
@@ -647,7 +690,9 @@ def main() -> None:
 
     started = time.monotonic()
     load_at_start = load_average()
-    out = BENCH / ".quick" if args.quick else BENCH
+    # A subset must not overwrite the full run's report: it goes beside it.
+    partial = bool(args.only or args.servers)
+    out = BENCH / (".quick" if args.quick else ".partial" if partial else "")
     out.mkdir(exist_ok=True)
     (DATA / "logs").mkdir(parents=True, exist_ok=True)
     plan = scenarios(args.quick)
@@ -674,6 +719,13 @@ def main() -> None:
     runs: dict = {}
     for scenario in plan:
         runs[scenario.key] = {}
+        if scenario.kind == "h2-vs-h1":
+            ours = [s for s in servers if s.name == "resumable"]
+            if ours:
+                runs[scenario.key] = h2_vs_h1(ours[0], scenario)
+            else:
+                del runs[scenario.key]
+            continue
         for server in servers:
             outcomes = []
             for number in range(scenario.runs):
@@ -704,12 +756,24 @@ def main() -> None:
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     write_report(results, out, args.quick)
     plot(results, out)
-    if not args.quick and not args.only and not args.servers:
+    if not args.quick and not partial:
         update_readme(results)
     print(f"\nwrote {out / 'RESULTS.md'} and {out / 'results.png'} "
           f"({results['minutes']:.1f} minutes)")
     for name, ok, detail in targets(results):
         print(f"  target {'met   ' if ok else 'MISSED'} {name}: {detail}")
+
+
+def h2_vs_h1(server: ServerKind, scenario: Scenario) -> dict:
+    """The same upload over HTTP/1.1 and over h2c, alternating, a fresh server each run."""
+    by_protocol: dict = {"resumable-http1": [], "resumable": []}
+    for number in range(scenario.runs):
+        for http2, name in ((False, "resumable-http1"), (True, "resumable")):
+            run = run_scenario(server, scenario, number, http2)
+            by_protocol[name].append(run.__dict__)
+            protocol = "h2c" if http2 else "HTTP/1.1"
+            print(f"{scenario.key:>10} {protocol:>9} #{number + 1}: {describe(run)}", flush=True)
+    return by_protocol
 
 
 def describe(run: Run) -> str:

@@ -3,11 +3,13 @@
 #   bench/run.sh            full run (~10 min): bench/RESULTS.md, bench/results.png, README table
 #   bench/run.sh --quick    smoke run (small sizes, 1 run, under a minute): bench/.quick/
 # Extra flags go to bench/bench.py: --only SCENARIOS and --servers NAMES (comma-separated) run a
-# subset (and leave the README alone).
+# subset, reported in bench/.partial/ (the README and bench/RESULTS.md are left alone); peers not
+# among --servers are not installed.
 #
 # Installs what is missing, all inside bench/ (gitignored): rustus with `cargo install` into
 # bench/.tools, the npm peers into bench/peers/node_modules, matplotlib into bench/.venv.
-# Builds our server and the bench client in release mode (the worktree's target dir).
+# Builds our server and the bench client in release mode (into CARGO_TARGET_DIR if set, else
+# the worktree's target dir).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -26,11 +28,22 @@ if (( $(ulimit -n) < 12000 )); then
   exit 2
 fi
 
+# The servers asked for (--servers a,b or --servers=a,b); none named means all.
+servers=""
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case "${args[i]}" in
+    --servers) servers="${args[i + 1]:-}" ;;
+    --servers=*) servers="${args[i]#--servers=}" ;;
+  esac
+done
+wanted() { [[ -z "$servers" || ",$servers," == *",$1,"* ]]; }
+
 step "building resumable and resumable-bench (release)"
 cargo build --release --bin resumable -p resumable-cli
 cargo build --release --bin resumable-bench -p resumable-bench
 
-if [[ ! -x bench/.tools/bin/rustus ]]; then
+if { wanted rustus || wanted rustus-fsync; } && [[ ! -x bench/.tools/bin/rustus ]]; then
   step "installing rustus $RUSTUS_VERSION into bench/.tools (a few minutes)"
   CARGO_TARGET_DIR="$PWD/bench/.tools/target" \
     cargo install rustus --version "$RUSTUS_VERSION" --locked --root bench/.tools
@@ -39,7 +52,7 @@ fi
 hash_of() { sha256sum "$1" | cut -d' ' -f1; }
 
 lock_hash="$(hash_of bench/peers/package-lock.json)"
-if [[ "$(cat bench/peers/node_modules/.bench-lock-sha256 2>/dev/null || true)" != "$lock_hash" ]]; then
+if wanted tus-node && [[ "$(cat bench/peers/node_modules/.bench-lock-sha256 2>/dev/null || true)" != "$lock_hash" ]]; then
   step "installing @tus/server and @tus/file-store (npm ci)"
   (cd bench/peers && npm ci --no-audit --no-fund)
   echo "$lock_hash" > bench/peers/node_modules/.bench-lock-sha256

@@ -26,6 +26,9 @@ enum Command {
         /// The tus creation URL, http://IP:PORT/PATH.
         #[arg(long)]
         endpoint: String,
+        /// Speak HTTP/2 with prior knowledge (cleartext h2c) instead of HTTP/1.1.
+        #[arg(long)]
+        http2: bool,
         #[command(flatten)]
         shape: UploadShape,
     },
@@ -107,8 +110,15 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let pattern = Pattern::new();
     match cli.command {
-        Command::Upload { endpoint, shape } => {
-            let endpoint = Endpoint::parse(&endpoint)?;
+        Command::Upload {
+            endpoint,
+            http2,
+            shape,
+        } => {
+            let mut endpoint = Endpoint::parse(&endpoint)?;
+            if http2 {
+                endpoint = endpoint.http2();
+            }
             print(&scenario::upload_many(&endpoint, &pattern, shape.plan()).await);
         }
         Command::Discard { shape } => {

@@ -1,11 +1,12 @@
 //! Just enough tus 1.0.0 for a benchmark: creation (`POST` with `Upload-Length`), `PATCH` and
-//! `HEAD`, each on one HTTP/1.1 keep-alive connection that the caller owns.
+//! `HEAD`, each on one keep-alive connection that the caller owns: HTTP/1.1, or HTTP/2 with prior
+//! knowledge (cleartext h2c) for an endpoint made [`Endpoint::http2`].
 
 use crate::body::PatchBody;
 use http::{HeaderMap, Method, Request, StatusCode, Uri, header};
 use http_body_util::BodyExt;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use thiserror::Error;
 use tokio::net::TcpStream;
@@ -57,6 +58,7 @@ pub struct Endpoint {
     address: SocketAddr,
     authority: String,
     path: String,
+    http2: bool,
 }
 
 impl Endpoint {
@@ -73,7 +75,18 @@ impl Endpoint {
             address,
             authority: authority.to_string(),
             path: uri.path().to_owned(),
+            http2: false,
         })
+    }
+
+    /// The same endpoint over HTTP/2 with prior knowledge (one stream at a time per connection,
+    /// as the HTTP/1.1 connections have one request at a time). hyper's client defaults: it
+    /// sends as fast as the server's flow-control windows let it.
+    pub fn http2(self) -> Self {
+        Endpoint {
+            http2: true,
+            ..self
+        }
     }
 
     /// The address connections go to.
@@ -85,17 +98,28 @@ impl Endpoint {
     pub async fn connect(&self) -> Result<Connection, TusError> {
         let stream = TcpStream::connect(self.address).await?;
         stream.set_nodelay(true)?;
-        let (sender, connection) =
-            http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|source| TusError::Http {
-                    method: Method::GET,
-                    source,
-                })?;
+        let handshake = |source| TusError::Http {
+            method: Method::GET,
+            source,
+        };
         // The connection's errors surface through the requests that see them.
-        let driver = tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let (sender, driver) = if self.http2 {
+            let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .map_err(handshake)?;
+            let driver = tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            (Sender::Http2(sender), driver)
+        } else {
+            let (sender, connection) = http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(handshake)?;
+            let driver = tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            (Sender::Http1(sender), driver)
+        };
         Ok(Connection {
             sender,
             driver,
@@ -104,12 +128,18 @@ impl Endpoint {
     }
 }
 
-/// One HTTP/1.1 connection; dropping it closes the socket.
+/// One connection; dropping it closes the socket.
 pub struct Connection {
-    sender: SendRequest<PatchBody>,
+    sender: Sender,
     /// Drives the socket; aborted on drop so a held request never outlives its connection.
     driver: JoinHandle<()>,
     endpoint: Endpoint,
+}
+
+/// A connection's request half.
+enum Sender {
+    Http1(http1::SendRequest<PatchBody>),
+    Http2(http2::SendRequest<PatchBody>),
 }
 
 impl Drop for Connection {
@@ -189,8 +219,16 @@ impl Connection {
             method: method.clone(),
             source,
         };
-        self.sender.ready().await.map_err(http)?;
-        let response = self.sender.send_request(request).await.map_err(http)?;
+        let response = match &mut self.sender {
+            Sender::Http1(sender) => {
+                sender.ready().await.map_err(http)?;
+                sender.send_request(request).await.map_err(http)?
+            }
+            Sender::Http2(sender) => {
+                sender.ready().await.map_err(http)?;
+                sender.send_request(request).await.map_err(http)?
+            }
+        };
         let (parts, body) = response.into_parts();
         let body = body.collect().await.map_err(http)?.to_bytes();
         if parts.status != expected {
@@ -205,11 +243,15 @@ impl Connection {
     }
 
     fn request(&self, method: Method, path: &str) -> http::request::Builder {
-        Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, &self.endpoint.authority)
-            .header("Tus-Resumable", "1.0.0")
+        let request = Request::builder().method(method);
+        let request = match self.sender {
+            // HTTP/2 names the scheme and authority in pseudo-headers, taken from the URI.
+            Sender::Http2(_) => request.uri(format!("http://{}{path}", self.endpoint.authority)),
+            Sender::Http1(_) => request
+                .uri(path)
+                .header(header::HOST, &self.endpoint.authority),
+        };
+        request.header("Tus-Resumable", "1.0.0")
     }
 
     /// The path part of a `Location`: servers answer absolute URLs naming whatever host they

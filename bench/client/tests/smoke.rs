@@ -135,6 +135,26 @@ fn uploads_in_chunks_and_at_once_complete_with_every_byte_acknowledged() {
 }
 
 #[test]
+fn uploads_over_http2_complete_with_every_byte_acknowledged() {
+    let server = Server::start();
+    let report = bench_report(&[
+        "upload",
+        "--http2",
+        "--endpoint",
+        &server.endpoint,
+        "--size",
+        "3000000",
+        "--chunk",
+        "1MiB",
+        "--uploads",
+        "2",
+    ]);
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["completed"], 2, "{report}");
+    assert_eq!(report["bytes"], 2 * 3_000_000, "{report}");
+}
+
+#[test]
 fn heads_are_counted() {
     let server = Server::start();
     let report = bench_report(&[

@@ -1,5 +1,6 @@
 //! `resumable serve`.
 
+use crate::Usage;
 use anyhow::Context;
 use clap::Args;
 use resumable_core::{MemoryLocker, MinRate, ServiceConfig, SystemClock, UploadService};
@@ -8,9 +9,10 @@ use resumable_server::auth::{
     Auth, ForwardAuth, ForwardSettings, JwtAuth, JwtKeySource, JwtSettings, TokensAuth,
 };
 use resumable_server::ready::{Checks, DirWritable, FreeSpace, MinFreeSpace};
+use resumable_server::tls::Tls;
 use resumable_server::{
-    ConnectionLimits, CorsOrigins, MAX_HEADER_SIZE_LIMIT, Metrics, MetricsExport, PublicUrl,
-    ServerConfig,
+    ConnectionLimits, CorsOrigins, Http2Config, MAX_HEADER_SIZE_LIMIT, Metrics, MetricsExport,
+    PublicUrl, ServerConfig,
 };
 use std::io::Write;
 use std::net::SocketAddr;
@@ -74,6 +76,26 @@ pub(crate) struct ServeArgs {
     /// themselves, so this is only for comparing the two.
     #[arg(long, env = "RESUMABLE_NO_DIRECT_IO")]
     no_direct_io: bool,
+
+    /// Serve HTTPS with this certificate chain (PEM, the server's certificate first, then any
+    /// intermediates). Needs --tls-key. Both files are re-read on SIGHUP: new connections get
+    /// the new certificate, open ones keep theirs. HTTP/2 or HTTP/1.1 is chosen by ALPN.
+    #[arg(long, env = "RESUMABLE_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC).
+    #[arg(long, env = "RESUMABLE_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+
+    /// How many requests (streams) one HTTP/2 connection may have open at once; a client opens
+    /// more as earlier ones end.
+    #[arg(long, env = "RESUMABLE_HTTP2_MAX_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    http2_max_streams: u32,
+
+    /// How long an HTTP/2 connection may go with no request open before it is closed
+    /// (gracefully: GOAWAY). HTTP/1.1 connections have --head-timeout between requests.
+    #[arg(long, env = "RESUMABLE_HTTP2_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
+    http2_idle_timeout: Duration,
 
     #[command(flatten)]
     auth: AuthArgs,
@@ -412,7 +434,36 @@ pub(crate) fn parse_max_size(text: &str) -> Result<MaxSize, String> {
     crate::options::parse_size(text).map(|bytes| MaxSize(Some(bytes)))
 }
 
+/// A duration that is not zero.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if timeout.is_zero() {
+        return Err("must be longer than 0s".into());
+    }
+    Ok(timeout)
+}
+
+/// The certificate and key of `--tls-cert` / `--tls-key`, if both are given.
+fn tls(args: &ServeArgs) -> anyhow::Result<Option<Arc<Tls>>> {
+    match (&args.tls_cert, &args.tls_key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => {
+            let tls = Tls::load(cert, key).map_err(anyhow::Error::msg)?;
+            Ok(Some(Arc::new(tls)))
+        }
+        (Some(_), None) => Err(Usage(
+            "--tls-cert needs --tls-key (RESUMABLE_TLS_KEY): give both or neither".into(),
+        )
+        .into()),
+        (None, Some(_)) => Err(Usage(
+            "--tls-key needs --tls-cert (RESUMABLE_TLS_CERT): give both or neither".into(),
+        )
+        .into()),
+    }
+}
+
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let tls = tls(&args)?;
     let auth = Arc::new(args.auth.authenticator()?);
     let connection_limits = args.limits.connection_limits();
     fit_open_files(connection_limits.max_connections);
@@ -468,7 +519,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // One line on stdout (two with --metrics-listen), for people and for scripts that start us
     // on port 0.
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "resumable listening on http://{address}")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    writeln!(stdout, "resumable listening on {scheme}://{address}")?;
     if let Some(metrics_listener) = &metrics_listener {
         let metrics_address = metrics_listener.local_addr()?;
         writeln!(
@@ -484,12 +536,19 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         public_url = args.public_url.as_ref().map(ToString::to_string),
         "serving uploads"
     );
+    if let Some(tls) = &tls {
+        tracing::info!(
+            certificate = %tls.cert_path().display(),
+            sha256 = %tls.fingerprint(),
+            "TLS: HTTP/2 and HTTP/1.1 by ALPN"
+        );
+    }
     if let Auth::None = *auth {
         tracing::warn!(
             "--auth none: uploads are open to anyone who can reach the server (see --auth)"
         );
     }
-    reload_on_hangup(auth.clone());
+    reload_on_hangup(auth.clone(), tls.clone());
     let readiness = Checks::new()
         .with(DirWritable::new(&args.data_dir))
         .with(FreeSpace::new(&args.data_dir, args.min_free_space));
@@ -515,6 +574,12 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             None => MetricsExport::Main(metrics),
         },
         readiness,
+        tls,
+        http2: Http2Config {
+            max_concurrent_streams: args.http2_max_streams,
+            idle_timeout: args.http2_idle_timeout,
+            ..Http2Config::default()
+        },
     };
     let served = resumable_server::run(listener, service, server_config, shutdown_signal()).await;
     // Metrics are served until the uploads in flight have answered.
@@ -592,13 +657,16 @@ fn fit_open_files(max_connections: Option<usize>) {
     let _ = max_connections;
 }
 
-/// Re-reads the authentication's files (the tokens file) on SIGHUP.
-fn reload_on_hangup(auth: Arc<Auth>) {
+/// Re-reads the authentication's files (the tokens file) and the TLS certificate and key on
+/// SIGHUP. What fails to load is logged and the previous one kept.
+fn reload_on_hangup(auth: Arc<Auth>, tls: Option<Arc<Tls>>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot watch SIGHUP; the tokens file is still re-read when it changes");
+            tracing::warn!(
+                "cannot watch SIGHUP: the TLS certificate is never re-read; the tokens file still is when it changes"
+            );
             return;
         };
         tokio::spawn(async move {
@@ -606,11 +674,24 @@ fn reload_on_hangup(auth: Arc<Auth>) {
                 if let Err(error) = auth.reload() {
                     tracing::error!(%error, "reload on SIGHUP failed; keeping the previous tokens");
                 }
+                let Some(tls) = &tls else { continue };
+                match tls.reload() {
+                    Ok(()) => tracing::info!(
+                        certificate = %tls.cert_path().display(),
+                        sha256 = %tls.fingerprint(),
+                        "TLS certificate reloaded on SIGHUP: new connections get it"
+                    ),
+                    Err(error) => tracing::error!(
+                        %error,
+                        sha256 = %tls.fingerprint(),
+                        "TLS reload on SIGHUP failed; keeping the previous certificate"
+                    ),
+                }
             }
         });
     }
     #[cfg(not(unix))]
-    drop(auth);
+    drop((auth, tls));
 }
 
 async fn shutdown_signal() {

@@ -10,8 +10,18 @@
 //! 8 KiB read buffer and makes it grow to 16 KiB for the life of the connection (10,000 held
 //! uploads: 78 MiB). Peeking also means a connection that has sent nothing holds no HTTP state.
 //!
-//! Every connection's socket is wrapped for [`interim`](crate::interim) responses, which its
-//! HTTP/1.1 requests may queue; on HTTP/2 the wrapper is idle.
+//! With TLS ([`crate::tls`]) the first bytes only say that the client is there; the handshake
+//! follows (bounded by the head timeout) and ALPN picks HTTP/2 (`h2`) or HTTP/1.1.
+//!
+//! Every connection's IO (the socket, or the TLS stream over it) is wrapped for
+//! [`interim`](crate::interim) responses, which its HTTP/1.1 requests may queue; on HTTP/2 the
+//! wrapper is idle.
+//!
+//! HTTP/2 connections get what hyper leaves to us: a limit on concurrent streams, flow-control
+//! windows sized for uploads, pings that find dead peers, and an idle timeout (hyper has none
+//! for HTTP/2): each connection counts its requests from arrival until their response has been
+//! sent, and one that has had none open for [`Http2Config::idle_timeout`] is shut down
+//! gracefully (`GOAWAY`, then closed).
 //!
 //! Connections over the [`limits`](crate::limits) are closed as soon as they are accepted.
 //!
@@ -21,28 +31,43 @@
 
 use crate::interim::{self, Requests};
 use crate::limits::{Admission, ConnectionLimits, Peer, RefusalLog};
+use crate::{Http2Config, ServerConfig, tls};
 use axum::Router;
 use axum::extract::Request;
 use axum::response::Response;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
+use tokio_util::task::TaskTracker;
 
 /// The largest read buffer hyper may grow per connection (bodies arrive in chunks of at most
 /// this size). Measured with 200 concurrent 16 MiB uploads and one 1 GiB upload: hyper's
 /// default (408 KiB) peaked at 146 MiB RSS; 256 KiB and 128 KiB at 107 MiB; 64 KiB at 103 MiB
 /// but cost a single upload a fifth more CPU in system calls.
 const READ_BUFFER_MAX: usize = 256 * 1024;
+
+/// The largest HTTP/2 frame a client may send (SETTINGS_MAX_FRAME_SIZE). Each DATA frame
+/// arrives as one chunk of the body, and h2 reads a whole frame into its buffer. One 1 GiB
+/// upload over h2c (bench/RESULTS.md): hyper's 16 KiB cost the server 0.65–0.80 CPU s/GiB,
+/// 64 KiB 0.43–0.57 (HTTP/1.1: 0.62–0.80).
+const H2_MAX_FRAME_SIZE: u32 = 64 * 1024;
+
+/// How often an HTTP/2 connection is pinged, and how long the answer may take before the
+/// connection counts as dead and is closed (its bodies cut, their bytes kept).
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What an HTTP/2 client sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -54,17 +79,18 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const UNDECIDED_RECHECK: Duration = Duration::from_millis(10);
 const UNDECIDED_RECHECK_MAX: Duration = Duration::from_secs(1);
 
-/// The protocol a connection's first bytes show.
+/// The protocol a connection's first bytes (or, over TLS, ALPN) show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {
     Http1,
     Http2,
 }
 
-/// Settings of every connection.
-#[derive(Debug, Clone, Copy)]
+/// Settings of every connection of one listener.
+#[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    /// How long a connection may go without sending a request head.
+    /// How long a connection may go without sending a request head (or finishing its TLS
+    /// handshake).
     pub(crate) head_timeout: Duration,
     /// The largest request head (request line and header fields; HTTP/2: the header list).
     pub(crate) max_header_size: usize,
@@ -72,6 +98,24 @@ pub(crate) struct Settings {
     pub(crate) limits: ConnectionLimits,
     /// Every connection comes from a proxy: no per-client connection limit.
     pub(crate) behind_proxy: bool,
+    /// Serve HTTPS with this certificate; `None` for plain HTTP.
+    pub(crate) tls: Option<Arc<tls::Tls>>,
+    /// HTTP/2's limits.
+    pub(crate) http2: Http2Config,
+}
+
+impl Settings {
+    /// The settings `config` asks for.
+    pub(crate) fn of(config: &ServerConfig) -> Self {
+        Settings {
+            head_timeout: config.head_timeout,
+            max_header_size: config.max_header_size,
+            limits: config.connection_limits,
+            behind_proxy: config.behind_proxy,
+            tls: config.tls.clone(),
+            http2: config.http2,
+        }
+    }
 }
 
 /// One builder per [`Protocol`], with the same settings.
@@ -90,26 +134,51 @@ impl Builders {
             .header_read_timeout(settings.head_timeout);
         let mut http2 = Builder::new(TokioExecutor::new()).http2_only();
         let list_size = u32::try_from(settings.max_header_size).unwrap_or(u32::MAX);
-        http2.http2().max_header_list_size(list_size);
+        http2
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(list_size)
+            .max_concurrent_streams(settings.http2.max_concurrent_streams)
+            .initial_stream_window_size(settings.http2.stream_window)
+            .initial_connection_window_size(settings.http2.connection_window)
+            .max_frame_size(H2_MAX_FRAME_SIZE)
+            .keep_alive_interval(H2_PING_INTERVAL)
+            .keep_alive_timeout(H2_PING_TIMEOUT);
         Builders { http1, http2 }
     }
 }
 
+/// What every connection is served with.
+struct Shared {
+    router: Router,
+    builders: Builders,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    head_timeout: Duration,
+    http2_idle_timeout: Duration,
+    /// Cancelled when the server stops: connections not yet serving end, serving ones finish
+    /// their requests and close.
+    stopping: CancellationToken,
+}
+
 /// Serves `router` on every connection `listener` accepts until `shutdown` resolves, then stops
-/// accepting, lets each connection finish the request it is serving, and returns once all have.
+/// accepting, lets each connection finish the requests it is serving, and returns once all have.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let head_timeout = settings.head_timeout;
-    let builders = Arc::new(Builders::new(&settings));
+    let shared = Arc::new(Shared {
+        router,
+        builders: Builders::new(&settings),
+        tls: settings.tls.as_ref().map(|tls| tls.acceptor()),
+        head_timeout: settings.head_timeout,
+        http2_idle_timeout: settings.http2.idle_timeout,
+        stopping: CancellationToken::new(),
+    });
     let admission = Admission::new(settings.limits, settings.behind_proxy);
     let mut refusals = RefusalLog::default();
-    let connections = GracefulShutdown::new();
-    // Connections still waiting for their first bytes are not watched yet: this stops them.
-    let stopping = CancellationToken::new();
+    let connections = TaskTracker::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -134,58 +203,222 @@ pub(crate) async fn serve(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
-        let (router, builders, watcher, stopping) = (
-            router.clone(),
-            builders.clone(),
-            connections.watcher(),
-            stopping.clone(),
-        );
-        tokio::spawn(async move {
+        let shared = shared.clone();
+        connections.spawn(async move {
             let _permit = permit;
-            let first = tokio::time::timeout(head_timeout, first_bytes(&stream));
-            let protocol = tokio::select! {
-                protocol = first => match protocol {
-                    Ok(Ok(Some(protocol))) => protocol,
-                    Ok(Ok(None)) => return,
-                    Ok(Err(error)) => return tracing::debug!(%error, "connection lost before a request"),
-                    Err(_) => return tracing::debug!("connection silent for too long: closed"),
-                },
-                () = stopping.cancelled() => return,
-            };
-            let (io, requests) = interim::wrap(TokioIo::new(stream));
-            let service = per_connection(router, requests).map_request(
-                move |mut request: Request<Incoming>| {
-                    request.extensions_mut().insert(Peer(peer));
-                    request
-                },
-            );
-            let service = TowerToHyperService::new(service);
-            let ended = match protocol {
-                Protocol::Http1 => {
-                    let connection = builders.http1.serve_connection(io, service);
-                    watcher.watch(connection).await.map_err(Into::into)
-                }
-                Protocol::Http2 => {
-                    let connection = builders.http2.serve_connection(io, service);
-                    watcher.watch(connection).await
-                }
-            };
-            if let Err(error) = ended {
-                tracing::debug!(%error, "connection ended with an error");
-            }
+            connection(stream, peer, shared).await;
         });
     }
     drop(listener);
-    stopping.cancel();
-    connections.shutdown().await;
+    shared.stopping.cancel();
+    connections.close();
+    connections.wait().await;
     Ok(())
 }
 
+/// One connection, from its first bytes to its close.
+async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let first = tokio::time::timeout(shared.head_timeout, first_bytes(&stream));
+    let protocol = tokio::select! {
+        protocol = first => match protocol {
+            Ok(Ok(Some(protocol))) => protocol,
+            Ok(Ok(None)) => return,
+            Ok(Err(error)) => return tracing::debug!(%error, "connection lost before a request"),
+            Err(_) => return tracing::debug!("connection silent for too long: closed"),
+        },
+        () = shared.stopping.cancelled() => return,
+    };
+    match &shared.tls {
+        None => serve_io(TokioIo::new(stream), protocol, peer, &shared).await,
+        // Boxed: a task is as large as its largest state, and a TLS stream holds rustls's
+        // connection inline; unboxed, every plain connection's task would carry that room
+        // (10,000 held uploads: 42 MiB more).
+        Some(acceptor) => Box::pin(tls_connection(stream, peer, acceptor, &shared)).await,
+    }
+}
+
+/// A TLS connection: the handshake (bounded like a request head), then HTTP/2 or HTTP/1.1 as
+/// ALPN chose.
+async fn tls_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    shared: &Shared,
+) {
+    let handshake = tokio::time::timeout(shared.head_timeout, acceptor.accept(stream));
+    let stream = tokio::select! {
+        handshake = handshake => match handshake {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return tracing::debug!(%error, "TLS handshake failed"),
+            Err(_) => return tracing::debug!("TLS handshake took too long: closed"),
+        },
+        () = shared.stopping.cancelled() => return,
+    };
+    let protocol = match stream.get_ref().1.alpn_protocol() {
+        Some(tls::ALPN_H2) => Protocol::Http2,
+        // `http/1.1`, or a client that offered no ALPN: HTTP/2 over TLS needs `h2` (RFC 9113 §3.2).
+        _ => Protocol::Http1,
+    };
+    serve_io(TokioIo::new(stream), protocol, peer, shared).await;
+}
+
+/// Serves HTTP on `io` until the connection ends; closes it gracefully when the server stops
+/// and, on HTTP/2, once no stream has been open for the idle timeout.
+async fn serve_io<I>(io: I, protocol: Protocol, peer: SocketAddr, shared: &Shared)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (io, requests) = interim::wrap(io);
+    let router = shared.router.clone();
+    match protocol {
+        // HTTP/1.1 has its head timeout between requests: nothing is counted, no timer held.
+        Protocol::Http1 => {
+            let service = per_connection(router, requests, OpenRequests(None), Some(Peer(peer)));
+            let connection = shared
+                .builders
+                .http1
+                .serve_connection(io, TowerToHyperService::new(service));
+            let connection = std::pin::pin!(connection);
+            until_closed(
+                connection,
+                None::<Pin<Box<std::future::Pending<()>>>>,
+                shared,
+                |c| c.graceful_shutdown(),
+            )
+            .await;
+        }
+        // HTTP/2 has no such thing in hyper: the connection counts its requests, and the timer
+        // is boxed so that a held HTTP/1.1 upload's task stays as small as it was.
+        Protocol::Http2 => {
+            let (open, watch_open) = watch::channel(0usize);
+            let idle = Box::pin(idle_for(watch_open, shared.http2_idle_timeout));
+            let open = OpenRequests(Some(Arc::new(open)));
+            let service = per_connection(router, requests, open, Some(Peer(peer)));
+            let connection = shared
+                .builders
+                .http2
+                .serve_connection(io, TowerToHyperService::new(service));
+            let connection = std::pin::pin!(connection);
+            until_closed(connection, Some(idle), shared, |c| c.graceful_shutdown()).await;
+        }
+    }
+}
+
+/// Drives `connection` to its end, shutting it down gracefully when the server stops or
+/// `idle` (HTTP/2's idle timeout) resolves.
+async fn until_closed<C, E>(
+    mut connection: Pin<&mut C>,
+    mut idle: Option<Pin<Box<impl Future<Output = ()>>>>,
+    shared: &Shared,
+    graceful_shutdown: impl Fn(Pin<&mut C>),
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut closing = false;
+    loop {
+        let idle_now = async {
+            match idle.as_mut() {
+                Some(idle) => idle.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                return;
+            }
+            () = shared.stopping.cancelled(), if !closing => {
+                graceful_shutdown(connection.as_mut());
+                closing = true;
+            }
+            () = idle_now, if !closing => {
+                tracing::debug!(idle_timeout = ?shared.http2_idle_timeout, "HTTP/2 connection idle: closing it");
+                graceful_shutdown(connection.as_mut());
+                closing = true;
+            }
+        }
+    }
+}
+
+/// Resolves once no request has been open on a connection for `timeout`.
+async fn idle_for(mut open: watch::Receiver<usize>, timeout: Duration) {
+    loop {
+        if open.wait_for(|open| *open == 0).await.is_err() {
+            // The service is gone with the connection.
+            return std::future::pending().await;
+        }
+        if tokio::time::timeout(timeout, open.changed()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Counts a connection's requests from their arrival until their response has been sent (or
+/// they are dropped); `None` counts nothing.
+#[derive(Clone)]
+pub(crate) struct OpenRequests(Option<Arc<watch::Sender<usize>>>);
+
+impl OpenRequests {
+    /// One more request, until the returned guard is dropped.
+    fn open(&self) -> Option<OpenRequest> {
+        let open = self.0.as_ref()?;
+        open.send_modify(|open| *open += 1);
+        Some(OpenRequest(open.clone()))
+    }
+
+    /// For a connection nobody watches.
+    #[cfg(test)]
+    pub(crate) fn unwatched() -> Self {
+        OpenRequests(None)
+    }
+}
+
+struct OpenRequest(Arc<watch::Sender<usize>>);
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.0.send_modify(|open| *open -= 1);
+    }
+}
+
+/// A response body that keeps its request counted until hyper drops it (all sent, or the
+/// stream reset).
+struct Counted {
+    body: axum::body::Body,
+    _open: OpenRequest,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// `router` as one connection serves it: each request gets its [`interim::Interim`] (if
-/// HTTP/1.1), which closes when the router has produced the response.
+/// HTTP/1.1), which closes when the router has produced the response, and the connection's
+/// [`Peer`] (if known), and is counted in `open` until its response is sent.
 pub(crate) fn per_connection(
     router: Router,
     requests: Requests,
+    open: OpenRequests,
+    peer: Option<Peer>,
 ) -> impl tower::Service<
     Request<Incoming>,
     Response = Response,
@@ -194,17 +427,31 @@ pub(crate) fn per_connection(
 > + Clone
 + Send
 + 'static {
-    let begin = requests.clone();
-    router
-        .map_request(move |request: Request<Incoming>| {
-            let mut request = request.map(axum::body::Body::new);
-            begin.begin(&mut request);
-            request
-        })
-        .map_response(move |response| {
+    let mut router = router;
+    tower::service_fn(move |request: Request<Incoming>| {
+        let counted = open.open();
+        let mut request = request.map(axum::body::Body::new);
+        requests.begin(&mut request);
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(peer);
+        }
+        // A router is always ready: called directly, its future holds no copy of it.
+        let response = tower::Service::call(&mut router, request);
+        let requests = requests.clone();
+        async move {
+            let response = response.await?;
             requests.end();
-            response
-        })
+            Ok(match counted {
+                Some(counted) => response.map(|body| {
+                    axum::body::Body::new(Counted {
+                        body,
+                        _open: counted,
+                    })
+                }),
+                None => response,
+            })
+        }
+    })
 }
 
 /// A failed accept: a connection that died in the queue is nobody's problem; anything else

@@ -486,7 +486,7 @@ async fn create(
         .create(new)
         .await
         .map_err(|error| render.error_within(error, &announced))?;
-    let location = crate::tus::location(&parts.headers, &status.info.id, &state.config);
+    let location = crate::tus::location(&parts, &status.info.id, &state.config);
     if with_content && let Some(interim) = parts.extensions.get::<Interim>() {
         announce(interim, version, &location, &announced);
     }

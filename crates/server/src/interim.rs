@@ -49,8 +49,9 @@ pub(crate) struct Requests {
     shared: Arc<Shared>,
 }
 
-/// The connection's IO, writing queued interim responses between hyper's writes. For an
-/// unbuffered IO (a socket): what it writes outside hyper's flushes is not flushed.
+/// The connection's IO, writing queued interim responses between hyper's writes. What it writes
+/// outside hyper's flushes it flushes itself, so a buffering IO (TLS, whose records wait in
+/// rustls when the socket is full) sends it without waiting for hyper's next write.
 ///
 /// Reads go straight through; the only cost per call is an atomic load and a waker check.
 pub(crate) struct InterimIo<T> {
@@ -60,6 +61,8 @@ pub(crate) struct InterimIo<T> {
     handed: bool,
     /// The request being served when a flush last completed.
     flushed_in: u64,
+    /// Interim bytes were written since the inner IO was last flushed.
+    unflushed: bool,
 }
 
 struct Shared {
@@ -105,6 +108,7 @@ pub(crate) fn wrap<T>(inner: T) -> (InterimIo<T>, Requests) {
         handed: false,
         // hyper writes nothing before the first request: that one starts at a boundary.
         flushed_in: 1,
+        unflushed: false,
     };
     (io, Requests { shared })
 }
@@ -201,6 +205,7 @@ impl<T: Write + Unpin> InterimIo<T> {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
                 *written += n;
+                self.unflushed = true;
                 continue;
             }
             writing.clear();
@@ -224,6 +229,14 @@ impl<T: Write + Unpin> InterimIo<T> {
         self.shared.pending.store(false, Ordering::Release);
         Poll::Ready(Ok(()))
     }
+
+    /// Flushes interim bytes written outside hyper's flushes. Pending leaves the task woken
+    /// when the IO can take more, and the next poll tries again.
+    fn flush_interim(&mut self, cx: &mut Context<'_>) {
+        if self.unflushed && Pin::new(&mut self.inner).poll_flush(cx).is_ready() {
+            self.unflushed = false;
+        }
+    }
 }
 
 impl<T: Read + Write + Unpin> Read for InterimIo<T> {
@@ -239,6 +252,7 @@ impl<T: Read + Write + Unpin> Read for InterimIo<T> {
         // but sends a 104 before the read, not after. A full socket must not hold up reading; a
         // write error resurfaces on hyper's writes.
         let _ = this.drain(cx, false);
+        this.flush_interim(cx);
         Pin::new(&mut this.inner).poll_read(cx, buf)
     }
 }
@@ -278,11 +292,13 @@ impl<T: Write + Unpin> Write for InterimIo<T> {
         ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
         // hyper flushes only with its buffer empty: all it has produced is out.
         this.handed = false;
+        this.unflushed = false;
         // (A flush before the first request counts for it, as nothing is produced before it.)
         let request = this.shared.request.load(Ordering::Relaxed);
         this.flushed_in = this.flushed_in.max(request);
         // hyper flushes on every turn of its loop, so this is where a wake-up lands.
         let _ = this.drain(cx, false);
+        this.flush_interim(cx);
         Poll::Ready(Ok(()))
     }
 
@@ -390,12 +406,10 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let stash = Stash::default();
-        let settings = connections::Settings {
+        let settings = connections::Settings::of(&crate::ServerConfig {
             head_timeout: Duration::from_secs(10),
-            max_header_size: 32 * 1024,
-            limits: crate::ConnectionLimits::default(),
-            behind_proxy: false,
-        };
+            ..crate::ServerConfig::default()
+        });
         let serve = connections::serve(
             listener,
             router(stash.clone()),
@@ -697,7 +711,12 @@ mod tests {
             gate: gate.clone(),
         };
         let (io, requests) = wrap(TokioIo::new(gated));
-        let service = TowerToHyperService::new(connections::per_connection(router, requests));
+        let service = TowerToHyperService::new(connections::per_connection(
+            router,
+            requests,
+            connections::OpenRequests::unwatched(),
+            None,
+        ));
         let mut builder = hyper::server::conn::http1::Builder::new();
         tokio::spawn(
             builder

@@ -4,10 +4,12 @@
 //!
 //! - [`app`] builds the router (tests drive it in-process); [`run`] serves it on a listener
 //!   until a shutdown signal, letting uploads in flight persist and answer first.
-//! - `connections`: the accept loop, HTTP/1.1-or-2 detection, and hyper's per-connection
-//!   settings (read buffer size, the largest request head, the timeout for one).
+//! - `connections`: the accept loop, HTTP/1.1-or-2 detection (by peeking, or by ALPN over
+//!   TLS), and hyper's per-connection settings (read buffer size, the largest request head and
+//!   the timeout for one, HTTP/2's streams, windows and idle timeout).
 //! - [`limits`]: how many connections may be open (in all, per client), and who a client is
 //!   for the limits that count per client.
+//! - [`tls`]: rustls, with a certificate that [`tls::Tls::reload`] replaces while serving.
 //! - `interim`: 1xx responses a handler queues on HTTP/1.1 (`104 Upload Resumption
 //!   Supported`), written between hyper's own writes by a wrapper around the socket.
 //! - `simple`: the seed's protocol, `GET /status` and `POST /upload`.
@@ -46,6 +48,7 @@ mod public_url;
 pub mod ready;
 mod request_log;
 mod simple;
+pub mod tls;
 mod tus;
 mod web;
 mod wire;
@@ -95,6 +98,18 @@ pub struct ServerConfig {
     pub metrics: MetricsExport,
     /// What `/readyz` checks besides the store's probe (the data directory, a fleet backend).
     pub readiness: ready::Checks,
+    /// Serve HTTPS with this certificate (HTTP/2 or HTTP/1.1 by ALPN); `None` for plain HTTP
+    /// (HTTP/1.1, or HTTP/2 with prior knowledge). Upload URLs say `https://` with it.
+    pub tls: Option<Arc<tls::Tls>>,
+    /// HTTP/2's limits.
+    pub http2: Http2Config,
+}
+
+impl ServerConfig {
+    /// The scheme clients reach this listener with, for upload URLs.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
 }
 
 /// Whether requests are measured, and where their metrics are served.
@@ -136,8 +151,50 @@ impl Default for ServerConfig {
             max_header_size: 32 * 1024,
             metrics: MetricsExport::Off,
             readiness: ready::Checks::new(),
+            tls: None,
+            http2: Http2Config::default(),
         }
     }
+}
+
+/// The settings of HTTP/2 connections (TLS `h2`, and cleartext with prior knowledge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Config {
+    /// The streams (requests) one connection may have open at once
+    /// (`SETTINGS_MAX_CONCURRENT_STREAMS`): a client opens more only as earlier ones end, and a
+    /// stream beyond it is refused (`REFUSED_STREAM`, safe to retry).
+    pub max_concurrent_streams: u32,
+    /// A connection with no open stream for this long is closed gracefully (`GOAWAY`).
+    pub idle_timeout: Duration,
+    /// How many bytes of one request body a client may send ahead of what the server has read
+    /// (`SETTINGS_INITIAL_WINDOW_SIZE`).
+    pub stream_window: u32,
+    /// The same for all the bodies of one connection together.
+    pub connection_window: u32,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Http2Config {
+            max_concurrent_streams: 100,
+            idle_timeout: Duration::from_secs(60),
+            stream_window: Http2Config::STREAM_WINDOW,
+            connection_window: Http2Config::CONNECTION_WINDOW,
+        }
+    }
+}
+
+impl Http2Config {
+    /// The default [`Http2Config::stream_window`]: 4 MiB. What a client sends ahead of our
+    /// reading sits in our memory (on HTTP/1.1 it waits in the kernel's socket buffer), so this
+    /// bounds an upload's buffered bytes. One 1 GiB upload over h2c against HTTP/1.1 on loopback
+    /// (bench/RESULTS.md, alternating runs on a shared 2-core machine): the protocol's 64 KiB
+    /// windows reached 0.69×; hyper's 1 MiB with 16 KiB frames 0.86–1.13×; 4 MiB with 64 KiB
+    /// frames 0.86–1.22× (median about 1.0) at a third less CPU; 8 and 16 MiB were no faster
+    /// and held 5–16 MiB more.
+    pub const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
+    /// The default [`Http2Config::connection_window`]: two streams' worth.
+    pub const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
 }
 
 /// Shared by every handler.
@@ -271,13 +328,8 @@ pub async fn run_metrics(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let defaults = ServerConfig::default();
-    let settings = connections::Settings {
-        head_timeout: defaults.head_timeout,
-        max_header_size: defaults.max_header_size,
-        limits: defaults.connection_limits,
-        behind_proxy: false,
-    };
+    // Plain HTTP with the default limits: the metrics listener is an internal one.
+    let settings = connections::Settings::of(&ServerConfig::default());
     connections::serve(listener, metrics_app(metrics), settings, shutdown).await
 }
 
@@ -302,12 +354,7 @@ pub async fn run(
         let service = service.clone();
         async move { tokio::join!(sweep_expired(service.clone()), sweep_leftovers(service)) }
     });
-    let settings = connections::Settings {
-        head_timeout: config.head_timeout,
-        max_header_size: config.max_header_size,
-        limits: config.connection_limits,
-        behind_proxy: config.behind_proxy,
-    };
+    let settings = connections::Settings::of(&config);
     let router = app(service, config);
     let served = connections::serve(listener, router, settings, async move {
         shutdown.await;

@@ -10,6 +10,7 @@ use crate::wire::{
 };
 use crate::{AppState, PublicUrl, ServerConfig};
 use axum::extract::{Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, head, options};
@@ -157,9 +158,10 @@ struct CreateRequest {
     content_length: Option<u64>,
 }
 
-fn parse_create(headers: &HeaderMap, config: &ServerConfig) -> Result<CreateRequest, Rejection> {
+fn parse_create(parts: &Parts, config: &ServerConfig) -> Result<CreateRequest, Rejection> {
+    let headers = &parts.headers;
     check_version(headers)?;
-    let concat = parse_concat(headers, config)?;
+    let concat = parse_concat(parts, config)?;
     let length = parse_number(headers, UPLOAD_LENGTH)?;
     let deferred = header_bytes(headers, UPLOAD_DEFER_LENGTH)?;
     let length = match (&concat, length, deferred) {
@@ -203,11 +205,8 @@ fn parse_create(headers: &HeaderMap, config: &ServerConfig) -> Result<CreateRequ
     })
 }
 
-fn parse_concat(
-    headers: &HeaderMap,
-    config: &ServerConfig,
-) -> Result<Option<NewConcat>, Rejection> {
-    let Some(value) = header_bytes(headers, UPLOAD_CONCAT)? else {
+fn parse_concat(parts: &Parts, config: &ServerConfig) -> Result<Option<NewConcat>, Rejection> {
+    let Some(value) = header_bytes(&parts.headers, UPLOAD_CONCAT)? else {
         return Ok(None);
     };
     let bad = |message: String| reject(StatusCode::BAD_REQUEST, message);
@@ -216,7 +215,7 @@ fn parse_concat(
         UploadConcat::Final(urls) => {
             let base = match &config.public_url {
                 Some(public) => Base::Public(public),
-                None => Base::Request(origin(headers, config.behind_proxy)),
+                None => Base::Request(origin(parts, config)),
             };
             let mut parts: Vec<ConcatPart> = Vec::with_capacity(urls.len());
             for url in urls {
@@ -279,12 +278,13 @@ struct Origin {
     host: Option<String>,
 }
 
-/// From `Host` over plain HTTP, or, behind a trusted proxy, from the scheme and host the proxy
-/// reports.
-fn origin(headers: &HeaderMap, behind_proxy: bool) -> Origin {
+/// The listener's scheme (`https` with TLS) and the request's `Host` (HTTP/2's `:authority`),
+/// or, behind a trusted proxy, the scheme and host the proxy reports.
+fn origin(parts: &Parts, config: &ServerConfig) -> Origin {
+    let headers = &parts.headers;
     let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
     let mut forwarded = ForwardedOrigin::default();
-    if behind_proxy {
+    if config.behind_proxy {
         forwarded = match text("forwarded") {
             Some(value) => forwarded::parse_forwarded(value),
             None => {
@@ -292,22 +292,27 @@ fn origin(headers: &HeaderMap, behind_proxy: bool) -> Origin {
             }
         };
     }
-    let host = forwarded
-        .host
-        .or_else(|| text(header::HOST.as_str()).and_then(forwarded::valid_host));
+    let authority = || parts.uri.authority().map(|authority| authority.as_str());
+    let host = forwarded.host.or_else(|| {
+        text(header::HOST.as_str())
+            .or_else(authority)
+            .and_then(forwarded::valid_host)
+    });
     Origin {
-        proto: forwarded.proto.unwrap_or_else(|| "http".to_owned()),
+        proto: forwarded
+            .proto
+            .unwrap_or_else(|| config.scheme().to_owned()),
         host,
     }
 }
 
 /// The absolute URL of an upload: under `--public-url`, else on the request's origin (relative
 /// when nothing names a host).
-pub(crate) fn location(headers: &HeaderMap, id: &UploadId, config: &ServerConfig) -> HeaderValue {
+pub(crate) fn location(parts: &Parts, id: &UploadId, config: &ServerConfig) -> HeaderValue {
     if let Some(public) = &config.public_url {
         return public_location(public, id);
     }
-    let Origin { proto, host } = origin(headers, config.behind_proxy);
+    let Origin { proto, host } = origin(parts, config);
     let url = match host {
         Some(host) => format!("{proto}://{host}/files/{id}"),
         None => format!("/files/{id}"),
@@ -342,7 +347,7 @@ async fn create(
     request: Request,
 ) -> Result<Response, Rejection> {
     let (parts, body) = request.into_parts();
-    let create = parse_create(&parts.headers, &state.config)?;
+    let create = parse_create(&parts, &state.config)?;
     if let (true, Length::Known(length), Some(body_length)) =
         (create.with_body, create.length, create.content_length)
         && body_length > length
@@ -362,7 +367,7 @@ async fn create(
     };
     let service = &state.service;
     let mut status = service.create(new).await.map_err(upload_error)?;
-    let location = location(&parts.headers, &status.info.id, &state.config);
+    let location = location(&parts, &status.info.id, &state.config);
     // The request head shares hyper's read buffer: holding it while a slow body streams would
     // keep that buffer alive beside the one the body is read into.
     drop(parts);

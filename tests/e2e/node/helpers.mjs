@@ -10,7 +10,8 @@ import { once } from 'node:events';
 
 export const MiB = 1024 * 1024;
 
-const LISTEN_RE = /^resumable listening on (http:\/\/127\.0\.0\.1:(\d+))\s*$/;
+// http://, or https:// for a server started with --tls-cert/--tls-key.
+const LISTEN_RE = /^resumable listening on (https?:\/\/127\.0\.0\.1:(\d+))\s*$/;
 
 export function serverBinary() {
   const bin = process.env.RESUMABLE_BIN;

@@ -82,7 +82,7 @@ pub(crate) struct Server {
     child: Child,
     /// Where it listens (always loopback).
     pub(crate) address: SocketAddr,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` when it serves TLS.
     pub(crate) base: String,
     stdout: PathBuf,
     stderr: PathBuf,
@@ -96,7 +96,8 @@ impl Server {
         Server::start(&mut serve_command(data_dir, extra), &logs)
     }
 
-    /// Spawns `command` and waits for its one stdout line `resumable listening on http://ADDR`.
+    /// Spawns `command` and waits for its one stdout line `resumable listening on http://ADDR`
+    /// (`https://` with TLS).
     pub(crate) fn start(command: &mut Command, logs: &Path) -> Server {
         let (child, stdout, stderr) = spawn(command, logs);
         let mut server = Server {
@@ -125,9 +126,13 @@ impl Server {
             );
             std::thread::sleep(POLL_INTERVAL);
         };
-        let address = line
-            .strip_prefix("resumable listening on http://")
+        let url = line
+            .strip_prefix("resumable listening on ")
             .unwrap_or_else(|| panic!("unexpected first stdout line {line:?}"));
+        let (scheme, address) = url
+            .split_once("://")
+            .filter(|(scheme, _)| ["http", "https"].contains(scheme))
+            .unwrap_or_else(|| panic!("no http:// or https:// address in {line:?}"));
         server.address = address
             .parse()
             .unwrap_or_else(|_| panic!("unparsable address in {line:?}"));
@@ -137,7 +142,7 @@ impl Server {
             server.address
         );
         assert_ne!(server.address.port(), 0, "printed port 0");
-        server.base = format!("http://{}", server.address);
+        server.base = format!("{scheme}://{}", server.address);
         server
     }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod ietf;
+pub mod pki;
 
 use resumable_core::{ManualClock, MemoryLocker, ServiceConfig, UploadService};
 use resumable_fs::{FileStore, FileStoreConfig};
@@ -11,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
@@ -325,7 +326,7 @@ pub async fn download(server: &TestServer, path: &str) -> Vec<u8> {
 
 /// Reads a raw response head (status line and headers) from `stream`: what arrived before the
 /// connection closed or five seconds passed, if the head did not end by then.
-pub async fn read_response_head(stream: &mut TcpStream) -> String {
+pub async fn read_response_head(stream: &mut (impl AsyncRead + Unpin)) -> String {
     let mut response = Vec::new();
     let read_head = async {
         let mut buffer = [0u8; 4096];
