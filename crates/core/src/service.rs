@@ -242,6 +242,7 @@ impl From<LockError> for UploadError {
         match error {
             LockError::Timeout => UploadError::Busy,
             LockError::Backend(message) => UploadError::Internal(message),
+            LockError::Lost => UploadError::Internal(error.to_string()),
         }
     }
 }
