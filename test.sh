@@ -4,7 +4,8 @@
 # 1. formatting and lints, 2. unit, property, conformance and real-server tests (cargo test; the
 #    CLI's tests also run an independent tus server, @tus/server from tests/peer, installed here
 #    with npm ci when missing; its metrics tests lint /metrics with promtool, from Debian's
-#    prometheus package, installed here when missing), 3. end-to-end tests with real
+#    prometheus package, installed here when missing; the Redis locker's tests start Debian's
+#    redis-server, installed here when missing), 3. end-to-end tests with real
 #    third-party clients (tus-js-client, tuspy) against the release binary (tests/e2e/run.sh
 #    installs npm and PyPI packages into tests/e2e when missing), 4. browser tests of the page
 #    and resumable.js in Debian's Chromium (tests/browser/run.sh installs chromium and its npm
@@ -32,6 +33,7 @@ need script bsdutils   # runs `resumable upload` under a pseudo-terminal in the 
 need promtool prometheus   # lints the scraped /metrics text in the CLI's tests
 need curl curl         # the TLS tests upload with curl over HTTPS (HTTP/2 and HTTP/1.1)
 need openssl openssl   # the TLS tests make RSA and EC keys, the e2e test a CA for tus-js-client
+need redis-server redis-server   # the Redis locker's tests start their own (crates/redis/tests)
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -47,7 +49,7 @@ if [[ "$(cat tests/peer/node_modules/.lock-sha256 2>/dev/null || true)" != "$pee
 fi
 
 step "cargo test"
-RESUMABLE_REQUIRE_PEER=1 RESUMABLE_REQUIRE_PROMTOOL=1 cargo test --workspace
+RESUMABLE_REQUIRE_PEER=1 RESUMABLE_REQUIRE_PROMTOOL=1 RESUMABLE_REQUIRE_REDIS=1 cargo test --workspace
 
 step "release build for the end-to-end tests"
 cargo build --release --bin resumable

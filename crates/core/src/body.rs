@@ -1,7 +1,7 @@
 //! The guard every request body passes through before it reaches a store.
 //!
 //! It ends the body early, with a [`BodyError`], when the upload's lock is asked for by another
-//! request, when the client stops sending for too long, when it sends slower than the minimum
+//! request or is lost (no writer may go on without it), when the client stops sending for too long, when it sends slower than the minimum
 //! rate over a whole window, or when the body runs past the bytes the upload may still take
 //! (the part up to the limit is kept; nothing past it reaches the store). Every byte that came
 //! before the end reaches the store.
@@ -60,6 +60,8 @@ struct RateWindow {
 pub(crate) struct BodyStops {
     /// Another request asked for the upload's lock.
     pub(crate) takeover: WaitForCancellationFutureOwned,
+    /// The upload's lock is no longer held.
+    pub(crate) lost: WaitForCancellationFutureOwned,
     /// The server is shutting down.
     pub(crate) shutdown: WaitForCancellationFutureOwned,
 }
@@ -67,6 +69,7 @@ pub(crate) struct BodyStops {
 pub(crate) struct GuardedBody {
     inner: BodyStream,
     takeover: Pin<Box<WaitForCancellationFutureOwned>>,
+    lost: Pin<Box<WaitForCancellationFutureOwned>>,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     remaining: u64,
     idle_timeout: Duration,
@@ -86,6 +89,7 @@ impl GuardedBody {
         GuardedBody {
             inner,
             takeover: Box::pin(stops.takeover),
+            lost: Box::pin(stops.lost),
             shutdown: Box::pin(stops.shutdown),
             remaining: limits.remaining,
             idle_timeout: limits.idle_timeout,
@@ -169,6 +173,10 @@ impl Stream for GuardedBody {
         if let Some(error) = this.pending.take() {
             return this.fail(error);
         }
+        // Checked first: once the lock is gone, not even a takeover's bytes may be taken.
+        if this.lost.as_mut().poll(context).is_ready() {
+            return this.fail(BodyError::LockLost);
+        }
         if this.takeover.as_mut().poll(context).is_ready() {
             return this.fail(BodyError::TakenOver);
         }
@@ -222,6 +230,7 @@ mod tests {
         };
         let stops = BodyStops {
             takeover: takeover.clone().cancelled_owned(),
+            lost: CancellationToken::new().cancelled_owned(),
             shutdown: shutdown.clone().cancelled_owned(),
         };
         GuardedBody::new(inner, stops, limits)
@@ -284,6 +293,36 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn stops_when_the_lock_is_lost_and_passes_what_came_before() {
+        let lost = CancellationToken::new();
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let inner = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            Some((receiver.recv().await?, receiver))
+        });
+        let limits = BodyLimits {
+            remaining: 10,
+            idle_timeout: Duration::from_secs(30),
+            min_rate: None,
+        };
+        let stops = BodyStops {
+            takeover: CancellationToken::new().cancelled_owned(),
+            lost: lost.clone().cancelled_owned(),
+            shutdown: CancellationToken::new().cancelled_owned(),
+        };
+        let mut body = GuardedBody::new(inner.boxed(), stops, limits);
+        sender.send(Ok(Bytes::from_static(b"abc"))).unwrap();
+        assert_eq!(body.next().await, Some(Ok(Bytes::from_static(b"abc"))));
+        // The body is waiting on the client when the lock goes: it ends at once, and a chunk
+        // sent after that never passes.
+        let next = tokio::spawn(async move { (body.next().await, body.next().await) });
+        lost.cancel();
+        sender.send(Ok(Bytes::from_static(b"def"))).unwrap();
+        let (error, end) = next.await.unwrap();
+        assert_eq!(error, Some(Err(BodyError::LockLost)));
+        assert_eq!(end, None);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn stops_a_stalled_body() {
         let token = CancellationToken::new();
@@ -319,6 +358,7 @@ mod tests {
         };
         let stops = BodyStops {
             takeover: CancellationToken::new().cancelled_owned(),
+            lost: CancellationToken::new().cancelled_owned(),
             shutdown: CancellationToken::new().cancelled_owned(),
         };
         GuardedBody::new(inner, stops, limits)

@@ -8,7 +8,9 @@
 //!
 //! - [`model`]: `UploadId`, `Offset`, `Length`, `Owner`, `UploadInfo`.
 //! - [`store`]: the [`Store`] trait (with its `# Behavior` contract) and its error type.
-//! - [`lock`]: the [`Locker`] trait with takeover, and the in-process [`MemoryLocker`].
+//! - [`lock`]: the [`Locker`] trait with takeover, its [`LockGuard`] (lost, fence, release)
+//!   over a backend's [`HeldLock`], and the in-process [`MemoryLocker`].
+//! - [`lock_conformance`]: the checks every locker must pass, as a test-generating macro.
 //! - [`clock`]: the injectable clock expiry runs on.
 //! - [`quota`]: per-owner [`Limits`] (largest upload, bytes stored, uploads in progress).
 //! - [`service`]: [`UploadService`], which enforces ownership, locking, offsets and limits.
@@ -27,6 +29,7 @@ pub mod clock;
 pub mod conformance;
 pub mod hooks;
 pub mod lock;
+pub mod lock_conformance;
 pub mod memory;
 pub mod model;
 pub mod observe;
@@ -42,7 +45,7 @@ pub use hooks::{
     HookAnswer, HookCallError, HookConfig, HookEvent, HookFailure, HookKind, HookKinds,
     HookRejection, HookTransport, HookUpload, Hooks, RefusalStatus,
 };
-pub use lock::{LockError, LockGuard, Locker, MemoryLocker};
+pub use lock::{HeldLock, LockError, LockGuard, Locker, MemoryLocker};
 pub use memory::MemoryStore;
 pub use model::{
     Completion, Concat, ConcatPart, Length, Offset, Owner, Protocol, ReprDigest, UploadId,

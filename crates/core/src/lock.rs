@@ -1,60 +1,139 @@
 //! Exclusive access to an upload, with takeover: a second request for a held lock asks the holder
 //! to let go (it stops reading its body, persists what it has and returns), then proceeds.
+//!
+//! A backend hands out [`LockGuard`]s built over its own [`HeldLock`]; the guard carries what
+//! every holder needs whatever the backend: the takeover request, the loss of the lock (a lease
+//! that expired), a fencing token and an asynchronous release. The checks of the contract are in
+//! [`crate::lock_conformance`], run on every backend.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// Why a lock could not be taken.
+/// Why a lock could not be taken or released.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LockError {
     /// The holder did not let go in time.
     #[error("upload is busy: its lock was not released in time")]
     Timeout,
-    /// The lock backend failed (e.g. Redis unreachable).
+    /// The lock backend failed (e.g. Redis unreachable); nothing is known about the lock.
     #[error("lock backend: {0}")]
     Backend(String),
+    /// The lock was no longer held when it was released: its lease ran out, or another holder
+    /// took it over after that.
+    #[error("the lock was lost before it was released")]
+    Lost,
 }
 
-/// Proof of holding a lock; dropping it releases the lock.
+/// A backend's side of a held lock: what frees it.
+///
+/// Dropping it without [`HeldLock::release`] must free the lock too, without blocking: at once,
+/// or in the background (best effort; a lease-based backend's lease runs out anyway).
+#[async_trait::async_trait]
+pub trait HeldLock: Send + Sync + 'static {
+    /// Frees the lock; once this returns `Ok`, a `lock` or `try_lock` of the key on any node
+    /// can take it without waiting.
+    async fn release(self: Box<Self>) -> Result<(), LockError>;
+}
+
+/// Proof of holding a lock. Release it with [`LockGuard::release`] where the operation ends;
+/// dropping it frees the lock too, in the background.
 pub struct LockGuard {
     takeover: CancellationToken,
-    _release: Box<dyn Send + Sync>,
+    /// Never cancelled for a backend whose locks cannot be lost.
+    lost: CancellationToken,
+    fence: u64,
+    held: Box<dyn HeldLock>,
 }
 
 impl LockGuard {
-    /// A guard that releases the lock when `release` is dropped, and reports takeover requests
+    /// A guard over `held`, holding fencing token `fence`, that reports takeover requests
     /// through `takeover`.
-    pub fn new(takeover: CancellationToken, release: impl Send + Sync + 'static) -> Self {
+    pub fn new(held: Box<dyn HeldLock>, fence: u64, takeover: CancellationToken) -> Self {
         LockGuard {
             takeover,
-            _release: Box::new(release),
+            lost: CancellationToken::new(),
+            fence,
+            held,
         }
+    }
+
+    /// The same guard reporting the loss of the lock through `lost` (for backends whose locks
+    /// can be lost: leases).
+    pub fn with_lost(mut self, lost: CancellationToken) -> Self {
+        self.lost = lost;
+        self
     }
 
     /// Resolves when another request asks for this lock.
     pub fn takeover_requested(&self) -> WaitForCancellationFutureOwned {
         self.takeover.clone().cancelled_owned()
     }
+
+    /// Resolves when the lock is no longer held (a lease that ran out or could not be renewed,
+    /// a backend gone): the holder must stop writing. Never resolves for a lock that cannot be
+    /// lost, such as [`MemoryLocker`]'s.
+    pub fn lost(&self) -> WaitForCancellationFutureOwned {
+        self.lost.clone().cancelled_owned()
+    }
+
+    /// Whether [`LockGuard::lost`] has resolved.
+    pub fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+
+    /// The fencing token: strictly greater for each new holder of the same key, on any node of
+    /// the same backend. A store that records the highest token it has seen can refuse a
+    /// write from a holder that lost its lock to a newer one.
+    pub fn fence(&self) -> u64 {
+        self.fence
+    }
+
+    /// Frees the lock now. [`LockError::Lost`] when it had been lost meanwhile.
+    pub async fn release(self) -> Result<(), LockError> {
+        self.held.release().await
+    }
 }
 
-/// Grants exclusive access to a key (an upload id, or a simple-protocol client key).
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("LockGuard")
+            .field("fence", &self.fence)
+            .field("takeover_requested", &self.takeover.is_cancelled())
+            .field("lost", &self.lost.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Grants exclusive access to a key (an upload id, or a simple-protocol client key), for the
+/// lockers of one backend together (say, every node's Redis locker on one Redis).
 ///
 /// # Behavior
 ///
-/// - `lock` returns once no other guard for the key is alive.
-/// - While a guard is alive, a new `lock` call for its key signals
-///   [`LockGuard::takeover_requested`] on it, then waits for it to drop.
-/// - When several requests wait, the newest one wins: each holder that still has a waiter behind it
-///   is asked to let go as soon as it gets the lock.
+/// - Mutual exclusion: at most one guard of a key is held at a time, across every locker of the
+///   backend.
+/// - `lock` returns once no other guard for the key is held.
+/// - While a guard is held, a new `lock` call for its key, on any locker of the backend,
+///   signals [`LockGuard::takeover_requested`] on it, then waits for it to be released.
+/// - When several requests wait, the newest one wins: a guard granted while a newer `lock` call
+///   for its key waits is asked to let go at once, and the newest request's guard is not asked
+///   by the older ones.
 /// - If the holder does not let go within the locker's timeout, `lock` fails with
-///   [`LockError::Timeout`].
-/// - `try_lock` returns a guard only if no guard for the key is alive; otherwise `None`, and
-///   the holder is not disturbed. A `lock` call that starts while a `try_lock` guard is alive
-///   asks it to let go like any other holder.
+///   [`LockError::Timeout`]; the holder keeps the lock.
+/// - `try_lock` returns a guard only if no guard for the key is held and no `lock` call waits
+///   for it; otherwise `None`, and the holder is not disturbed. A `lock` call that starts while
+///   a `try_lock` guard is held asks it to let go like any other holder.
+/// - Each new holder of a key gets a greater [`LockGuard::fence`] than every holder before it.
+/// - Once [`LockGuard::release`] returns, the key is free at once, on every locker; a guard
+///   dropped without it is freed soon after, without blocking the one who dropped it.
+/// - Keys are independent: holding one never delays or disturbs another.
+/// - A held guard is [`LockGuard::lost`] only when the backend can no longer vouch for it; a
+///   backend that cannot reach its storage fails with [`LockError::Backend`] promptly rather
+///   than waiting for it, and never grants a lock it cannot vouch for.
 #[async_trait::async_trait]
 pub trait Locker: Send + Sync + 'static {
     /// Takes the lock of `key`.
@@ -70,6 +149,8 @@ pub struct MemoryLocker {
     /// A std mutex: it is held only to look up or remove a slot, never across an await.
     slots: Arc<Mutex<HashMap<String, Arc<Slot>>>>,
     timeout: Duration,
+    /// The last fencing token handed out, for every key: one counter serves them all.
+    fence: AtomicU64,
 }
 
 #[derive(Default)]
@@ -101,9 +182,18 @@ impl Drop for SlotHandle {
 }
 
 /// What a [`MemoryLocker`] guard owns; field order makes the permit drop before the handle.
+/// Dropping it frees the lock at once, so a release has nothing to wait for.
 struct MemoryRelease {
     _permit: OwnedMutexGuard<()>,
     _handle: SlotHandle,
+}
+
+#[async_trait::async_trait]
+impl HeldLock for MemoryRelease {
+    async fn release(self: Box<Self>) -> Result<(), LockError> {
+        drop(self);
+        Ok(())
+    }
 }
 
 impl MemoryLocker {
@@ -112,6 +202,7 @@ impl MemoryLocker {
         MemoryLocker {
             slots: Arc::default(),
             timeout,
+            fence: AtomicU64::new(0),
         }
     }
 
@@ -134,6 +225,20 @@ impl MemoryLocker {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
             .len()
+    }
+
+    fn guard(
+        &self,
+        permit: OwnedMutexGuard<()>,
+        handle: SlotHandle,
+        takeover: CancellationToken,
+    ) -> LockGuard {
+        let fence = self.fence.fetch_add(1, Ordering::SeqCst) + 1;
+        let held = MemoryRelease {
+            _permit: permit,
+            _handle: handle,
+        };
+        LockGuard::new(Box::new(held), fence, takeover)
     }
 }
 
@@ -160,13 +265,7 @@ impl Locker for MemoryLocker {
             takeover.cancel();
         }
         *lock_holder(&slot) = Some(takeover.clone());
-        Ok(LockGuard::new(
-            takeover,
-            MemoryRelease {
-                _permit: permit,
-                _handle: handle,
-            },
-        ))
+        Ok(self.guard(permit, handle, takeover))
     }
 
     async fn try_lock(&self, key: &str) -> Result<Option<LockGuard>, LockError> {
@@ -185,133 +284,38 @@ impl Locker for MemoryLocker {
         if slot.waiting.load(Ordering::SeqCst) > 0 {
             takeover.cancel();
         }
-        Ok(Some(LockGuard::new(
-            takeover,
-            MemoryRelease {
-                _permit: permit,
-                _handle: handle,
-            },
-        )))
+        Ok(Some(self.guard(permit, handle, takeover)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::future::Future;
-    use std::pin::pin;
-    use std::task::{Context, Poll};
 
-    fn is_ready<F: Future>(future: F) -> bool {
-        let mut future = pin!(future);
-        let mut context = Context::from_waker(std::task::Waker::noop());
-        matches!(future.as_mut().poll(&mut context), Poll::Ready(_))
-    }
+    crate::locker_conformance_tests!(|timeout| async move {
+        let locker: Arc<dyn Locker> = Arc::new(MemoryLocker::new(timeout));
+        Some((locker.clone(), locker, ()))
+    });
 
+    /// The map of slots holds only keys in use: held, awaited, or neither once all is done.
     #[tokio::test]
-    async fn second_lock_asks_the_holder_to_let_go() {
-        let locker = Arc::new(MemoryLocker::new(Duration::from_secs(5)));
+    async fn slots_go_once_nobody_uses_them() {
+        let locker = Arc::new(MemoryLocker::new(Duration::from_millis(50)));
         let first = locker.lock("a").await.unwrap();
-        assert!(!is_ready(first.takeover_requested()));
-        let waiter = tokio::spawn({
-            let locker = locker.clone();
-            async move { locker.lock("a").await.map(|_| ()) }
-        });
-        first.takeover_requested().await;
-        assert!(!waiter.is_finished());
-        drop(first);
-        waiter.await.unwrap().unwrap();
-        assert_eq!(locker.keys_in_use(), 0);
-    }
-
-    #[tokio::test]
-    async fn other_keys_are_independent() {
-        let locker = MemoryLocker::new(Duration::from_secs(5));
-        let a = locker.lock("a").await.unwrap();
-        let b = locker.lock("b").await.unwrap();
-        assert!(!is_ready(a.takeover_requested()));
-        assert!(!is_ready(b.takeover_requested()));
+        let _other = locker.lock("b").await.unwrap();
         assert_eq!(locker.keys_in_use(), 2);
-    }
-
-    #[tokio::test]
-    async fn a_holder_that_never_lets_go_times_out_the_waiter() {
-        let locker = MemoryLocker::new(Duration::from_millis(20));
-        let _stubborn = locker.lock("a").await.unwrap();
+        // A waiter that times out leaves the held slot in place…
         assert_eq!(locker.lock("a").await.err(), Some(LockError::Timeout));
-        assert_eq!(locker.keys_in_use(), 1);
-    }
-
-    #[tokio::test]
-    async fn try_lock_takes_only_a_free_lock_and_disturbs_no_holder() {
-        let locker = Arc::new(MemoryLocker::new(Duration::from_secs(5)));
-        let first = locker
-            .try_lock("a")
-            .await
-            .unwrap()
-            .expect("the lock is free");
-        assert!(locker.try_lock("a").await.unwrap().is_none());
-        assert!(!is_ready(first.takeover_requested()));
-        // A plain lock asks a try_lock holder to let go like any other.
+        assert_eq!(locker.keys_in_use(), 2);
+        // …and one that is granted and released, like a dropped guard, takes it away.
         let waiter = tokio::spawn({
             let locker = locker.clone();
-            async move { locker.lock("a").await.map(|_| ()) }
+            async move { locker.lock("a").await.map(drop) }
         });
         first.takeover_requested().await;
-        drop(first);
+        first.release().await.unwrap();
         waiter.await.unwrap().unwrap();
         assert!(locker.try_lock("a").await.unwrap().is_some());
-        assert_eq!(locker.keys_in_use(), 0);
-    }
-
-    #[tokio::test]
-    async fn try_lock_leaves_a_lock_with_waiters_to_them() {
-        let locker = Arc::new(MemoryLocker::new(Duration::from_secs(5)));
-        let first = locker.lock("a").await.unwrap();
-        let waiter = tokio::spawn({
-            let locker = locker.clone();
-            async move { locker.lock("a").await.map(|_| ()) }
-        });
-        first.takeover_requested().await;
-        assert!(locker.try_lock("a").await.unwrap().is_none());
-        drop(first);
-        waiter.await.unwrap().unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_holder_with_a_waiter_behind_it_is_asked_at_once() {
-        let locker = Arc::new(MemoryLocker::new(Duration::from_secs(5)));
-        let first = locker.lock("a").await.unwrap();
-        let spawn_lock = |locker: Arc<MemoryLocker>| {
-            tokio::spawn(async move {
-                let guard = locker.lock("a").await.unwrap();
-                let asked = is_ready(guard.takeover_requested());
-                drop(guard);
-                asked
-            })
-        };
-        let second = spawn_lock(locker.clone());
-        // Both waiters must be queued before the holder lets go.
-        while locker.slots.lock().unwrap()["a"]
-            .waiting
-            .load(Ordering::SeqCst)
-            < 1
-        {
-            tokio::task::yield_now().await;
-        }
-        let third = spawn_lock(locker.clone());
-        while locker.slots.lock().unwrap()["a"]
-            .waiting
-            .load(Ordering::SeqCst)
-            < 2
-        {
-            tokio::task::yield_now().await;
-        }
-        drop(first);
-        assert!(
-            second.await.unwrap(),
-            "the middle request must be told to let go"
-        );
-        assert!(!third.await.unwrap(), "the newest request keeps the lock");
+        assert_eq!(locker.keys_in_use(), 1);
     }
 }

@@ -189,6 +189,10 @@ pub enum UploadError {
     /// Another request or process holds the upload and did not let go in time.
     #[error("the upload is busy")]
     Busy,
+    /// The lock service cannot be reached (or could not vouch for a lock), so nothing was done
+    /// that needs the lock; the client may retry.
+    #[error("lock service unavailable: {0}")]
+    LockUnavailable(String),
     /// No storage space left.
     #[error("storage is full")]
     StorageFull,
@@ -241,7 +245,8 @@ impl From<LockError> for UploadError {
     fn from(error: LockError) -> Self {
         match error {
             LockError::Timeout => UploadError::Busy,
-            LockError::Backend(message) => UploadError::Internal(message),
+            LockError::Backend(message) => UploadError::LockUnavailable(message),
+            LockError::Lost => UploadError::LockUnavailable("the lock was lost".into()),
         }
     }
 }
@@ -444,7 +449,7 @@ impl UploadService {
         }
         self.check_metadata(&new.metadata)?;
         // Held until the upload exists, so two creations cannot both fit in the last room.
-        let _quota_guard = self
+        let quota_guard = self
             .check_room_for_new(&new.owner, new.length, &limits)
             .await?;
         let now = self.clock.now();
@@ -474,6 +479,9 @@ impl UploadService {
                 hooks.creation_failed(post_create).await;
             }
             return Err(error.into());
+        }
+        if let Some(guard) = quota_guard {
+            release(guard).await;
         }
         tracing::info!(upload = %status.info.id, length = ?status.info.length, "upload created");
         let protocol = status.info.protocol();
@@ -548,19 +556,22 @@ impl UploadService {
             }
             ids.push(part.id.clone());
         }
-        let _guard = self.locker.lock(status.info.id.as_str()).await?;
-        // Another request may have assembled it while we waited for the lock.
-        let current = self.store.status(&status.info.id).await?;
-        if current.is_complete() {
-            return Ok(current);
-        }
-        self.store.concatenate(&status.info.id, &ids).await?;
-        let mut assembled = self.store.status(&status.info.id).await?;
-        let protocol = assembled.info.protocol();
-        self.observer.upload(UploadEvent::Completed, protocol);
-        hooks::finish(&*self.store, self.hooks.as_deref(), &mut assembled).await?;
-        tracing::debug!(upload = %status.info.id, parts = ids.len(), "final upload assembled");
-        Ok(assembled)
+        let guard = self.locker.lock(status.info.id.as_str()).await?;
+        under(guard, async {
+            // Another request may have assembled it while we waited for the lock.
+            let current = self.store.status(&status.info.id).await?;
+            if current.is_complete() {
+                return Ok(current);
+            }
+            self.store.concatenate(&status.info.id, &ids).await?;
+            let mut assembled = self.store.status(&status.info.id).await?;
+            let protocol = assembled.info.protocol();
+            self.observer.upload(UploadEvent::Completed, protocol);
+            hooks::finish(&*self.store, self.hooks.as_deref(), &mut assembled).await?;
+            tracing::debug!(upload = %status.info.id, parts = ids.len(), "final upload assembled");
+            Ok(assembled)
+        })
+        .await
     }
 
     /// The upload's status, without interrupting a request in flight (for downloads).
@@ -598,7 +609,7 @@ impl UploadService {
                 Err(error) => return Err(error),
             }
         }
-        drop(guard);
+        release(guard).await;
         self.assemble_if_ready(status).await
     }
 
@@ -622,29 +633,32 @@ impl UploadService {
         creator: Option<String>,
     ) -> Result<UploadId, UploadError> {
         // Serialise creators of the same key so two first requests make one upload.
-        let _guard = self
+        let guard = self
             .locker
             .lock(&format!("key:{}", client_key_digest(owner, client_key)))
             .await?;
-        if let Some(id) = self.store.find_by_key(owner, client_key).await?
-            && !self.remove_if_expired(&id).await?
-        {
-            return Ok(id);
-        }
-        let new = NewUpload {
-            owner: owner.clone(),
-            length,
-            metadata: Metadata::default(),
-            concat: None,
-            limits,
-            protocol: Protocol::Simple,
-            repr_digest: None,
-            creator,
-        };
-        let status = self
-            .create_upload(new, None, Some(client_key.to_owned()))
-            .await?;
-        Ok(status.info.id)
+        under(guard, async {
+            if let Some(id) = self.store.find_by_key(owner, client_key).await?
+                && !self.remove_if_expired(&id).await?
+            {
+                return Ok(id);
+            }
+            let new = NewUpload {
+                owner: owner.clone(),
+                length,
+                metadata: Metadata::default(),
+                concat: None,
+                limits,
+                protocol: Protocol::Simple,
+                repr_digest: None,
+                creator,
+            };
+            let status = self
+                .create_upload(new, None, Some(client_key.to_owned()))
+                .await?;
+            Ok(status.info.id)
+        })
+        .await
     }
 
     /// Appends a body; see [`Append`]. Returns the status with the new durable offset.
@@ -660,41 +674,20 @@ impl UploadService {
         append: Append,
     ) -> Result<UploadStatus, UploadError> {
         let (guard, mut status) = self.lock_owned(owner, id).await?;
-        if status.info.failure().is_some() {
-            return Err(hooks::failed_error(&status.info));
-        }
-        if status.info.is_final() {
-            return Err(UploadError::FinalUpload);
-        }
-        if append.offset != status.offset {
-            return Err(UploadError::OffsetMismatch {
-                stored: status.offset,
-                provided: append.offset,
-            });
-        }
-        let limits = self.limits(append.limits);
-        if let Some(length) = append.declared_length {
-            self.declare_length(&mut status, length, &limits).await?;
-        }
-        let mut remaining = self.remaining(&status, &limits);
-        if append
-            .content_length
-            .is_some_and(|length| length > remaining)
-        {
-            return Err(UploadError::BodyTooLong {
-                stored: status.offset,
-            });
-        }
-        // Unlike the length, a quota does not refuse a body up front: it stores what fits (so
-        // the offset goes as far as the quota allows) and stops there.
-        let room = self.room_for(owner, &status, &limits).await?;
-        let quota_cut = room.filter(|room| *room < remaining).map(|room| {
-            remaining = room;
-            limits.quota_bytes.unwrap_or_default()
-        });
-        if append.checksum.is_some() && !self.capabilities().stage {
-            return Err(UploadError::Unsupported);
-        }
+        let terms = AppendTerms {
+            offset: append.offset,
+            declared_length: append.declared_length,
+            content_length: append.content_length,
+            limits: append.limits,
+            checksummed: append.checksum.is_some(),
+        };
+        let (remaining, quota_cut) = match self.admit(owner, &mut status, terms).await {
+            Ok(admitted) => admitted,
+            Err(error) => {
+                release(guard).await;
+                return Err(error);
+            }
+        };
         let limits = BodyLimits {
             remaining,
             idle_timeout: self.config.body_idle_timeout,
@@ -702,6 +695,7 @@ impl UploadService {
         };
         let stops = BodyStops {
             takeover: guard.takeover_requested(),
+            lost: guard.lost(),
             shutdown: self.shutdown.clone().cancelled_owned(),
         };
         let guarded = GuardedBody::new(append.body, stops, limits).boxed();
@@ -725,29 +719,78 @@ impl UploadService {
             .map_err(|error| UploadError::Internal(format!("append task: {error}")))?
     }
 
+    /// The checks an append passes under the lock before its body is read: the bytes the body
+    /// may bring, and the quota it is cut at when that is what limits it.
+    async fn admit(
+        &self,
+        owner: &Owner,
+        status: &mut UploadStatus,
+        append: AppendTerms,
+    ) -> Result<(u64, Option<u64>), UploadError> {
+        if status.info.failure().is_some() {
+            return Err(hooks::failed_error(&status.info));
+        }
+        if status.info.is_final() {
+            return Err(UploadError::FinalUpload);
+        }
+        if append.offset != status.offset {
+            return Err(UploadError::OffsetMismatch {
+                stored: status.offset,
+                provided: append.offset,
+            });
+        }
+        let limits = self.limits(append.limits);
+        if let Some(length) = append.declared_length {
+            self.declare_length(status, length, &limits).await?;
+        }
+        let mut remaining = self.remaining(status, &limits);
+        if append
+            .content_length
+            .is_some_and(|length| length > remaining)
+        {
+            return Err(UploadError::BodyTooLong {
+                stored: status.offset,
+            });
+        }
+        // Unlike the length, a quota does not refuse a body up front: it stores what fits (so
+        // the offset goes as far as the quota allows) and stops there.
+        let room = self.room_for(owner, status, &limits).await?;
+        let quota_cut = room.filter(|room| *room < remaining).map(|room| {
+            remaining = room;
+            limits.quota_bytes.unwrap_or_default()
+        });
+        if append.checksummed && !self.capabilities().stage {
+            return Err(UploadError::Unsupported);
+        }
+        Ok((remaining, quota_cut))
+    }
+
     /// Removes an upload and its bytes.
     pub async fn terminate(&self, owner: &Owner, id: &UploadId) -> Result<(), UploadError> {
         if !self.capabilities().terminate {
             return Err(UploadError::Unsupported);
         }
-        let (_guard, status) = self.lock_owned(owner, id).await?;
-        let event = match &self.hooks {
-            Some(hooks) => {
-                let kind = HookKind::PostTerminate;
-                hooks.before_removal(&*self.store, &status, kind).await?
+        let (guard, status) = self.lock_owned(owner, id).await?;
+        under(guard, async {
+            let event = match &self.hooks {
+                Some(hooks) => {
+                    let kind = HookKind::PostTerminate;
+                    hooks.before_removal(&*self.store, &status, kind).await?
+                }
+                None => None,
+            };
+            if let Err(error) = self.store.terminate(id).await {
+                if let Some(hooks) = &self.hooks {
+                    hooks.removal_failed(event).await;
+                }
+                return Err(error.into());
             }
-            None => None,
-        };
-        if let Err(error) = self.store.terminate(id).await {
-            if let Some(hooks) = &self.hooks {
-                hooks.removal_failed(event).await;
-            }
-            return Err(error.into());
-        }
-        tracing::info!(upload = %id, "upload terminated");
-        self.observer
-            .upload(UploadEvent::Terminated, status.info.protocol());
-        Ok(())
+            tracing::info!(upload = %id, "upload terminated");
+            self.observer
+                .upload(UploadEvent::Terminated, status.info.protocol());
+            Ok(())
+        })
+        .await
     }
 
     /// Reads bytes of a completed upload.
@@ -784,17 +827,24 @@ impl UploadService {
                 Ok(status) if hooks::owes_finish(self.hooks.as_deref(), &status) => {}
                 Ok(_) | Err(_) => continue,
             }
-            let _guard = self.locker.lock(id.as_str()).await?;
-            let Ok(mut status) = self.store.status(&id).await else {
-                continue;
-            };
-            if !hooks::owes_finish(self.hooks.as_deref(), &status) {
-                continue;
-            }
-            match hooks::finish(&*self.store, self.hooks.as_deref(), &mut status).await {
-                Ok(()) | Err(UploadError::HookRefused { .. }) => settled += 1,
-                Err(error) => tracing::warn!(upload = %id, %error, "finish hooks still owed"),
-            }
+            let guard = self.locker.lock(id.as_str()).await?;
+            let finished = under(guard, async {
+                let Ok(mut status) = self.store.status(&id).await else {
+                    return false;
+                };
+                if !hooks::owes_finish(self.hooks.as_deref(), &status) {
+                    return false;
+                }
+                match hooks::finish(&*self.store, self.hooks.as_deref(), &mut status).await {
+                    Ok(()) | Err(UploadError::HookRefused { .. }) => true,
+                    Err(error) => {
+                        tracing::warn!(upload = %id, %error, "finish hooks still owed");
+                        false
+                    }
+                }
+            })
+            .await;
+            settled += usize::from(finished);
         }
         Ok(settled)
     }
@@ -859,35 +909,38 @@ impl UploadService {
             Ok(_) | Err(StoreError::NotFound) => return Ok(false),
             Err(error) => return Err(error.into()),
         }
-        let _guard = self.locker.lock(id.as_str()).await?;
-        // Look again under the lock: a write may have revived it meanwhile.
-        let status = match self.store.status(id).await {
-            Ok(status) if is_expired(&status) => status,
-            Ok(_) | Err(StoreError::NotFound) => return Ok(false),
-            Err(error) => return Err(error.into()),
-        };
-        let event = match &self.hooks {
-            Some(hooks) => {
-                let kind = HookKind::PostExpire;
-                hooks.before_removal(&*self.store, &status, kind).await?
-            }
-            None => None,
-        };
-        match self.store.terminate(id).await {
-            Ok(()) => {
-                self.observer
-                    .upload(UploadEvent::Expired, status.info.protocol());
-                tracing::info!(upload = %id, "upload expired");
-                Ok(true)
-            }
-            Err(StoreError::NotFound) => Ok(true),
-            Err(error) => {
-                if let Some(hooks) = &self.hooks {
-                    hooks.removal_failed(event).await;
+        let guard = self.locker.lock(id.as_str()).await?;
+        under(guard, async {
+            // Look again under the lock: a write may have revived it meanwhile.
+            let status = match self.store.status(id).await {
+                Ok(status) if is_expired(&status) => status,
+                Ok(_) | Err(StoreError::NotFound) => return Ok(false),
+                Err(error) => return Err(error.into()),
+            };
+            let event = match &self.hooks {
+                Some(hooks) => {
+                    let kind = HookKind::PostExpire;
+                    hooks.before_removal(&*self.store, &status, kind).await?
                 }
-                Err(error.into())
+                None => None,
+            };
+            match self.store.terminate(id).await {
+                Ok(()) => {
+                    self.observer
+                        .upload(UploadEvent::Expired, status.info.protocol());
+                    tracing::info!(upload = %id, "upload expired");
+                    Ok(true)
+                }
+                Err(StoreError::NotFound) => Ok(true),
+                Err(error) => {
+                    if let Some(hooks) = &self.hooks {
+                        hooks.removal_failed(event).await;
+                    }
+                    Err(error.into())
+                }
             }
-        }
+        })
+        .await
     }
 
     /// Takes the upload's lock (asking any request in flight to let go) after checking the owner,
@@ -899,14 +952,19 @@ impl UploadService {
     ) -> Result<(LockGuard, UploadStatus), UploadError> {
         // Nobody to interrupt: one look under the lock checks everything.
         if let Some(guard) = self.locker.try_lock(id.as_str()).await? {
-            return Ok((guard, self.inspect(owner, id).await?));
+            return match self.inspect(owner, id).await {
+                Ok(status) => Ok((guard, status)),
+                Err(error) => Err(under(guard, async { error }).await),
+            };
         }
         // Check ownership first so a stranger cannot interrupt someone else's upload.
         self.inspect(owner, id).await?;
         let guard = self.locker.lock(id.as_str()).await?;
-        let status = self.store.status(id).await?;
-        self.check_alive(&status)?;
-        Ok((guard, status))
+        let status = self.store.status(id).await.map_err(UploadError::from);
+        match status.and_then(|status| self.check_alive(&status).map(|()| status)) {
+            Ok(status) => Ok((guard, status)),
+            Err(error) => Err(under(guard, async { error }).await),
+        }
     }
 
     fn check_alive(&self, status: &UploadStatus) -> Result<(), UploadError> {
@@ -1060,6 +1118,17 @@ impl UploadService {
     }
 }
 
+/// What [`UploadService::admit`] checks of an [`Append`] (which, holding its body, is not
+/// `Sync`, so a future cannot hold a reference to it across an await and stay `Send`).
+#[derive(Clone, Copy)]
+struct AppendTerms {
+    offset: Offset,
+    declared_length: Option<u64>,
+    content_length: Option<u64>,
+    limits: Limits,
+    checksummed: bool,
+}
+
 /// An append from its first body byte to its end: owns everything it needs, so it can run in
 /// a task of its own (see [`UploadService::append`]), and holds the upload's lock throughout.
 struct Writing {
@@ -1153,7 +1222,7 @@ impl Writing {
         if status.is_complete() && (!was_complete || owes_finish) {
             hooks::finish(&*store, hooks.as_deref(), &mut status).await?;
         }
-        drop(guard);
+        release(guard).await;
         if unverified {
             return Err(UploadError::ChecksumNotAnnounced {
                 stored: status.offset,
@@ -1175,6 +1244,23 @@ impl Writing {
                 reason,
             }),
         }
+    }
+}
+
+/// Runs `work` holding `guard`, then releases it, whatever the outcome.
+async fn under<T>(guard: LockGuard, work: impl Future<Output = T>) -> T {
+    let outcome = work.await;
+    release(guard).await;
+    outcome
+}
+
+/// Frees `guard` where an operation ends. The operation is done (or failed) either way, so a
+/// failure only matters to the logs: a lock lost meanwhile was lost after the work it covered
+/// (a body stops when its lock is lost), and a backend that did not answer lets the lease run
+/// out.
+async fn release(guard: LockGuard) {
+    if let Err(error) = guard.release().await {
+        tracing::warn!(%error, "releasing a lock failed");
     }
 }
 

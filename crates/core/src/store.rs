@@ -28,6 +28,10 @@ pub enum BodyError {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The upload's lock was lost (its lease ran out, or the lock service is unreachable), so
+    /// the request stopped writing; retry.
+    #[error("lost the upload's lock; retry")]
+    LockLost,
     /// The body goes past the upload's length (or the size limit); nothing past it is stored.
     #[error("request body goes past the upload's length")]
     TooLong,

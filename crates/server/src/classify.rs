@@ -142,6 +142,13 @@ pub(crate) fn classify(error: UploadError) -> Classified {
                 "the server is busy; retry later",
             )
         }
+        UploadError::LockUnavailable(cause) => {
+            tracing::error!(%cause, "lock service unavailable");
+            Classified::other(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "lock service unavailable; retry later",
+            )
+        }
         UploadError::StorageUnavailable(cause) => {
             tracing::error!(%cause, "storage unavailable");
             Classified::other(
@@ -174,7 +181,8 @@ pub(crate) fn interrupted(reason: BodyError, stored: Offset) -> Classified {
         // Too slow is a stall spread thin: answered alike.
         BodyError::Stalled | BodyError::TooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
         BodyError::TakenOver => StatusCode::LOCKED,
-        BodyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        // Both stop a body that could have gone on, and say nothing of the upload: retry.
+        BodyError::ShuttingDown | BodyError::LockLost => StatusCode::SERVICE_UNAVAILABLE,
         BodyError::TooLong => StatusCode::PAYLOAD_TOO_LARGE,
     };
     let mut classified = Classified::new(Kind::Interrupted, status, reason.to_string());
@@ -219,6 +227,31 @@ mod tests {
         assert!(classified.retryable);
         let storage = classify(UploadError::StorageUnavailable("/srv/secret".into()));
         assert!(!storage.message.contains("secret"));
+    }
+
+    #[test]
+    fn a_lock_service_gone_is_a_retryable_503_that_keeps_its_cause_to_the_logs() {
+        let unreachable = classify(UploadError::LockUnavailable(
+            "redis: connection refused (10.0.0.7:6379)".into(),
+        ));
+        assert_eq!(
+            (unreachable.status, unreachable.retryable),
+            (StatusCode::SERVICE_UNAVAILABLE, true)
+        );
+        assert_eq!(unreachable.message, "lock service unavailable; retry later");
+        let lost = classify(UploadError::Interrupted {
+            stored: Offset(9),
+            reason: BodyError::LockLost,
+        });
+        assert_eq!(
+            (lost.status, lost.stored, lost.retryable),
+            (StatusCode::SERVICE_UNAVAILABLE, Some(Offset(9)), true)
+        );
+        assert!(
+            lost.message.contains("lost the upload's lock"),
+            "{}",
+            lost.message
+        );
     }
 
     #[test]

@@ -281,6 +281,8 @@ pub struct Metrics {
     lock_waits: Counter,
     lock_wait_durations: Histogram,
     lock_takeovers: Counter,
+    lock_losses: Counter,
+    lock_failures: Counter,
     store_durations: HistogramFamily<OperationLabels>,
     hook_deliveries: Family<HookLabels, Counter>,
 }
@@ -309,6 +311,8 @@ impl Metrics {
             lock_waits: Counter::default(),
             lock_wait_durations: Histogram::new(LOCK_BUCKETS),
             lock_takeovers: Counter::default(),
+            lock_losses: Counter::default(),
+            lock_failures: Counter::default(),
             store_durations: Family::new_with_constructor(|| Histogram::new(STORE_BUCKETS)),
             hook_deliveries: Family::default(),
             registry: Registry::default(),
@@ -385,6 +389,16 @@ impl Metrics {
             "lock_takeovers",
             "Request bodies stopped because another request asked for their upload's lock (their bytes are kept)",
             metrics.lock_takeovers.clone(),
+        );
+        ours.register(
+            "lock_losses",
+            "Request bodies stopped because their upload's lock was lost (a lease ran out or the lock service went away; their bytes are kept)",
+            metrics.lock_losses.clone(),
+        );
+        ours.register(
+            "lock_failures",
+            "Lock requests that failed because the lock service could not be reached (answered 503)",
+            metrics.lock_failures.clone(),
         );
         ours.register_with_unit(
             "store_operation_duration",
@@ -586,9 +600,12 @@ impl MeasuredStore {
     }
 
     fn stopped(&self, interruption: Option<&BodyError>) {
-        if interruption == Some(&BodyError::TakenOver) {
-            self.metrics.lock_takeovers.inc();
-        }
+        let counter = match interruption {
+            Some(BodyError::TakenOver) => &self.metrics.lock_takeovers,
+            Some(BodyError::LockLost) => &self.metrics.lock_losses,
+            _ => return,
+        };
+        counter.inc();
     }
 
     fn received(&self, from: Offset, to: Offset) {
@@ -741,11 +758,21 @@ impl Locker for MeasuredLocker {
                 .lock_wait_durations
                 .observe(started.elapsed().as_secs_f64());
         }
-        locked
+        self.failed(locked)
     }
 
     async fn try_lock(&self, key: &str) -> Result<Option<LockGuard>, LockError> {
-        self.inner.try_lock(key).await
+        self.failed(self.inner.try_lock(key).await)
+    }
+}
+
+impl MeasuredLocker {
+    /// Counts a lock request the lock service could not answer.
+    fn failed<T>(&self, result: Result<T, LockError>) -> Result<T, LockError> {
+        if let Err(LockError::Backend(_)) = &result {
+            self.metrics.lock_failures.inc();
+        }
+        result
     }
 }
 
@@ -830,6 +857,8 @@ mod tests {
             "# TYPE resumable_lock_waits_total counter",
             "# TYPE resumable_lock_wait_duration_seconds histogram",
             "# TYPE resumable_lock_takeovers_total counter",
+            "# TYPE resumable_lock_losses_total counter",
+            "# TYPE resumable_lock_failures_total counter",
             "# TYPE resumable_store_operation_duration_seconds histogram",
             "resumable_hook_deliveries_total{event=\"post-finish\",outcome=\"timeout\"} 1",
         ] {
