@@ -1,0 +1,710 @@
+//! Checks particular to the S3 store, run on every S3 server by [`s3_tests!`]: parts of the
+//! configured size whatever the PATCH size, the offset recovered by another node after a crash
+//! at every step, leftovers swept, bounded buffers.
+
+#![allow(dead_code, unreachable_pub)]
+
+use crate::common::{Bucket, Server};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use resumable_core::{BodyStream, Length, Offset, Owner, Store, StoreError, UploadId, UploadInfo};
+use resumable_s3::{CrashPoint, S3Store};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+pub const MIB: usize = 1024 * 1024;
+/// The smallest part a strict S3 takes.
+pub const PART: u64 = 5 * MIB as u64;
+
+/// One `#[tokio::test]` per check, on the server `$server()` returns.
+macro_rules! s3_tests {
+    ($server:path) => {
+        s3_checks::s3_tests!(@each $server;
+            small_patches_make_parts_of_the_configured_size,
+            crash_after_a_part_counts_it_once,
+            crash_after_the_segment_leaves_obsolete_segments_uncounted,
+            crash_in_the_finish_after_the_last_part,
+            crash_in_the_finish_of_a_small_upload,
+            crash_after_completing,
+            crash_after_recording_the_finish,
+            crash_in_creation_leaves_a_multipart_upload_to_sweep,
+            crash_in_termination_leaves_objects_to_sweep,
+            crash_in_a_server_side_concatenation,
+            concatenation_copies_large_parts_server_side,
+            staged_chunks_spill_past_the_budget,
+            uploads_are_listed_in_pages,
+            parts_of_a_growing_upload_are_not_readable,
+            probe_and_location,
+        );
+    };
+    (@each $server:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                s3_checks::$name($server()).await;
+            }
+        )*
+    };
+}
+pub(crate) use s3_tests;
+
+fn info(length: Length) -> UploadInfo {
+    UploadInfo {
+        id: UploadId::random(),
+        owner: Owner::new("alice"),
+        length,
+        metadata: Default::default(),
+        client_key: None,
+        created_at: 1_700_000_000,
+        concat: None,
+        protocol: None,
+        completion: None,
+        repr_digest: None,
+    }
+}
+
+/// Bytes that differ at every position (a shifted or doubled byte shows).
+pub fn pattern(length: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..length)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+fn body(bytes: &[u8], chunk: usize) -> BodyStream {
+    let chunks: Vec<Result<Bytes, _>> = bytes
+        .chunks(chunk.max(1))
+        .map(|piece| Ok(Bytes::copy_from_slice(piece)))
+        .collect();
+    futures_util::stream::iter(chunks).boxed()
+}
+
+async fn read_all(store: &S3Store, id: &UploadId, length: u64) -> Vec<u8> {
+    let mut stream = store.read(id, 0..length).await.expect("read");
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.expect("chunk"));
+    }
+    bytes
+}
+
+async fn offset(store: &S3Store, id: &UploadId) -> u64 {
+    store.status(id).await.expect("status").offset.0
+}
+
+struct Fixture {
+    bucket: Bucket,
+    /// Another node: a store instance that shares nothing with the first but the bucket.
+    store: S3Store,
+}
+
+impl Fixture {
+    async fn new(server: Arc<Server>) -> Fixture {
+        let bucket = Bucket::new(server).await;
+        let store = bucket.store(Self::config_of(&bucket, None)).await;
+        Fixture { bucket, store }
+    }
+
+    fn config_of(bucket: &Bucket, crash: Option<CrashPoint>) -> resumable_s3::S3StoreConfig {
+        let mut config = bucket.config();
+        config.part_size = Some(PART);
+        config.crash_at = crash;
+        config
+    }
+
+    /// A node that dies at `crash`.
+    async fn crashing(&self, crash: CrashPoint) -> S3Store {
+        self.bucket
+            .store(Self::config_of(&self.bucket, Some(crash)))
+            .await
+    }
+
+    async fn created(&self, length: u64) -> UploadInfo {
+        let info = info(Length::Known(length));
+        self.store.create(&info).await.expect("create");
+        info
+    }
+
+    async fn append(&self, store: &S3Store, id: &UploadId, at: usize, bytes: &[u8]) -> u64 {
+        let appended = store
+            .append(id, Offset(at as u64), body(bytes, 64 * 1024))
+            .await
+            .expect("append");
+        assert_eq!(appended.interruption, None);
+        appended.offset.0
+    }
+
+    async fn parts(&self, id: &UploadId) -> Vec<i64> {
+        let client = self.store.client();
+        let listed = client
+            .list_parts()
+            .bucket(&self.bucket.name)
+            .key(self.store.object_key(id))
+            .upload_id(self.store.multipart_upload_id(id).await.expect("record"))
+            .send()
+            .await
+            .expect("list parts");
+        listed
+            .parts()
+            .iter()
+            .map(|part| part.size().unwrap_or(-1))
+            .collect()
+    }
+
+    async fn keys(&self) -> Vec<String> {
+        let listed = self
+            .store
+            .client()
+            .list_objects_v2()
+            .bucket(&self.bucket.name)
+            .send()
+            .await
+            .expect("list");
+        listed
+            .contents()
+            .iter()
+            .filter_map(|object| object.key().map(str::to_owned))
+            .collect()
+    }
+
+    async fn multipart_uploads(&self) -> usize {
+        let listed = self
+            .store
+            .client()
+            .list_multipart_uploads()
+            .bucket(&self.bucket.name)
+            .send()
+            .await
+            .expect("list multipart uploads");
+        listed.uploads().len()
+    }
+
+    /// Finishes on this node and checks every byte against `data`.
+    async fn finish_and_compare(&self, id: &UploadId, data: &[u8]) {
+        self.store.finish(id).await.expect("finish");
+        assert_eq!(offset(&self.store, id).await, data.len() as u64);
+        let read = read_all(&self.store, id, data.len() as u64).await;
+        assert!(
+            read == data,
+            "the finished object differs from what was sent"
+        );
+    }
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// 256 KiB appends make 5 MiB parts (not 52 small ones), every offset is read back by another
+/// node, and the upload completes (on the strict server too) with a `Range`-readable object.
+pub async fn small_patches_make_parts_of_the_configured_size(server: Arc<Server>) {
+    let fixture = Fixture::new(server).await;
+    let data = pattern(13 * MIB + 12_345, 1);
+    let info = fixture.created(data.len() as u64).await;
+    let writer = fixture
+        .bucket
+        .store(Fixture::config_of(&fixture.bucket, None))
+        .await;
+    let mut at = 0;
+    for piece in data.chunks(256 * 1024) {
+        let reached = fixture.append(&writer, &info.id, at, piece).await;
+        at += piece.len();
+        assert_eq!(reached, at as u64);
+        assert_eq!(
+            offset(&fixture.store, &info.id).await,
+            at as u64,
+            "another node agrees"
+        );
+    }
+    assert_eq!(
+        fixture.parts(&info.id).await,
+        vec![PART as i64, PART as i64]
+    );
+    fixture.finish_and_compare(&info.id, &data).await;
+    let mut ranged = fixture
+        .store
+        .read(&info.id, 6_000_000..6_000_100)
+        .await
+        .expect("range");
+    let mut bytes = Vec::new();
+    while let Some(chunk) = ranged.next().await {
+        bytes.extend_from_slice(&chunk.expect("chunk"));
+    }
+    assert_eq!(bytes, data[6_000_000..6_000_100]);
+    assert_eq!(
+        fixture
+            .keys()
+            .await
+            .iter()
+            .filter(|key| key.contains("/tail/"))
+            .count(),
+        0,
+        "the finish removed the tail"
+    );
+    assert_eq!(
+        writer.buffer_budget_available(),
+        resumable_s3::DEFAULT_BUFFER_BUDGET
+    );
+}
+
+/// Crash after the part that absorbed the tail, before the segment of the bytes after it: the
+/// offset is the part, the old tail (inside it) is not counted again.
+pub async fn crash_after_a_part_counts_it_once(server: Arc<Server>) {
+    let fixture = Fixture::new(server).await;
+    let data = pattern(8 * MIB, 2);
+    let info = fixture.created(data.len() as u64).await;
+    fixture
+        .append(&fixture.store, &info.id, 0, &data[..3 * MIB])
+        .await;
+    let dying = fixture.crashing(CrashPoint::AfterPart).await;
+    let result = dying
+        .append(
+            &info.id,
+            Offset(3 * MIB as u64),
+            body(&data[3 * MIB..6 * MIB], 64 * 1024),
+        )
+        .await;
+    assert!(result.is_err(), "the crash stopped the append");
+    assert_eq!(offset(&fixture.store, &info.id).await, PART);
+    let mismatch = fixture
+        .store
+        .append(&info.id, Offset(6 * MIB as u64), body(b"x", 1))
+        .await;
+    assert!(matches!(
+        mismatch,
+        Err(StoreError::OffsetMismatch {
+            stored: Offset(PART)
+        })
+    ));
+    fixture
+        .append(
+            &fixture.store,
+            &info.id,
+            PART as usize,
+            &data[PART as usize..],
+        )
+        .await;
+    fixture.finish_and_compare(&info.id, &data).await;
+}
+
+/// Crash after the new segment, before deleting the ones the part absorbed: they do not count.
+pub async fn crash_after_the_segment_leaves_obsolete_segments_uncounted(server: Arc<Server>) {
+    let fixture = Fixture::new(server).await;
+    let data = pattern(9 * MIB, 3);
+    let info = fixture.created(data.len() as u64).await;
+    fixture
+        .append(&fixture.store, &info.id, 0, &data[..MIB])
+        .await;
+    fixture
+        .append(&fixture.store, &info.id, MIB, &data[MIB..3 * MIB])
+        .await;
+    let dying = fixture.crashing(CrashPoint::AfterSegment).await;
+    let result = dying
+        .append(
+            &info.id,
+            Offset(3 * MIB as u64),
+            body(&data[3 * MIB..6 * MIB], 64 * 1024),
+        )
+        .await;
+    assert!(result.is_err());
+    let tails = |keys: Vec<String>| keys.iter().filter(|key| key.contains("/tail/")).count();
+    assert_eq!(
+        tails(fixture.keys().await),
+        3,
+        "two obsolete segments and the new one"
+    );
+    assert_eq!(offset(&fixture.store, &info.id).await, 6 * MIB as u64);
+    fixture
+        .append(&fixture.store, &info.id, 6 * MIB, &data[6 * MIB..7 * MIB])
+        .await;
+    assert_eq!(
+        tails(fixture.keys().await),
+        2,
+        "the next append deleted the obsolete ones"
+    );
+    fixture
+        .append(&fixture.store, &info.id, 7 * MIB, &data[7 * MIB..])
+        .await;
+    fixture.finish_and_compare(&info.id, &data).await;
+}
+
+/// Crash in the finish after the tail went up as the last part: the short part ends the
+/// upload, the tail it absorbed does not count again, and the finish can be repeated.
+pub async fn crash_in_the_finish_after_the_last_part(server: Arc<Server>) {
+    let fixture = Fixture::new(server).await;
+    let data = pattern(7 * MIB + 5, 4);
+    let info = fixture.created(data.len() as u64).await;
+    fixture.append(&fixture.store, &info.id, 0, &data).await;
+    let dying = fixture.crashing(CrashPoint::AfterLastPart).await;
+    assert!(dying.finish(&info.id).await.is_err());
+    assert_eq!(offset(&fixture.store, &info.id).await, data.len() as u64);
+    assert_eq!(fixture.parts(&info.id).await.len(), 2);
+    fixture.finish_and_compare(&info.id, &data).await;
+}
+
+/// The same for an upload smaller than a part, which is put as one object.
+pub async fn crash_in_the_finish_of_a_small_upload(server: Arc<Server>) {
+    let fixture = Fixture::new(server).await;
+    let data = pattern(1000, 5);
+    let info = fixture.created(1000).await;
+    fixture.append(&fixture.store, &info.id, 0, &data).await;
+    let dying = fixture.crashing(CrashPoint::AfterLastPart).await;
+    assert!(dying.finish(&info.id).await.is_err());
+    assert_eq!(offset(&fixture.store, &info.id).await, 1000);
+    fixture.finish_and_compare(&info.id, &data).await;
+    assert_eq!(
+        fixture.multipart_uploads().await,
+        0,
+        "its multipart upload was aborted"
+    );
+}
+
+/// Crash after the completion, before the record says so: the object is the upload.
+pub async fn crash_after_completing(server: Arc<Server>) {
+    let fixture = Fixture::new(server).await;
+    let data = pattern(6 * MIB, 6);
+    let info = fixture.created(data.len() as u64).await;
+    fixture.append(&fixture.store, &info.id, 0, &data).await;
+    let dying = fixture.crashing(CrashPoint::AfterComplete).await;
+    assert!(dying.finish(&info.id).await.is_err());
+    assert_eq!(offset(&fixture.store, &info.id).await, data.len() as u64);
+    fixture.finish_and_compare(&info.id, &data).await;
+}
+
+/// Crash after the record says finished, before the tail is deleted: a repeated finish
+/// deletes it.
+pub async fn crash_after_recording_the_finish(server: Arc<Server>) {
+    let fixture = Fixture::new(server).await;
+    let data = pattern(6 * MIB, 7);
+    let info = fixture.created(data.len() as u64).await;
+    fixture.append(&fixture.store, &info.id, 0, &data).await;
+    let dying = fixture.crashing(CrashPoint::AfterRecord).await;
+    assert!(dying.finish(&info.id).await.is_err());
+    assert_eq!(offset(&fixture.store, &info.id).await, data.len() as u64);
+    assert!(
+        fixture
+            .keys()
+            .await
+            .iter()
+            .any(|key| key.contains("/tail/"))
+    );
+    fixture.finish_and_compare(&info.id, &data).await;
+    assert!(
+        !fixture
+            .keys()
+            .await
+            .iter()
+            .any(|key| key.contains("/tail/"))
+    );
+}
+
+/// Crash in a creation after the multipart upload was opened: no upload exists, and the sweep
+/// aborts the multipart upload.
+pub async fn crash_in_creation_leaves_a_multipart_upload_to_sweep(server: Arc<Server>) {
+    let fixture = Fixture::new(server).await;
+    let kept = fixture.created(10).await;
+    let dying = fixture.crashing(CrashPoint::AfterOpeningMultipart).await;
+    let lost = info(Length::Known(10));
+    assert!(dying.create(&lost).await.is_err());
+    assert!(matches!(
+        fixture.store.status(&lost.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(fixture.multipart_uploads().await, 2);
+    if fixture.bucket.server.reports_initiated {
+        let young = fixture
+            .store
+            .remove_leftovers(std::time::Duration::from_secs(3600))
+            .await
+            .expect("sweep");
+        assert_eq!(young, 0, "too young to be a leftover");
+    }
+    let removed = fixture
+        .store
+        .remove_leftovers(std::time::Duration::ZERO)
+        .await
+        .expect("sweep");
+    assert_eq!(removed, 1);
+    assert_eq!(
+        fixture.multipart_uploads().await,
+        1,
+        "the kept upload's is kept"
+    );
+    assert_eq!(offset(&fixture.store, &kept.id).await, 0);
+}
+
+/// Crash in a termination after the record went: the upload no longer exists, the sweep
+/// removes the rest.
+pub async fn crash_in_termination_leaves_objects_to_sweep(server: Arc<Server>) {
+    let fixture = Fixture::new(server).await;
+    let data = pattern(6 * MIB, 8);
+    let mut doomed = info(Length::Known(data.len() as u64));
+    doomed.client_key = Some("photo.jpg-1-2".into());
+    fixture.store.create(&doomed).await.expect("create");
+    fixture.append(&fixture.store, &doomed.id, 0, &data).await;
+    let dying = fixture.crashing(CrashPoint::AfterRemovingRecord).await;
+    assert!(dying.terminate(&doomed.id).await.is_err());
+    assert!(matches!(
+        fixture.store.status(&doomed.id).await,
+        Err(StoreError::NotFound)
+    ));
+    let found = fixture
+        .store
+        .find_by_key(&doomed.owner, "photo.jpg-1-2")
+        .await
+        .expect("find");
+    assert_eq!(found, None);
+    let removed = fixture
+        .store
+        .remove_leftovers(std::time::Duration::ZERO)
+        .await
+        .expect("sweep");
+    assert!(
+        removed >= 3,
+        "multipart upload, segment, key index: {removed}"
+    );
+    assert_eq!(fixture.keys().await, Vec::<String>::new());
+    assert_eq!(fixture.multipart_uploads().await, 0);
+}
+
+async fn complete_upload(fixture: &Fixture, data: &[u8]) -> UploadId {
+    let info = fixture.created(data.len() as u64).await;
+    fixture.append(&fixture.store, &info.id, 0, data).await;
+    info.id
+}
+
+/// Crash in a server-side concatenation after its first copy: the target holds that copy (its
+/// offset counts only bytes that are there) and is not complete; the concatenation repeated
+/// gives the parts' bytes.
+pub async fn crash_in_a_server_side_concatenation(server: Arc<Server>) {
+    let fixture = Fixture::new(server).await;
+    let first = pattern(PART as usize + 7, 9);
+    let second = pattern(1234, 10);
+    let parts = [
+        complete_upload(&fixture, &first).await,
+        complete_upload(&fixture, &second).await,
+    ];
+    let total = (first.len() + second.len()) as u64;
+    let target = fixture.created(total).await;
+    let dying = fixture.crashing(CrashPoint::AfterFirstCopy).await;
+    assert!(dying.concatenate(&target.id, &parts).await.is_err());
+    let partial = offset(&fixture.store, &target.id).await;
+    assert!(partial == 0 || partial == first.len() as u64, "{partial}");
+    fixture
+        .store
+        .concatenate(&target.id, &parts)
+        .await
+        .expect("concatenate");
+    let expected = [first, second].concat();
+    assert_eq!(
+        sha(&read_all(&fixture.store, &target.id, total).await),
+        sha(&expected)
+    );
+}
+
+/// Parts of at least 5 MiB are copied with `UploadPartCopy` (the target's multipart upload
+/// gets one part per source), the last may be small.
+pub async fn concatenation_copies_large_parts_server_side(server: Arc<Server>) {
+    let fixture = Fixture::new(server).await;
+    let pieces = [
+        pattern(PART as usize, 11),
+        pattern(PART as usize + 1, 12),
+        pattern(10, 13),
+    ];
+    let mut parts = Vec::new();
+    for piece in &pieces {
+        parts.push(complete_upload(&fixture, piece).await);
+    }
+    let expected = pieces.concat();
+    let target = fixture.created(expected.len() as u64).await;
+    fixture
+        .store
+        .concatenate(&target.id, &parts)
+        .await
+        .expect("concatenate");
+    assert_eq!(
+        offset(&fixture.store, &target.id).await,
+        expected.len() as u64
+    );
+    let read = read_all(&fixture.store, &target.id, expected.len() as u64).await;
+    assert_eq!(sha(&read), sha(&expected));
+    let head = fixture
+        .store
+        .client()
+        .head_object()
+        .bucket(&fixture.bucket.name)
+        .key(fixture.store.object_key(&target.id))
+        .send()
+        .await
+        .expect("head");
+    let e_tag = head.e_tag().unwrap_or_default().to_owned();
+    assert!(
+        e_tag.ends_with("-3\""),
+        "a multipart object of 3 parts: {e_tag}"
+    );
+}
+
+/// A chunk set aside past the budget goes to a file; the budget comes back; a discarded chunk
+/// leaves the upload as it was.
+pub async fn staged_chunks_spill_past_the_budget(server: Arc<Server>) {
+    let fixture = Fixture::new(server).await;
+    let mut config = Fixture::config_of(&fixture.bucket, None);
+    config.buffer_budget = MIB;
+    let store = fixture.bucket.store(config).await;
+    let data = pattern(3 * MIB, 14);
+    let info = fixture.created(data.len() as u64).await;
+    let staged = store
+        .stage(&info.id, Offset(0), body(&data, 64 * 1024))
+        .await
+        .expect("stage");
+    assert_eq!(staged.length, data.len() as u64);
+    assert_eq!(
+        store.buffer_budget_available(),
+        MIB,
+        "spilled: no budget held"
+    );
+    store.discard_staged(&info.id).await.expect("discard");
+    assert_eq!(offset(&store, &info.id).await, 0);
+    store
+        .stage(&info.id, Offset(0), body(&data, 64 * 1024))
+        .await
+        .expect("stage");
+    let committed = store
+        .commit_staged(&info.id, Offset(0))
+        .await
+        .expect("commit");
+    assert_eq!(committed, Offset(data.len() as u64));
+    assert_eq!(store.buffer_budget_available(), MIB);
+    assert_eq!(
+        std::fs::read_dir(fixture.bucket.spill.path())
+            .unwrap()
+            .count(),
+        0,
+        "spool files are removed"
+    );
+    fixture.finish_and_compare(&info.id, &data).await;
+}
+
+/// `list_page` pages through the uploads in ascending order.
+pub async fn uploads_are_listed_in_pages(server: Arc<Server>) {
+    let fixture = Fixture::new(server).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(fixture.created(1).await.id);
+    }
+    ids.sort();
+    let first = fixture.store.list_page(None, 2).await.expect("page");
+    assert_eq!(first, ids[..2]);
+    let second = fixture
+        .store
+        .list_page(first.last(), 2)
+        .await
+        .expect("page");
+    assert_eq!(second, ids[2..4]);
+    let last = fixture
+        .store
+        .list_page(second.last(), 2)
+        .await
+        .expect("page");
+    assert_eq!(last, ids[4..]);
+    assert_eq!(fixture.store.list().await.expect("list"), ids);
+}
+
+/// S3 cannot read the parts of an open multipart upload: reading them before the upload is
+/// complete says so; its tail reads.
+pub async fn parts_of_a_growing_upload_are_not_readable(server: Arc<Server>) {
+    let fixture = Fixture::new(server).await;
+    let data = pattern(6 * MIB, 15);
+    let info = fixture.created(10 * MIB as u64).await;
+    fixture.append(&fixture.store, &info.id, 0, &data).await;
+    let parts = fixture.store.read(&info.id, 0..10).await;
+    assert!(matches!(parts, Err(StoreError::Unsupported)));
+    let tail = read_all_range(&fixture.store, &info.id, PART..PART + 10).await;
+    assert_eq!(tail, data[PART as usize..PART as usize + 10]);
+}
+
+async fn read_all_range(store: &S3Store, id: &UploadId, range: std::ops::Range<u64>) -> Vec<u8> {
+    let mut stream = store.read(id, range).await.expect("read");
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.expect("chunk"));
+    }
+    bytes
+}
+
+/// `probe` answers for the bucket, and says unavailable for a bucket that is not there.
+pub async fn probe_and_location(server: Arc<Server>) {
+    let fixture = Fixture::new(server).await;
+    fixture.store.probe().await.expect("probe");
+    let mut config = fixture.bucket.config();
+    config.bucket = "no-such-bucket-here".into();
+    let missing = fixture.bucket.store(config).await;
+    let probed = missing.probe().await;
+    assert!(
+        matches!(probed, Err(StoreError::Unavailable(_))),
+        "{probed:?}"
+    );
+    let id = UploadId::random();
+    let location = fixture.store.location(&id).expect("location");
+    assert_eq!(location.kind, "s3");
+    assert_eq!(
+        location.path,
+        format!("s3://{}/uploads/data/{id}", fixture.bucket.name)
+    );
+}
+
+/// On the strict server, a multipart upload with a 1 MiB first part cannot complete.
+pub async fn small_non_last_parts_are_refused(server: Arc<Server>) {
+    use aws_sdk_s3::primitives::ByteStream;
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let fixture = Fixture::new(server).await;
+    let client = fixture.store.client();
+    let bucket = &fixture.bucket.name;
+    let opened = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key("small")
+        .send()
+        .await
+        .expect("open");
+    let upload = opened.upload_id().expect("id");
+    let mut completed = Vec::new();
+    for number in 1..=2 {
+        let part = client
+            .upload_part()
+            .bucket(bucket)
+            .key("small")
+            .upload_id(upload)
+            .part_number(number)
+            .body(ByteStream::from(pattern(MIB, number as u64)))
+            .send()
+            .await
+            .expect("part");
+        completed.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .e_tag(part.e_tag().unwrap_or_default())
+                .build(),
+        );
+    }
+    let result = client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key("small")
+        .upload_id(upload)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(completed))
+                .build(),
+        )
+        .send()
+        .await;
+    let error = result.expect_err("a 1 MiB non-last part must be refused");
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+    assert_eq!(error.code(), Some("EntityTooSmall"), "{error:?}");
+}
