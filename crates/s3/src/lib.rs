@@ -128,6 +128,8 @@ pub const MAX_PARTS: u32 = 10_000;
 pub const MIN_PART_SIZE: u64 = 5 * MIB;
 /// S3's largest part, and the largest range one `UploadPartCopy` copies.
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * MIB;
+/// Small requests (segment reads, deletions) one operation keeps in flight at once.
+const CONCURRENT_REQUESTS: usize = 8;
 
 /// Credentials given directly instead of through the `AWS_*` variables.
 #[derive(Clone)]
@@ -446,11 +448,27 @@ impl Inner {
     /// Deletes what correctness does not need deleted (obsolete segments): a failure is logged
     /// and left for a later append, finish or sweep.
     async fn delete_quietly(&self, keys: impl IntoIterator<Item = String>) {
-        for key in keys {
-            if let Err(error) = self.delete(&key).await {
-                tracing::warn!(%key, %error, "could not delete an obsolete object");
-            }
-        }
+        // Owned futures (a client clone is a reference count): borrowing futures in a
+        // concurrent stream make the trait's futures lose `Send` under async-trait.
+        let deletions: Vec<_> = keys
+            .into_iter()
+            .map(|key| {
+                let (client, bucket) = (self.client.clone(), self.bucket.clone());
+                async move {
+                    let sent = client.delete_object().bucket(bucket).key(&key).send().await;
+                    if let Err(error) = sent
+                        && !error::is_missing(&error)
+                    {
+                        let error = error::s3(&format!("DeleteObject {key}"), error);
+                        tracing::warn!(%key, %error, "could not delete an obsolete object");
+                    }
+                }
+            })
+            .collect();
+        futures_util::stream::iter(deletions)
+            .buffer_unordered(CONCURRENT_REQUESTS)
+            .collect::<Vec<()>>()
+            .await;
     }
 
     /// Objects under `prefix`, after `start_after`, ascending, at most `limit`.
@@ -670,19 +688,28 @@ impl Inner {
     }
 
     /// Appends the bytes of the tail segments to `spool`.
+    /// Segments are fetched a few at a time (each is one small request: latency, not
+    /// bandwidth, is what a part of many segments waits for), and kept in order.
     async fn gather(&self, tail: &[Segment], spool: &mut Spool) -> Result<(), StoreError> {
-        for segment in tail {
-            let mut bytes = self.get_range(&segment.key, 0..segment.size).await?;
-            while let Some(chunk) = bytes.next().await {
-                let chunk = chunk.map_err(|error| {
-                    error::backend(
-                        Kind::Unavailable,
-                        &format!("GetObject {}", segment.key),
-                        error,
-                    )
-                })?;
-                spool.push(&chunk).await?;
-            }
+        let fetches: Vec<_> = tail
+            .iter()
+            .map(|segment| {
+                let (client, bucket) = (self.client.clone(), self.bucket.clone());
+                let key = segment.key.clone();
+                async move {
+                    let sent = client.get_object().bucket(bucket).key(&key).send().await;
+                    let output =
+                        sent.map_err(|error| error::s3(&format!("GetObject {key}"), error))?;
+                    let bytes = output.body.collect().await.map_err(|error| {
+                        error::backend(Kind::Unavailable, &format!("GetObject {key}"), error)
+                    })?;
+                    Ok::<_, StoreError>(bytes.into_bytes())
+                }
+            })
+            .collect();
+        let mut fetched = futures_util::stream::iter(fetches).buffered(CONCURRENT_REQUESTS);
+        while let Some(bytes) = fetched.next().await {
+            spool.push(&bytes?).await?;
         }
         Ok(())
     }

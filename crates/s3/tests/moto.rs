@@ -22,3 +22,9 @@ s3_checks::s3_tests!(common::moto);
 async fn the_strict_server_refuses_small_non_last_parts() {
     s3_checks::small_non_last_parts_are_refused(common::moto()).await;
 }
+
+/// 64 MiB in 256 KiB appends make 12 parts of 5 MiB, and complete on the strict server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_appends_make_whole_parts_and_complete_on_the_strict_server() {
+    s3_checks::large_upload_in_small_patches(common::moto(), 64 << 20, 5 << 20).await;
+}

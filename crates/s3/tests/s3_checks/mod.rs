@@ -708,3 +708,103 @@ pub async fn small_non_last_parts_are_refused(server: Arc<Server>) {
     use aws_sdk_s3::error::ProvideErrorMetadata;
     assert_eq!(error.code(), Some("EntityTooSmall"), "{error:?}");
 }
+
+/// The peak resident memory of this process (`VmHWM`), in MiB.
+fn peak_rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib / 1024)
+}
+
+/// `total` bytes in 256 KiB appends, each by a fresh store instance (a request landing on any
+/// node), with parts of `part_size`: the multipart upload ends with `total / part_size` parts
+/// of exactly that size (not one per append), completes, and reads back with the same SHA-256.
+/// Bytes are generated as they are sent, never held whole. Prints the time, parts and peak RSS.
+pub async fn large_upload_in_small_patches(server: Arc<Server>, total: u64, part_size: u64) {
+    const PATCH: u64 = 256 * 1024;
+    let bucket = Bucket::new(server).await;
+    let mut config = bucket.config();
+    config.part_size = Some(part_size);
+    let store = bucket.store(config.clone()).await;
+    let info = info(Length::Known(total));
+    store.create(&info).await.expect("create");
+    let started = std::time::Instant::now();
+    let mut sent = Sha256::new();
+    let mut at = 0;
+    while at < total {
+        let length = PATCH.min(total - at);
+        let piece = pattern(length as usize, at / PATCH);
+        sent.update(&piece);
+        let appended = store
+            .append(&info.id, Offset(at), body(&piece, 64 * 1024))
+            .await
+            .expect("append");
+        at += length;
+        assert_eq!(appended.offset, Offset(at));
+    }
+    let appending = started.elapsed();
+    let client = store.client();
+    let mut sizes = Vec::new();
+    let mut marker = String::from("0");
+    loop {
+        let page = client
+            .list_parts()
+            .bucket(&bucket.name)
+            .key(store.object_key(&info.id))
+            .upload_id(store.multipart_upload_id(&info.id).await.expect("record"))
+            .part_number_marker(&marker)
+            .send()
+            .await
+            .expect("list parts");
+        sizes.extend(
+            page.parts()
+                .iter()
+                .map(|part| part.size().unwrap_or(-1) as u64),
+        );
+        match page.next_part_number_marker() {
+            Some(next) if page.is_truncated().unwrap_or(false) => marker = next.to_owned(),
+            _ => break,
+        }
+    }
+    assert_eq!(
+        sizes.len() as u64,
+        total / part_size,
+        "one part per {part_size} bytes"
+    );
+    assert!(sizes.iter().all(|size| *size == part_size), "{sizes:?}");
+    store.finish(&info.id).await.expect("finish");
+    let finished = started.elapsed();
+    let mut read = Sha256::new();
+    let mut stream = store.read(&info.id, 0..total).await.expect("read");
+    while let Some(chunk) = stream.next().await {
+        read.update(&chunk.expect("chunk"));
+    }
+    assert_eq!(hex::encode(read.finalize()), hex::encode(sent.finalize()));
+    let _ = writeln_stderr(format!(
+        "large upload: {} MiB in {} appends of 256 KiB, {} parts of {} MiB: appends {:.1} s \
+         ({:.1} MiB/s), finish {:.1} s, peak RSS of the test process {} MiB",
+        total / MIB as u64,
+        total.div_ceil(PATCH),
+        sizes.len(),
+        part_size / MIB as u64,
+        appending.as_secs_f64(),
+        total as f64 / MIB as f64 / appending.as_secs_f64(),
+        (finished - appending).as_secs_f64(),
+        peak_rss_mib(),
+    ));
+}
+
+fn writeln_stderr(line: String) -> std::io::Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stderr(), "{line}")
+}
