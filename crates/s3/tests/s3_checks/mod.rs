@@ -787,7 +787,7 @@ pub async fn large_upload_in_small_patches(server: Arc<Server>, total: u64, part
     let mut read = Sha256::new();
     let mut stream = store.read(&info.id, 0..total).await.expect("read");
     while let Some(chunk) = stream.next().await {
-        read.update(&chunk.expect("chunk"));
+        read.update(chunk.expect("chunk"));
     }
     assert_eq!(hex::encode(read.finalize()), hex::encode(sent.finalize()));
     let _ = writeln_stderr(format!(
