@@ -35,6 +35,7 @@ macro_rules! s3_tests {
             uploads_are_listed_in_pages,
             parts_of_a_growing_upload_are_not_readable,
             probe_and_location,
+            the_service_runs_every_extension_on_s3,
         );
     };
     (@each $server:path; $($name:ident),* $(,)?) => {
@@ -807,4 +808,205 @@ pub async fn large_upload_in_small_patches(server: Arc<Server>, total: u64, part
 fn writeln_stderr(line: String) -> std::io::Result<()> {
     use std::io::Write;
     writeln!(std::io::stderr(), "{line}")
+}
+
+/// A node: its own store instance, the fleet's locker (Redis in production).
+fn service(
+    store: &S3Store,
+    locker: &Arc<resumable_core::MemoryLocker>,
+    clock: Arc<resumable_core::ManualClock>,
+) -> resumable_core::UploadService {
+    let config = resumable_core::ServiceConfig {
+        expire_after: Some(std::time::Duration::from_secs(3600)),
+        min_body_rate: None,
+        max_creations_per_minute: None,
+        ..Default::default()
+    };
+    resumable_core::UploadService::new(Arc::new(store.clone()), locker.clone(), clock, config)
+}
+
+fn append_of(offset: u64, bytes: &[u8]) -> resumable_core::Append {
+    resumable_core::Append {
+        offset: Offset(offset),
+        declared_length: None,
+        content_length: Some(bytes.len() as u64),
+        checksum: None,
+        unannounced_trailer: None,
+        ends_upload: false,
+        limits: Default::default(),
+        body: body(bytes, 1000),
+    }
+}
+
+fn new_upload(
+    length: Length,
+    concat: Option<resumable_core::NewConcat>,
+) -> resumable_core::NewUpload {
+    resumable_core::NewUpload {
+        owner: Owner::new("alice"),
+        length,
+        metadata: Default::default(),
+        concat,
+        limits: Default::default(),
+        protocol: resumable_core::Protocol::Tus,
+        repr_digest: None,
+        creator: None,
+    }
+}
+
+async fn download(service: &resumable_core::UploadService, id: &UploadId, length: u64) -> Vec<u8> {
+    let owner = Owner::new("alice");
+    let mut stream = service.read(&owner, id, 0..length).await.expect("download");
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.expect("chunk"));
+    }
+    bytes
+}
+
+/// The upload service on the S3 store, two nodes sharing only the bucket: the simple
+/// protocol's key (found by the other node), a checksum failure discarding its chunk, a
+/// concatenation of partial uploads, a download, termination and the expiry sweep.
+pub async fn the_service_runs_every_extension_on_s3(server: Arc<Server>) {
+    use resumable_core::{ExpectedChecksum, NewConcat, UploadError};
+    use resumable_proto::checksum::{Checksum, ChecksumAlgorithm};
+    let fixture = Fixture::new(server).await;
+    let clock = Arc::new(resumable_core::ManualClock::default());
+    let mut config = Fixture::config_of(&fixture.bucket, None);
+    config.clock = clock.clone();
+    let locker = Arc::new(resumable_core::MemoryLocker::new(
+        std::time::Duration::from_secs(10),
+    ));
+    let first = service(
+        &fixture.bucket.store(config.clone()).await,
+        &locker,
+        clock.clone(),
+    );
+    let second = service(&fixture.bucket.store(config).await, &locker, clock.clone());
+    let owner = Owner::new("alice");
+    assert!(first.capabilities().stage && first.capabilities().concatenate);
+
+    // The seed's protocol: a key, a first request cut short, the rest through another node.
+    let data = pattern(6 * MIB + 100, 20);
+    let key = "photo.jpg-6291556-1700000000";
+    let id = first
+        .open_by_key(
+            &owner,
+            key,
+            Length::Known(data.len() as u64),
+            Default::default(),
+            None,
+        )
+        .await
+        .expect("open");
+    first
+        .append(&owner, &id, append_of(0, &data[..4 * MIB]))
+        .await
+        .expect("first request");
+    let again = second
+        .open_by_key(
+            &owner,
+            key,
+            Length::Known(data.len() as u64),
+            Default::default(),
+            None,
+        )
+        .await
+        .expect("open on the other node");
+    assert_eq!(again, id);
+    let status = second.status(&owner, &id).await.expect("status");
+    assert_eq!(status.offset, Offset(4 * MIB as u64));
+    let done = second
+        .append(&owner, &id, append_of(4 * MIB as u64, &data[4 * MIB..]))
+        .await
+        .expect("rest");
+    assert!(done.is_complete());
+    assert!(download(&first, &id, data.len() as u64).await == data);
+
+    // Checksums: a chunk that does not match is discarded, a matching one counts.
+    let upload = first
+        .create(new_upload(Length::Known(10), None))
+        .await
+        .expect("create");
+    let chunk = b"0123456789";
+    let wrong = Checksum {
+        algorithm: ChecksumAlgorithm::Sha1,
+        digest: vec![0; 20],
+    };
+    let mut checked = append_of(0, chunk);
+    checked.checksum = Some(ExpectedChecksum::Header(wrong));
+    let refused = first.append(&owner, &upload.info.id, checked).await;
+    assert!(
+        matches!(refused, Err(UploadError::ChecksumMismatch { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        second
+            .status(&owner, &upload.info.id)
+            .await
+            .expect("status")
+            .offset,
+        Offset(0)
+    );
+    let right = Checksum {
+        algorithm: ChecksumAlgorithm::Sha1,
+        digest: sha1::Sha1::digest(chunk).to_vec(),
+    };
+    let mut checked = append_of(0, chunk);
+    checked.checksum = Some(ExpectedChecksum::Header(right));
+    let counted = first
+        .append(&owner, &upload.info.id, checked)
+        .await
+        .expect("append");
+    assert_eq!(counted.offset, Offset(10));
+
+    // Concatenation of partial uploads, one of them past the 5 MiB minimum.
+    let pieces = [pattern(PART as usize + 3, 21), pattern(777, 22)];
+    let mut parts = Vec::new();
+    for piece in &pieces {
+        let partial = first
+            .create(new_upload(
+                Length::Known(piece.len() as u64),
+                Some(NewConcat::Partial),
+            ))
+            .await
+            .expect("partial");
+        first
+            .append(&owner, &partial.info.id, append_of(0, piece))
+            .await
+            .expect("append");
+        parts.push(resumable_core::ConcatPart {
+            url: format!("/files/{}", partial.info.id),
+            id: partial.info.id,
+        });
+    }
+    let whole = pieces.concat();
+    let final_upload = second
+        .create(new_upload(Length::Deferred, Some(NewConcat::Final(parts))))
+        .await
+        .expect("final");
+    assert!(final_upload.is_complete());
+    assert!(download(&first, &final_upload.info.id, whole.len() as u64).await == whole);
+
+    // Termination, and expiry of an upload nobody finished.
+    first.terminate(&owner, &id).await.expect("terminate");
+    assert!(matches!(
+        second.status(&owner, &id).await,
+        Err(UploadError::NotFound)
+    ));
+    let stale = first
+        .create(new_upload(Length::Known(100), None))
+        .await
+        .expect("create");
+    first
+        .append(&owner, &stale.info.id, append_of(0, b"abc"))
+        .await
+        .expect("append");
+    clock.advance(std::time::Duration::from_secs(2 * 3600));
+    let swept = second.remove_expired().await.expect("sweep");
+    assert!(swept.removed >= 1, "{swept:?}");
+    assert!(matches!(
+        fixture.store.status(&stale.info.id).await,
+        Err(StoreError::NotFound)
+    ));
 }
