@@ -109,8 +109,10 @@ use resumable_core::{
 use serde::{Deserialize, Serialize};
 use spool::{Budget, Sealed, Spool};
 use std::collections::HashMap;
+use std::future::Future;
 use std::ops::Range;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -813,14 +815,29 @@ impl Inner {
             tail: stored.tail,
             obsolete: stored.obsolete,
             fresh: Spool::new(self.budget.clone()),
+            in_flight: None,
             wrote: false,
             closed: stored.short_last_part,
         };
         let mut interruption = None;
-        while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(chunk) => filling.push(&chunk).await?,
-                Err(error) => {
+        loop {
+            // While a part goes up, the body keeps arriving into the next one.
+            let next = match filling.in_flight.as_mut() {
+                Some(upload) => tokio::select! {
+                    biased;
+                    settled = upload => Next::Settled(settled),
+                    chunk = body.next() => Next::Chunk(chunk),
+                },
+                None => Next::Chunk(body.next().await),
+            };
+            match next {
+                Next::Settled(settled) => {
+                    filling.in_flight = None;
+                    filling.acknowledged(settled?);
+                }
+                Next::Chunk(None) => break,
+                Next::Chunk(Some(Ok(chunk))) => filling.push(&chunk).await?,
+                Next::Chunk(Some(Err(error))) => {
                     interruption = Some(error);
                     break;
                 }
@@ -1011,7 +1028,17 @@ async fn finished_append(
     })
 }
 
-/// An append under way: the part being filled.
+/// A part upload under way; its output is the part's length.
+type InFlight<'a> = Pin<Box<dyn Future<Output = Result<u64, StoreError>> + Send + 'a>>;
+
+/// What an append waits for next.
+enum Next {
+    Settled(Result<u64, StoreError>),
+    Chunk(Option<Result<Bytes, BodyError>>),
+}
+
+/// An append under way: the part being filled, and at most one full part going up (so an
+/// upload holds at most two parts' bytes, both drawn from the budget).
 struct Filling<'a> {
     store: &'a Inner,
     id: &'a UploadId,
@@ -1027,6 +1054,8 @@ struct Filling<'a> {
     obsolete: Vec<Segment>,
     /// Bytes of this append not in a part yet.
     fresh: Spool,
+    /// The full part going up: its part number is `next_part - 1`.
+    in_flight: Option<InFlight<'a>>,
     /// Whether a part went up.
     wrote: bool,
     /// A finish uploaded the last part: nothing may follow.
@@ -1052,14 +1081,30 @@ impl Filling<'_> {
             self.fresh.push(&chunk[..take]).await?;
             chunk = &chunk[take..];
             if self.tail_bytes + self.fresh.len() == self.part_size() {
-                self.upload_part().await?;
+                self.start_part().await?;
             }
         }
         Ok(())
     }
 
-    /// Uploads the full part: the tail read back from S3, then this append's bytes.
-    async fn upload_part(&mut self) -> Result<(), StoreError> {
+    /// Waits for the part going up, if any.
+    async fn settle(&mut self) -> Result<(), StoreError> {
+        if let Some(upload) = self.in_flight.take() {
+            self.acknowledged(upload.await?);
+        }
+        Ok(())
+    }
+
+    fn acknowledged(&mut self, length: u64) {
+        self.parts_bytes += length;
+        self.wrote = true;
+    }
+
+    /// Starts uploading the full part (the tail read back from S3, then this append's bytes),
+    /// once the part before it is acknowledged: parts are acknowledged in order, so a crash
+    /// leaves no gap.
+    async fn start_part(&mut self) -> Result<(), StoreError> {
+        self.settle().await?;
         if self.next_part > MAX_PARTS {
             return Err(error::backend(
                 Kind::Failed,
@@ -1080,22 +1125,25 @@ impl Filling<'_> {
             }
             part.seal().await?
         };
-        self.store
-            .upload_part(self.id, &self.record.multipart, self.next_part, &part)
-            .await?;
-        self.store.crash(CrashPoint::AfterPart)?;
+        let (store, id, multipart, number) =
+            (self.store, self.id, &self.record.multipart, self.next_part);
+        self.in_flight = Some(Box::pin(async move {
+            store.upload_part(id, multipart, number, &part).await?;
+            store.crash(CrashPoint::AfterPart)?;
+            Ok(part.len())
+        }));
+        // Obsolete once the part is acknowledged; deleted only after the append's segment.
         self.obsolete.append(&mut self.tail);
-        self.parts_bytes += part.len();
         self.tail_bytes = 0;
         self.next_part += 1;
-        self.wrote = true;
         Ok(())
     }
 
     /// Writes the bytes left over as a new tail segment (an empty one after a part, recording
     /// the part count and the time), then deletes what the parts made obsolete. Returns the
     /// offset and the write time.
-    async fn end(self) -> Result<(u64, Option<SystemTime>), StoreError> {
+    async fn end(mut self) -> Result<(u64, Option<SystemTime>), StoreError> {
+        self.settle().await?;
         let offset = self.parts_bytes + self.tail_bytes + self.fresh.len();
         if self.fresh.is_empty() && !self.wrote {
             return Ok((offset, None));
