@@ -81,9 +81,9 @@
 //! `Range`, `Put`, `Head`, `Delete`, `ListObjectsV2`, `ListMultipartUploads`), path-style
 //! addressing, a custom endpoint and region, request checksums only "when required" (newer
 //! SDKs add CRC32 checksums to every request by default, which some non-AWS stores refuse),
-//! retries with backoff, and TLS through rustls. It is AWS's own and kept up to date with the
-//! service. Lighter crates (`rust-s3`, `object_store`) lack `UploadPartCopy` or `ListParts`
-//! pagination, or hide the multipart upload behind their own writer.
+//! retries with backoff, and TLS through rustls (no OpenSSL). It is AWS's own and follows the
+//! service. `object_store` hides the parts behind its own writer (no `ListParts`, no
+//! `UploadPartCopy`), which is the one thing this store cannot do without.
 //!
 //! Credentials come from the standard `AWS_*` variables; with a custom endpoint nothing else
 //! is asked (no instance metadata service probing, which would hang where the network is
@@ -358,6 +358,11 @@ impl S3Store {
     /// Bytes of the buffer budget no upload holds (for tests and metrics).
     pub fn buffer_budget_available(&self) -> usize {
         self.inner.budget.available()
+    }
+
+    /// How many buffers went to a temporary file for want of budget (for tests and metrics).
+    pub fn spilled_buffers(&self) -> u64 {
+        self.inner.budget.spills()
     }
 
     /// The SDK client, for tests that look at what the store left in the bucket.

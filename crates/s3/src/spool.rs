@@ -24,6 +24,8 @@ pub(crate) struct Budget {
     bytes: Arc<Semaphore>,
     /// Where spilled spools go.
     temp_dir: PathBuf,
+    /// Spools that went to a file, ever.
+    spills: std::sync::atomic::AtomicU64,
 }
 
 impl Budget {
@@ -31,7 +33,13 @@ impl Budget {
         Arc::new(Budget {
             bytes: Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))),
             temp_dir,
+            spills: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// How many spools went to a file.
+    pub(crate) fn spills(&self) -> u64 {
+        self.spills.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Bytes of the budget not held by any spool.
@@ -141,6 +149,9 @@ impl Spool {
         self.memory = BytesMut::new();
         self.permits = None;
         self.file = Some(Spilled { path, file });
+        self.budget
+            .spills
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

@@ -36,6 +36,7 @@ macro_rules! s3_tests {
             parts_of_a_growing_upload_are_not_readable,
             probe_and_location,
             the_service_runs_every_extension_on_s3,
+            concurrent_uploads_share_one_budget,
         );
     };
     (@each $server:path; $($name:ident),* $(,)?) => {
@@ -1009,4 +1010,40 @@ pub async fn the_service_runs_every_extension_on_s3(server: Arc<Server>) {
         fixture.store.status(&stale.info.id).await,
         Err(StoreError::NotFound)
     ));
+}
+
+/// Uploads appending at once draw on one budget: with room for one part in memory, the others
+/// spill to files, every upload still ends with whole parts and its own bytes, and the budget
+/// is whole again afterwards.
+pub async fn concurrent_uploads_share_one_budget(server: Arc<Server>) {
+    let fixture = Fixture::new(server).await;
+    let mut config = Fixture::config_of(&fixture.bucket, None);
+    config.buffer_budget = PART as usize + MIB;
+    let store = fixture.bucket.store(config).await;
+    let length = 2 * PART as usize + 3 * MIB;
+    let uploads = (0..4u64).map(|seed| {
+        let store = store.clone();
+        let fixture = &fixture;
+        async move {
+            let data = pattern(length, 100 + seed);
+            let info = fixture.created(length as u64).await;
+            for (index, piece) in data.chunks(MIB).enumerate() {
+                fixture.append(&store, &info.id, index * MIB, piece).await;
+            }
+            assert_eq!(fixture.parts(&info.id).await, vec![PART as i64; 2]);
+            fixture.finish_and_compare(&info.id, &data).await;
+        }
+    });
+    futures_util::future::join_all(uploads).await;
+    assert!(
+        store.spilled_buffers() > 0,
+        "four uploads do not fit one part's budget"
+    );
+    assert_eq!(store.buffer_budget_available(), PART as usize + MIB);
+    assert_eq!(
+        std::fs::read_dir(fixture.bucket.spill.path())
+            .unwrap()
+            .count(),
+        0
+    );
 }
