@@ -83,7 +83,7 @@
 //! SDKs add CRC32 checksums to every request by default, which some non-AWS stores refuse),
 //! retries with backoff, and TLS through rustls (no OpenSSL). It is AWS's own and follows the
 //! service. `object_store` hides the parts behind its own writer (no `ListParts`, no
-//! `UploadPartCopy`), which is the one thing this store cannot do without.
+//! `UploadPartCopy`), both of which this store is built on.
 //!
 //! Credentials come from the standard `AWS_*` variables; with a custom endpoint nothing else
 //! is asked (no instance metadata service probing, which would hang where the network is

@@ -728,15 +728,20 @@ fn peak_rss_mib() -> u64 {
         .map_or(0, |kib| kib / 1024)
 }
 
-/// `total` bytes in 256 KiB appends, each by a fresh store instance (a request landing on any
-/// node), with parts of `part_size`: the multipart upload ends with `total / part_size` parts
-/// of exactly that size (not one per append), completes, and reads back with the same SHA-256.
-/// Bytes are generated as they are sent, never held whole. Prints the time, parts and peak RSS.
-pub async fn large_upload_in_small_patches(server: Arc<Server>, total: u64, part_size: u64) {
+/// `total` bytes in 256 KiB appends, with the part size `configured` (or the one chosen for the
+/// length): the multipart upload ends with `total / part_size` parts of exactly that size (not
+/// one per append), completes, and reads back with the same SHA-256. Bytes are generated as
+/// they are sent, never held whole. Prints the time, parts and peak RSS.
+pub async fn large_upload_in_small_patches(
+    server: Arc<Server>,
+    total: u64,
+    configured: Option<u64>,
+) {
+    let part_size = resumable_s3::part_size_for(Length::Known(total), configured);
     const PATCH: u64 = 256 * 1024;
     let bucket = Bucket::new(server).await;
     let mut config = bucket.config();
-    config.part_size = Some(part_size);
+    config.part_size = configured;
     let store = bucket.store(config.clone()).await;
     let info = info(Length::Known(total));
     store.create(&info).await.expect("create");
