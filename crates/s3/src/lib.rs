@@ -192,9 +192,12 @@ pub struct S3StoreConfig {
     /// the rest of AWS's default chain).
     pub credentials: Option<S3Credentials>,
     /// Part size of every upload (raised where an upload's length needs more than 10,000
-    /// parts of it); `None` chooses from each upload's length (see the crate docs).
+    /// parts of it); `None` chooses from each upload's length (see the crate docs). At most
+    /// 5 GiB; AWS refuses non-last parts under 5 MiB (Garage and MinIO take them).
     pub part_size: Option<u64>,
-    /// Bytes of memory all uploads' buffers may take together before they spill to files.
+    /// Bytes of memory all uploads' buffers may take together before they spill to files: the
+    /// store's memory for upload bytes whatever the number of uploads (each append holds at
+    /// most two parts, one filling and one going up; a staged chunk holds its length).
     pub buffer_budget: usize,
     /// Where buffers spill.
     pub temp_dir: PathBuf,
@@ -295,10 +298,32 @@ fn time_of(nanos: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos)
 }
 
+/// A configuration the store cannot work with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// No bucket named.
+    #[error("no S3 bucket given")]
+    NoBucket,
+    /// A part size outside what S3 takes.
+    #[error(
+        "part size {0} is outside 1 byte to 5 GiB (AWS also refuses non-last parts under 5 MiB)"
+    )]
+    PartSize(u64),
+}
+
 impl S3Store {
     /// A store on `config.bucket`. Asks nothing of S3 yet: [`Store::probe`] tells whether it
     /// answers.
-    pub async fn connect(config: S3StoreConfig) -> Result<S3Store, StoreError> {
+    pub async fn connect(config: S3StoreConfig) -> Result<S3Store, ConfigError> {
+        if config.bucket.is_empty() {
+            return Err(ConfigError::NoBucket);
+        }
+        if let Some(size) = config
+            .part_size
+            .filter(|size| !(1..=MAX_PART_SIZE).contains(size))
+        {
+            return Err(ConfigError::PartSize(size));
+        }
         use aws_config::BehaviorVersion;
         use aws_sdk_s3::config::{
             Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,

@@ -651,6 +651,10 @@ pub async fn probe_and_location(server: Arc<Server>) {
         matches!(probed, Err(StoreError::Unavailable(_))),
         "{probed:?}"
     );
+    let mut bad = fixture.bucket.config();
+    bad.part_size = Some(0);
+    let refused = S3Store::connect(bad).await.err();
+    assert_eq!(refused, Some(resumable_s3::ConfigError::PartSize(0)));
     let id = UploadId::random();
     let location = fixture.store.location(&id).expect("location");
     assert_eq!(location.kind, "s3");
