@@ -35,7 +35,17 @@
 //! - in the finish, after the tail went up as the last (short) part: the short part ends the
 //!   upload and makes the tail obsolete; after `CompleteMultipartUpload`, before the record
 //!   says so: the multipart upload is gone and the object is there, which is what finished
-//!   means; the finish can be repeated at every point.
+//!   means; the finish can be repeated at every point;
+//! - in a concatenation, after some parts were copied: the target counts the copied bytes
+//!   (they are there) and is not complete, so the service concatenates again, which copies
+//!   every part anew and completes;
+//! - in a creation, after the multipart upload was opened, or in a termination, after the
+//!   record was deleted: no upload exists; [`Store::remove_leftovers`] aborts multipart
+//!   uploads no record names and deletes objects of uploads without a record, once older than
+//!   its minimum age.
+//!
+//! A bucket lifecycle rule that aborts incomplete multipart uploads must wait longer than the
+//! service's expiry, or it removes uploads still in progress (their status then fails).
 //!
 //! `ListParts` is asked only from the highest part a segment names (every part below it was
 //! acknowledged before that segment was written), so a status costs one page whatever the

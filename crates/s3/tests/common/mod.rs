@@ -248,14 +248,27 @@ impl Bucket {
             spill: tempfile::tempdir().expect("temporary directory"),
         };
         let store = bucket.store(bucket.config()).await;
-        store
-            .client()
-            .create_bucket()
-            .bucket(&bucket.name)
-            .send()
-            .await
-            .expect("create bucket");
-        bucket
+        // A node whose layout was just applied may not take requests yet: retry a while.
+        let started = Instant::now();
+        loop {
+            let created = store
+                .client()
+                .create_bucket()
+                .bucket(&bucket.name)
+                .send()
+                .await;
+            match created {
+                Ok(_) => return bucket,
+                Err(error) if started.elapsed() < Duration::from_secs(30) => {
+                    let _ = error;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!(
+                    "create bucket: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(&error)
+                ),
+            }
+        }
     }
 
     pub fn config(&self) -> S3StoreConfig {
