@@ -42,12 +42,12 @@ pub(crate) fn local(context: &str, error: io::Error) -> StoreError {
 /// Whether S3 answered that the object, or the multipart upload, does not exist.
 pub(crate) fn is_missing<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
     match error {
-        SdkError::ServiceError(service) => {
-            matches!(
-                service.err().code(),
-                Some("NoSuchKey" | "NotFound" | "NoSuchUpload")
-            ) || service.raw().status().as_u16() == 404
-        }
+        SdkError::ServiceError(service) => match service.err().code() {
+            Some("NoSuchKey" | "NotFound" | "NoSuchUpload") => true,
+            // A missing bucket is 404 too, but it is the storage that is missing.
+            Some("NoSuchBucket") => false,
+            _ => service.raw().status().as_u16() == 404,
+        },
         _ => false,
     }
 }

@@ -651,6 +651,11 @@ pub async fn probe_and_location(server: Arc<Server>) {
         matches!(probed, Err(StoreError::Unavailable(_))),
         "{probed:?}"
     );
+    let status = missing.status(&UploadId::random()).await;
+    assert!(
+        matches!(status, Err(StoreError::Unavailable(_))),
+        "no bucket is no storage, not no upload: {status:?}"
+    );
     let mut bad = fixture.bucket.config();
     bad.part_size = Some(0);
     let refused = S3Store::connect(bad).await.err();
