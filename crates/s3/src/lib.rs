@@ -81,8 +81,9 @@
 //! upload whose every byte is stored first, and is [`StoreError::Unsupported`] for bytes in the
 //! parts of an upload still growing (the service only reads complete uploads).
 //! [`Store::concatenate`] finishes the parts, then copies them server-side with
-//! `UploadPartCopy` when every part but the last reaches S3's 5 MiB minimum, and through the
-//! node (streamed into parts, bounded memory) when not.
+//! `UploadPartCopy` when every part but the last reaches S3's 5 MiB minimum (a last part under
+//! it goes through the node: Garage refuses to copy from an object that small), and through
+//! the node (streamed into parts, bounded memory) when not.
 //!
 //! # The client crate
 //!
@@ -762,9 +763,10 @@ impl Inner {
         multipart: &str,
         number: u32,
         part: &Sealed,
-    ) -> Result<(), StoreError> {
+    ) -> Result<String, StoreError> {
         let key = self.layout.data(id);
-        self.client
+        let uploaded = self
+            .client
             .upload_part()
             .bucket(&self.bucket)
             .key(&key)
@@ -775,7 +777,7 @@ impl Inner {
             .send()
             .await
             .map_err(|error| error::s3(&format!("UploadPart {key} #{number}"), error))?;
-        Ok(())
+        Ok(uploaded.e_tag().unwrap_or_default().to_owned())
     }
 
     async fn complete(
@@ -1537,6 +1539,39 @@ impl Inner {
         let key = self.layout.data(target);
         let mut parts = Vec::new();
         for (source, length) in sources {
+            if *length == 0 {
+                continue;
+            }
+            let number = u32::try_from(parts.len() + 1).unwrap_or(u32::MAX);
+            if *length < MIN_PART_SIZE {
+                // Only the last can be this small. Garage refuses to copy from an object under
+                // 5 MiB even as the last part: its few bytes go through this node.
+                let mut spool = Spool::new(self.budget.clone());
+                let mut bytes = self
+                    .get_range(&self.layout.data(source), 0..*length)
+                    .await?;
+                while let Some(chunk) = bytes.next().await {
+                    let chunk = chunk.map_err(|error| {
+                        error::backend(
+                            Kind::Unavailable,
+                            &format!("reading upload {source}"),
+                            error,
+                        )
+                    })?;
+                    spool.push(&chunk).await?;
+                }
+                let sealed = spool.seal().await?;
+                let e_tag = self
+                    .upload_part(target, &record.multipart, number, &sealed)
+                    .await?;
+                let part = ListedPart {
+                    number,
+                    size: *length,
+                    e_tag,
+                };
+                parts.push(part);
+                continue;
+            }
             let pieces = length.div_ceil(MAX_PART_SIZE).max(1);
             let piece = length.div_ceil(pieces);
             let mut start = 0;
