@@ -84,3 +84,48 @@ where
     };
     backend(kind, context, DisplayErrorContext(&error))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::error::ErrorMetadata;
+    use aws_sdk_s3::operation::get_object::GetObjectError;
+    use aws_sdk_s3::primitives::SdkBody;
+
+    fn answered(status: u16, code: &str) -> SdkError<GetObjectError, HttpResponse> {
+        let error = GetObjectError::generic(ErrorMetadata::builder().code(code).build());
+        let status = status.try_into().expect("status");
+        SdkError::service_error(error, HttpResponse::new(status, SdkBody::empty()))
+    }
+
+    #[test]
+    fn s3_answers_are_classified() {
+        let kind = |status, code| match s3("GetObject k", answered(status, code)) {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Exhausted(_) => "exhausted",
+            StoreError::Io(_) => "failed",
+            _ => "other",
+        };
+        assert_eq!(kind(503, "SlowDown"), "exhausted");
+        assert_eq!(kind(500, "InternalError"), "unavailable");
+        assert_eq!(kind(403, "AccessDenied"), "unavailable");
+        assert_eq!(kind(404, "NoSuchBucket"), "unavailable");
+        assert_eq!(kind(400, "InvalidPart"), "failed");
+        assert!(is_missing(&answered(404, "NoSuchKey")));
+        assert!(is_missing(&answered(404, "NoSuchUpload")));
+        assert!(
+            !is_missing(&answered(404, "NoSuchBucket")),
+            "the storage is missing"
+        );
+        assert!(!is_missing(&answered(500, "InternalError")));
+    }
+
+    #[test]
+    fn the_context_names_the_operation() {
+        let error = s3("UploadPart data/x #3", answered(400, "InvalidPart"));
+        assert!(
+            error.to_string().contains("UploadPart data/x #3"),
+            "{error}"
+        );
+    }
+}
