@@ -13,7 +13,8 @@ use crate::observe::{NoObserver, Observer, UploadEvent};
 use crate::quota::{Limits, UsageCounter};
 use crate::rate::CreationRate;
 use crate::store::{
-    BodyError, BodyStream, ByteStream, Capabilities, Store, StoreError, client_key_digest,
+    BackendError, BodyError, BodyStream, ByteStream, Capabilities, Store, StoreError,
+    client_key_digest,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use resumable_proto::Metadata;
@@ -192,12 +193,10 @@ pub enum UploadError {
     /// No storage space left.
     #[error("storage is full")]
     StorageFull,
-    /// The storage cannot be reached (e.g. its directory was removed); the client may retry.
-    #[error("storage unavailable: {0}")]
-    StorageUnavailable(String),
-    /// The server is out of a resource (e.g. open files) for now; the client should retry.
-    #[error("the server is busy; retry later")]
-    Unavailable(String),
+    /// The store's backend failed (unreachable, out of resources, or otherwise); its kind and
+    /// whether it is temporary decide the answer, its details are logged, never sent.
+    #[error("{0}")]
+    Storage(BackendError),
     /// The store cannot do this.
     #[error("not supported by this server's storage")]
     Unsupported,
@@ -229,10 +228,8 @@ impl From<StoreError> for UploadError {
             }
             StoreError::Locked => UploadError::Busy,
             StoreError::Full => UploadError::StorageFull,
-            StoreError::Exhausted(error) => UploadError::Unavailable(error.to_string()),
-            StoreError::Unavailable(error) => UploadError::StorageUnavailable(error.to_string()),
             StoreError::Unsupported => UploadError::Unsupported,
-            StoreError::Io(error) => UploadError::Internal(error.to_string()),
+            StoreError::Backend(error) => UploadError::Storage(error),
         }
     }
 }

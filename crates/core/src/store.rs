@@ -91,7 +91,8 @@ pub struct StorageLocation {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// No upload with that id (or it was terminated). Only about the upload itself: a store
-    /// that cannot reach its storage cannot tell, and says [`StoreError::Unavailable`].
+    /// that cannot reach its storage cannot tell, and says so with a [`BackendError`] of kind
+    /// [`BackendKind::Unavailable`].
     #[error("upload not found")]
     NotFound,
     /// The append started at the wrong offset; nothing was written.
@@ -106,32 +107,148 @@ pub enum StoreError {
     /// The backend has no room left; what was written before is kept and synced.
     #[error("storage is full")]
     Full,
-    /// The process is out of a resource such as file descriptors; retrying later may work.
-    #[error("the server is out of resources: {0}")]
-    Exhausted(io::Error),
-    /// The storage cannot be reached (a file store's directory removed or made unreadable):
-    /// every upload is affected; retrying may work once it is back.
-    #[error("storage unavailable: {0}")]
-    Unavailable(io::Error),
     /// The backend lacks this operation (see [`Capabilities`]).
     #[error("operation not supported by this store")]
     Unsupported,
+    /// The backend itself failed; nothing is said about the upload.
+    #[error("{kind}: {0}", kind = .0.kind())]
+    Backend(#[from] BackendError),
+}
+
+/// What kind of failure a [`BackendError`] is: the kind decides the answer's status, so each
+/// backend sorts its own errors (`errno`s, S3 error codes, …) into these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// The storage cannot be reached (a file store's directory removed or made unreadable, an
+    /// object store that does not answer): every upload is affected.
+    Unavailable,
+    /// Out of a resource (file descriptors, connections, a memory budget).
+    Exhausted,
     /// Anything else: logged, never shown to clients.
-    #[error("storage I/O: {0}")]
-    Io(#[from] io::Error),
+    Failed,
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            BackendKind::Unavailable => "storage unavailable",
+            BackendKind::Exhausted => "out of resources",
+            BackendKind::Failed => "storage failed",
+        })
+    }
+}
+
+/// A failure of the backend, in terms any backend can give: its [`BackendKind`], whether the
+/// same call may succeed later, and what the store was doing (for the log).
+#[derive(Debug)]
+pub struct BackendError {
+    kind: BackendKind,
+    temporary: bool,
+    context: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl BackendError {
+    fn new(
+        kind: BackendKind,
+        temporary: bool,
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        BackendError {
+            kind,
+            temporary,
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The storage cannot be reached; temporary: it may come back.
+    pub fn unavailable(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        BackendError::new(BackendKind::Unavailable, true, context, source)
+    }
+
+    /// Out of a resource; temporary: others may release theirs.
+    pub fn exhausted(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        BackendError::new(BackendKind::Exhausted, true, context, source)
+    }
+
+    /// Any other failure; not temporary unless the backend knows better (see
+    /// [`BackendError::temporary`]).
+    pub fn failed(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        BackendError::new(BackendKind::Failed, false, context, source)
+    }
+
+    /// The same error, temporary or not as the backend knows (say, an object store's
+    /// "internal error, retry" is a failure that retrying may cure).
+    pub fn temporary(mut self, yes: bool) -> Self {
+        self.temporary = yes;
+        self
+    }
+
+    /// What kind of failure it is.
+    pub fn kind(&self) -> BackendKind {
+        self.kind
+    }
+
+    /// Whether the same call may succeed later: what decides if clients are told to retry.
+    pub fn is_temporary(&self) -> bool {
+        self.temporary
+    }
+
+    /// What the store was doing, or on what (a file store names the path).
+    pub fn context(&self) -> &str {
+        &self.context
+    }
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Some(source) => write!(formatter, "{}: {source}", self.context),
+            None => formatter.write_str(&self.context),
+        }
+    }
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl StoreError {
-    /// Classifies an I/O error, recognising a full disk and exhaustion. A missing file is not
-    /// [`StoreError::NotFound`] here: only the store knows whether it was an upload's own
-    /// record (the upload does not exist) or something it needs (a fault).
+    /// Classifies an I/O error, recognising a full disk and exhaustion; anything else is a
+    /// [`BackendKind::Failed`]. A missing file is not [`StoreError::NotFound`] here: only the
+    /// store knows whether it was an upload's own record (the upload does not exist) or
+    /// something it needs (a fault).
     pub fn from_io(error: io::Error) -> Self {
         match error.kind() {
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StoreError::Full,
             // EMFILE, ENFILE: too many open files, in this process or the system.
-            _ if matches!(error.raw_os_error(), Some(24 | 23)) => StoreError::Exhausted(error),
-            _ => StoreError::Io(error),
+            _ if matches!(error.raw_os_error(), Some(24 | 23)) => {
+                BackendError::exhausted("open files", error).into()
+            }
+            _ => BackendError::failed("file system", error).into(),
         }
+    }
+}
+
+/// As [`StoreError::from_io`], so that `?` classifies.
+impl From<io::Error> for StoreError {
+    fn from(error: io::Error) -> Self {
+        StoreError::from_io(error)
     }
 }
 
@@ -168,6 +285,11 @@ impl StoreError {
 ///   durably; it may be called again after a crash and gives the same result.
 /// - `list` returns the id of every upload that `status` can see.
 /// - `status` reports when bytes were last written (`modified_at`).
+/// - A failure of the backend itself (not a refusal about one upload) is
+///   [`StoreError::Backend`]: its [`BackendKind`] says whether the storage is unreachable, out
+///   of a resource, or failed otherwise, and [`BackendError::is_temporary`] whether the same
+///   call may succeed later. A backend never answers [`StoreError::NotFound`] when it could not
+///   look; a full backend is [`StoreError::Full`].
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// What this backend supports.
@@ -272,11 +394,32 @@ mod tests {
     fn io_errors_are_classified() {
         let full = StoreError::from_io(io::Error::from(io::ErrorKind::StorageFull));
         assert!(matches!(full, StoreError::Full));
+        let kind = |error: StoreError| match error {
+            StoreError::Backend(error) => (error.kind(), error.is_temporary()),
+            other => panic!("{other:?}"),
+        };
         let emfile = StoreError::from_io(io::Error::from_raw_os_error(24));
-        assert!(matches!(emfile, StoreError::Exhausted(_)));
+        assert_eq!(kind(emfile), (BackendKind::Exhausted, true));
         let missing = StoreError::from_io(io::Error::from(io::ErrorKind::NotFound));
-        assert!(matches!(missing, StoreError::Io(_)));
-        let other = StoreError::from_io(io::Error::other("boom"));
-        assert!(matches!(other, StoreError::Io(_)));
+        assert_eq!(kind(missing), (BackendKind::Failed, false));
+        let other = StoreError::from(io::Error::other("boom"));
+        assert_eq!(kind(other), (BackendKind::Failed, false));
+    }
+
+    #[test]
+    fn backend_errors_keep_their_context_and_source() {
+        let error = BackendError::unavailable("/srv/uploads", io::Error::other("gone"));
+        assert_eq!(error.to_string(), "/srv/uploads: gone");
+        assert_eq!(error.context(), "/srv/uploads");
+        let source = std::error::Error::source(&error).expect("a source");
+        assert_eq!(source.to_string(), "gone");
+        let failed = BackendError::failed("write", "disk said no");
+        assert!(!failed.is_temporary());
+        assert!(failed.temporary(true).is_temporary());
+        let store = StoreError::from(BackendError::exhausted("connections", "pool empty"));
+        assert_eq!(
+            store.to_string(),
+            "out of resources: connections: pool empty"
+        );
     }
 }

@@ -13,8 +13,9 @@
 //!
 //! A missing file is [`StoreError::NotFound`] only when it is an upload's own file and the
 //! uploads directory is there; anything else missing or unreadable (the directories removed
-//! under a running server, their permissions changed) is [`StoreError::Unavailable`], never an
-//! upload said not to exist. The directories are not silently recreated: they may be a mount
+//! under a running server, their permissions changed) is a [`BackendError`] of kind
+//! [`BackendKind::Unavailable`](resumable_core::BackendKind::Unavailable), never an upload said
+//! not to exist. The directories are not silently recreated: they may be a mount
 //! that is not there yet.
 //!
 //! Names are built only from [`UploadId`]s (32 hex digits) and hex digests, never from client
@@ -41,8 +42,8 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use resumable_core::store::client_key_digest;
 use resumable_core::{
-    Appended, BodyStream, ByteStream, Capabilities, Clock, Offset, Owner, Staged, StorageLocation,
-    Store, StoreError, UploadId, UploadInfo, UploadStatus,
+    Appended, BackendError, BodyStream, ByteStream, Capabilities, Clock, Offset, Owner, Staged,
+    StorageLocation, Store, StoreError, UploadId, UploadInfo, UploadStatus,
 };
 use std::fs::{File, OpenOptions};
 use std::io::{self, SeekFrom};
@@ -186,7 +187,8 @@ fn settle(root: &Path) -> io::Result<()> {
 }
 
 fn decode_info(bytes: &[u8]) -> Result<UploadInfo, StoreError> {
-    serde_json::from_slice(bytes).map_err(|error| StoreError::Io(io::Error::other(error)))
+    serde_json::from_slice(bytes)
+        .map_err(|error| BackendError::failed("an upload's info file", error).into())
 }
 
 /// Runs blocking file-system work off the async threads.
@@ -195,7 +197,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|error| StoreError::Io(io::Error::other(error)))?
+        .map_err(|error| BackendError::failed("a blocking task", error))?
 }
 
 /// What an I/O error on a path means to the store (see the crate docs).
@@ -221,8 +223,7 @@ impl<T> IoAt<T> for io::Result<T> {
 fn fault(path: &Path, error: io::Error) -> StoreError {
     match error.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => {
-            let cause = format!("{}: {error}", path.display());
-            StoreError::Unavailable(io::Error::new(error.kind(), cause))
+            BackendError::unavailable(path.display().to_string(), error).into()
         }
         _ => StoreError::from_io(error),
     }

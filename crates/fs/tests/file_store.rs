@@ -3,7 +3,8 @@
 use bytes::Bytes;
 use futures_util::StreamExt;
 use resumable_core::{
-    BodyError, BodyStream, Length, Offset, Owner, Store, StoreError, UploadId, UploadInfo,
+    BackendKind, BodyError, BodyStream, Length, Offset, Owner, Store, StoreError, UploadId,
+    UploadInfo,
 };
 use resumable_fs::{FileStore, FileStoreConfig};
 use std::path::PathBuf;
@@ -430,7 +431,10 @@ async fn a_missing_directory_is_unavailable_storage_not_a_missing_upload() {
     std::fs::remove_dir_all(&root).unwrap();
 
     let unavailable = |result: Result<(), StoreError>| match result {
-        Err(StoreError::Unavailable(cause)) => cause.to_string(),
+        Err(StoreError::Backend(cause)) if cause.kind() == BackendKind::Unavailable => {
+            assert!(cause.is_temporary(), "{cause}");
+            cause.to_string()
+        }
         other => panic!("{other:?}"),
     };
     let cause = unavailable(store.create(&info(Length::Known(5))).await);
