@@ -13,7 +13,7 @@ use crate::observe::{NoObserver, Observer, UploadEvent};
 use crate::quota::{Limits, UsageCounter};
 use crate::rate::CreationRate;
 use crate::store::{
-    BackendError, BodyError, BodyStream, ByteStream, Capabilities, Store, StoreError,
+    BackendError, BodyError, BodyStream, ByteStream, Capabilities, Listing, Store, StoreError,
     client_key_digest,
 };
 use futures_util::{StreamExt, TryStreamExt};
@@ -30,6 +30,11 @@ use tracing::Instrument;
 /// untouched before [`UploadService::remove_leftovers`] removes it: far longer than any
 /// creation or removal takes.
 pub const LEFTOVER_AGE: Duration = Duration::from_secs(60 * 60);
+
+/// How many upload ids a sweep over every upload (expiry, owed finishes, quotas) asks the
+/// store for at once: one page is all it holds, and one round trip to an object store per
+/// this many uploads is cheap.
+pub const LIST_PAGE_SIZE: usize = 1000;
 
 /// Settings of an [`UploadService`].
 #[derive(Debug, Clone)]
@@ -776,24 +781,35 @@ impl UploadService {
             return Ok(0);
         }
         let mut settled = 0;
-        for id in self.store.list().await? {
-            match self.store.status(&id).await {
-                Ok(status) if hooks::owes_finish(self.hooks.as_deref(), &status) => {}
-                Ok(_) | Err(_) => continue,
-            }
-            let _guard = self.locker.lock(id.as_str()).await?;
-            let Ok(mut status) = self.store.status(&id).await else {
-                continue;
-            };
-            if !hooks::owes_finish(self.hooks.as_deref(), &status) {
-                continue;
-            }
-            match hooks::finish(&*self.store, self.hooks.as_deref(), &mut status).await {
-                Ok(()) | Err(UploadError::HookRefused { .. }) => settled += 1,
-                Err(error) => tracing::warn!(upload = %id, %error, "finish hooks still owed"),
+        let mut pages = Listing::new(&*self.store, LIST_PAGE_SIZE);
+        while let Some(ids) = pages.next_page().await? {
+            for id in ids {
+                settled += usize::from(self.settle_finish(&id).await?);
             }
         }
         Ok(settled)
+    }
+
+    /// Runs the finish hooks the upload still owes, if it does; whether it finished or failed.
+    async fn settle_finish(&self, id: &UploadId) -> Result<bool, UploadError> {
+        match self.store.status(id).await {
+            Ok(status) if hooks::owes_finish(self.hooks.as_deref(), &status) => {}
+            Ok(_) | Err(_) => return Ok(false),
+        }
+        let _guard = self.locker.lock(id.as_str()).await?;
+        let Ok(mut status) = self.store.status(id).await else {
+            return Ok(false);
+        };
+        if !hooks::owes_finish(self.hooks.as_deref(), &status) {
+            return Ok(false);
+        }
+        match hooks::finish(&*self.store, self.hooks.as_deref(), &mut status).await {
+            Ok(()) | Err(UploadError::HookRefused { .. }) => Ok(true),
+            Err(error) => {
+                tracing::warn!(upload = %id, %error, "finish hooks still owed");
+                Ok(false)
+            }
+        }
     }
 
     /// Whether the store answers (for readiness checks; see [`Store::probe`]).
@@ -816,20 +832,33 @@ impl UploadService {
         if self.config.expire_after.is_none() || !self.capabilities().list {
             return Ok(sweep);
         }
-        let ids = self.store.list().await?;
         let failed_before = std::mem::take(&mut *lock_ignoring_poison(&self.sweep_failures));
         let mut failing = HashSet::new();
-        for id in ids {
-            match self.remove_if_expired(&id).await {
-                Ok(true) => sweep.removed += 1,
-                Ok(false) => {}
-                Err(error) => {
-                    if !failed_before.contains(&id) {
-                        tracing::warn!(upload = %id, %error, "expiry sweep skips an upload");
+        let mut pages = Listing::new(&*self.store, LIST_PAGE_SIZE);
+        let listed = loop {
+            let ids = match pages.next_page().await {
+                Ok(Some(ids)) => ids,
+                Ok(None) => break Ok(()),
+                Err(error) => break Err(error),
+            };
+            for id in ids {
+                match self.remove_if_expired(&id).await {
+                    Ok(true) => sweep.removed += 1,
+                    Ok(false) => {}
+                    Err(error) => {
+                        if !failed_before.contains(&id) {
+                            tracing::warn!(upload = %id, %error, "expiry sweep skips an upload");
+                        }
+                        failing.insert(id);
                     }
-                    failing.insert(id);
                 }
             }
+        };
+        if let Err(error) = listed {
+            // The pages not walked may hold failures already logged: remember them still.
+            failing.extend(failed_before);
+            *lock_ignoring_poison(&self.sweep_failures) = failing;
+            return Err(error.into());
         }
         sweep.failed = failing.len();
         *lock_ignoring_poison(&self.sweep_failures) = failing;

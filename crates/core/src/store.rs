@@ -283,7 +283,11 @@ impl From<io::Error> for StoreError {
 /// - `discard_staged` drops what `stage` set aside; the upload is unchanged.
 /// - `concatenate` makes the bytes of `target` the parts' bytes in order (replacing any it had),
 ///   durably; it may be called again after a crash and gives the same result.
-/// - `list` returns the id of every upload that `status` can see.
+/// - `list` pages through the uploads `status` can see: their ids in ascending order of
+///   [`UploadId::as_str`], strictly after `start_after` (from the first when `None`; it need
+///   not be an upload's id), at most `limit` of them. A page shorter than `limit` is the last.
+///   Walking on from each page's last id visits every upload that exists throughout the walk
+///   exactly once ([`Listing`] does it); one created or removed meanwhile may be missed.
 /// - `status` reports when bytes were last written (`modified_at`).
 /// - A failure of the backend itself (not a refusal about one upload) is
 ///   [`StoreError::Backend`]: its [`BackendKind`] says whether the storage is unreachable, out
@@ -345,8 +349,12 @@ pub trait Store: Send + Sync + 'static {
     /// Writes the bytes of `parts`, in order, as the bytes of `target`.
     async fn concatenate(&self, target: &UploadId, parts: &[UploadId]) -> Result<(), StoreError>;
 
-    /// Every upload's id.
-    async fn list(&self) -> Result<Vec<UploadId>, StoreError>;
+    /// A page of upload ids: at most `limit`, in order, after `start_after`.
+    async fn list(
+        &self,
+        start_after: Option<&UploadId>,
+        limit: usize,
+    ) -> Result<Vec<UploadId>, StoreError>;
 
     /// Removes what a crash can leave behind that belongs to no upload (a file store's data
     /// file whose info was never written, or whose upload was being removed; half-written
@@ -372,6 +380,53 @@ pub trait Store: Send + Sync + 'static {
     fn location(&self, id: &UploadId) -> Option<StorageLocation> {
         let _ = id;
         None
+    }
+}
+
+/// A walk over a store's uploads, one [`Store::list`] page at a time, so that a sweep over
+/// any number of uploads holds one page of ids, not all of them.
+pub struct Listing<'a> {
+    store: &'a dyn Store,
+    page_size: usize,
+    /// The last id of the last page; the next page starts after it.
+    after: Option<UploadId>,
+    ended: bool,
+}
+
+impl<'a> Listing<'a> {
+    /// A walk from the first upload, in pages of `page_size` ids (at least one).
+    pub fn new(store: &'a dyn Store, page_size: usize) -> Self {
+        Listing {
+            store,
+            page_size: page_size.max(1),
+            after: None,
+            ended: false,
+        }
+    }
+
+    /// The next page; `None` once the walk is over.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<UploadId>>, StoreError> {
+        if self.ended {
+            return Ok(None);
+        }
+        let page = self.store.list(self.after.as_ref(), self.page_size).await?;
+        // A page out of order could walk forever (one not after the last), or skip uploads.
+        let ascending = page.windows(2).all(|pair| pair[0] < pair[1]);
+        let advances = match (&self.after, page.first()) {
+            (Some(after), Some(first)) => first > after,
+            _ => true,
+        };
+        if !ascending || !advances || page.len() > self.page_size {
+            self.ended = true;
+            let message = "a page of ids out of order, or too long";
+            return Err(BackendError::failed("listing uploads", message).into());
+        }
+        self.ended = page.len() < self.page_size;
+        match page.last() {
+            Some(last) => self.after = Some(last.clone()),
+            None => return Ok(None),
+        }
+        Ok(Some(page))
     }
 }
 

@@ -567,18 +567,31 @@ impl Store for FileStore {
         })
     }
 
-    async fn list(&self) -> Result<Vec<UploadId>, StoreError> {
+    async fn list(
+        &self,
+        start_after: Option<&UploadId>,
+        limit: usize,
+    ) -> Result<Vec<UploadId>, StoreError> {
         let directory = self.uploads.clone();
+        let start_after = start_after.cloned();
         blocking(move || {
+            // A directory has no order: each page reads it whole, keeping only what comes
+            // after the last page, and sorts no more than the page it returns.
             let mut ids = Vec::new();
             for entry in std::fs::read_dir(&directory).at(&directory)? {
                 let name = entry.at(&directory)?.file_name();
                 let id = name
                     .to_str()
                     .and_then(|name| name.strip_suffix(".info"))
-                    .and_then(|id| id.parse::<UploadId>().ok());
+                    .and_then(|id| id.parse::<UploadId>().ok())
+                    .filter(|id| start_after.as_ref().is_none_or(|after| id > after));
                 ids.extend(id);
             }
+            if ids.len() > limit {
+                ids.select_nth_unstable(limit);
+                ids.truncate(limit);
+            }
+            ids.sort_unstable();
             Ok(ids)
         })
         .await

@@ -676,7 +676,11 @@ impl resumable_core::Store for CoreOnlyStore {
     ) -> Result<(), resumable_core::StoreError> {
         Err(resumable_core::StoreError::Unsupported)
     }
-    async fn list(&self) -> Result<Vec<resumable_core::UploadId>, resumable_core::StoreError> {
+    async fn list(
+        &self,
+        _: Option<&resumable_core::UploadId>,
+        _: usize,
+    ) -> Result<Vec<resumable_core::UploadId>, resumable_core::StoreError> {
         Err(resumable_core::StoreError::Unsupported)
     }
 }
