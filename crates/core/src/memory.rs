@@ -68,6 +68,7 @@ impl Store for MemoryStore {
             stage: true,
             concatenate: true,
             list: true,
+            client_keys: true,
         }
     }
 

@@ -610,7 +610,17 @@ impl UploadService {
         owner: &Owner,
         client_key: &str,
     ) -> Result<Option<UploadId>, UploadError> {
+        self.check_client_keys()?;
         Ok(self.store.find_by_key(owner, client_key).await?)
+    }
+
+    /// Refuses what needs the simple protocol's key index if the store has none.
+    fn check_client_keys(&self) -> Result<(), UploadError> {
+        if self.capabilities().client_keys {
+            Ok(())
+        } else {
+            Err(UploadError::Unsupported)
+        }
     }
 
     /// The upload of `client_key`, created (with `length`) if it does not exist yet or expired;
@@ -623,6 +633,7 @@ impl UploadService {
         limits: Limits,
         creator: Option<String>,
     ) -> Result<UploadId, UploadError> {
+        self.check_client_keys()?;
         // Serialise creators of the same key so two first requests make one upload.
         let _guard = self
             .locker

@@ -74,6 +74,9 @@ pub struct Capabilities {
     pub concatenate: bool,
     /// [`Store::list`] enumerates uploads (what the expiry sweeper needs).
     pub list: bool,
+    /// [`Store::find_by_key`] finds uploads by their creator's client key: the index the simple
+    /// protocol's `X-File-Id` needs (an object store may have no cheap place for it).
+    pub client_keys: bool,
 }
 
 /// Where a store keeps an upload's bytes, as hooks report it (so a receiver can pick the
@@ -271,7 +274,10 @@ impl From<io::Error> for StoreError {
 /// - `finish` is called once every byte is stored; it may assemble the upload (S3). Idempotent.
 /// - `terminate` removes the upload and its bytes; afterwards `status` is `NotFound`.
 /// - `read` returns the stored bytes in `range` (within the offset).
-/// - `find_by_key` returns the upload created with `client_key` by `owner`, if it still exists.
+/// - `find_by_key` returns the upload created with `client_key` by `owner`, if it still exists,
+///   in a store that declares [`Capabilities::client_keys`]; one that does not may answer
+///   [`StoreError::Unsupported`], and the service never asks it (nor creates an upload with a
+///   client key in it).
 /// - `stage` stores the body aside, as `append` would (only if exactly `offset` bytes are
 ///   stored, else [`StoreError::OffsetMismatch`]), but the bytes do not count: `status` and
 ///   `read` do not see them, and a crash may lose them. A new `stage` replaces what an earlier

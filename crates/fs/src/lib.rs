@@ -273,6 +273,7 @@ impl Store for FileStore {
             stage: true,
             concatenate: true,
             list: true,
+            client_keys: true,
         }
     }
 
