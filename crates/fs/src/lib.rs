@@ -347,19 +347,17 @@ impl Store for FileStore {
                 modified_at: written.modified_at,
             });
         };
-        // Whether another process had appended before our first write.
-        let moved_before_us = error
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<write::LengthChanged>())
-            .map(|moved| moved.expected == offset.0);
-        match moved_before_us {
-            // The offset the client sent is no longer the stored one.
-            Some(true) => Err(StoreError::OffsetMismatch { stored: durable }),
-            Some(false) => {
+        match error {
+            // Another process appended before our first write: the offset the client sent is
+            // no longer the stored one.
+            write::WriteError::LengthChanged { expected, .. } if expected == offset.0 => {
+                Err(StoreError::OffsetMismatch { stored: durable })
+            }
+            write::WriteError::LengthChanged { .. } => {
                 tracing::warn!(upload = %id, offset = %durable, "another process appended meanwhile");
                 Err(StoreError::Locked)
             }
-            None => {
+            write::WriteError::Io(error) => {
                 tracing::warn!(upload = %id, offset = %durable, %error, "append stopped by a write error");
                 Err(upload_fault(&self.uploads, &self.data_path(id), error))
             }
@@ -459,8 +457,14 @@ impl Store for FileStore {
         blocking(move || File::create(&created).at(&created).map(drop)).await?;
         let target = self.target(path.clone(), None);
         let written = write::stream_to_file(target, 0, body).await;
-        if let Some(error) = written.error {
-            return Err(fault(&path, error));
+        match written.error {
+            None => {}
+            Some(write::WriteError::Io(error)) => return Err(fault(&path, error)),
+            // Only this request writes the set-aside file (it holds the upload's lock).
+            Some(error @ write::WriteError::LengthChanged { .. }) => {
+                let context = path.display().to_string();
+                return Err(BackendError::failed(context, error).into());
+            }
         }
         Ok(Staged {
             length: written.durable_length,
