@@ -200,7 +200,7 @@ pub enum UploadError {
     StorageFull,
     /// The store's backend failed (unreachable, out of resources, or otherwise); its kind and
     /// whether it is temporary decide the answer, its details are logged, never sent.
-    #[error("{0}")]
+    #[error("{kind}: {0}", kind = .0.kind())]
     Storage(BackendError),
     /// The store cannot do this.
     #[error("not supported by this server's storage")]
