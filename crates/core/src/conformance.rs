@@ -2,7 +2,7 @@
 //! every backend with [`store_conformance_tests!`](crate::store_conformance_tests).
 
 use crate::model::{Length, Offset, Owner, UploadId, UploadInfo};
-use crate::store::{BodyError, BodyStream, Store, StoreError};
+use crate::store::{BodyError, BodyStream, Listing, Store, StoreError};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use resumable_proto::Metadata;
@@ -34,6 +34,7 @@ macro_rules! store_conformance_tests {
             staging_and_committing_check_the_offset,
             concatenate_joins_parts_in_order,
             list_returns_every_upload,
+            list_pages_visit_every_upload_once,
         );
         $crate::store_conformance_tests!(@clocked $make;
             writes_move_modified_at,
@@ -262,10 +263,11 @@ pub async fn update_replaces_info(store: &dyn Store) {
     assert_eq!(status.offset, Offset(3));
 }
 
-/// `terminate` removes the upload, its bytes and its client key.
+/// `terminate` removes the upload, its bytes and its client key (where keys are kept).
 pub async fn terminate_removes_upload(store: &dyn Store) {
+    let keys = store.capabilities().client_keys;
     let mut info = info("alice", Length::Known(3));
-    info.client_key = Some("photo.jpg-3-1".into());
+    info.client_key = keys.then(|| "photo.jpg-3-1".into());
     store.create(&info).await.expect("create");
     store
         .append(&info.id, Offset(0), body(vec![b"abc".to_vec()]))
@@ -280,11 +282,13 @@ pub async fn terminate_removes_upload(store: &dyn Store) {
         store.read(&info.id, 0..3).await,
         Err(StoreError::NotFound)
     ));
-    let key = store
-        .find_by_key(&info.owner, "photo.jpg-3-1")
-        .await
-        .expect("find");
-    assert_eq!(key, None);
+    if keys {
+        let key = store
+            .find_by_key(&info.owner, "photo.jpg-3-1")
+            .await
+            .expect("find");
+        assert_eq!(key, None);
+    }
     assert!(matches!(
         store.terminate(&info.id).await,
         Err(StoreError::NotFound)
@@ -309,6 +313,9 @@ pub async fn read_returns_the_requested_range(store: &dyn Store) {
 
 /// `find_by_key` finds the owner's upload and nobody else's.
 pub async fn client_keys_are_scoped_per_owner(store: &dyn Store) {
+    if !store.capabilities().client_keys {
+        return;
+    }
     let mut alice = info("alice", Length::Deferred);
     alice.client_key = Some("../../etc/passwd".into());
     store.create(&alice).await.expect("create");
@@ -484,14 +491,82 @@ pub async fn concatenate_joins_parts_in_order(store: &dyn Store) {
     assert_eq!(read_all(store, &first.id, 5).await, b"hello");
 }
 
+/// Every id [`Listing`] visits, in pages of `page_size`, checking each page's size.
+async fn walk(store: &dyn Store, page_size: usize) -> Vec<UploadId> {
+    let mut pages = Listing::new(store, page_size);
+    let mut ids = Vec::new();
+    while let Some(page) = pages.next_page().await.expect("list") {
+        assert!(
+            page.len() <= page_size,
+            "{} ids in a page of {page_size}",
+            page.len()
+        );
+        ids.extend(page);
+    }
+    ids
+}
+
 /// `list` returns every upload, and no terminated one.
 pub async fn list_returns_every_upload(store: &dyn Store) {
     let kept = created(store, Length::Known(1)).await;
     let removed = created(store, Length::Known(1)).await;
     store.terminate(&removed.id).await.expect("terminate");
-    let ids = store.list().await.expect("list");
-    assert!(ids.contains(&kept.id));
-    assert!(!ids.contains(&removed.id));
+    let ids = store.list(None, 1000).await.expect("list");
+    assert_eq!(ids, vec![kept.id.clone()]);
+    assert_eq!(walk(store, 1000).await, vec![kept.id]);
+}
+
+/// `list` pages: ascending ids, strictly after `start_after`, at most `limit`, a short page
+/// last; walking on from each page's last id visits every upload exactly once.
+pub async fn list_pages_visit_every_upload_once(store: &dyn Store) {
+    let mut expected = Vec::new();
+    for _ in 0..7 {
+        expected.push(created(store, Length::Known(1)).await.id);
+    }
+    let removed = expected.remove(3);
+    store.terminate(&removed).await.expect("terminate");
+    expected.sort_by(|one, other| one.as_str().cmp(other.as_str()));
+    // 6 uploads: pages of 2 end with an empty one, pages of 4 and 5 with a short one.
+    for page_size in [1, 2, 4, 5, 6, 100] {
+        assert_eq!(
+            walk(store, page_size).await,
+            expected,
+            "pages of {page_size}"
+        );
+    }
+    let first = store.list(None, 2).await.expect("list");
+    assert_eq!(first, expected[..2]);
+    let after = store.list(Some(&expected[1]), 3).await.expect("list");
+    assert_eq!(
+        after,
+        expected[2..5],
+        "strictly after start_after, at most limit"
+    );
+    let last = store.list(Some(&expected[4]), 3).await.expect("list");
+    assert_eq!(last, expected[5..], "a short page: the end");
+    let past = store.list(Some(&expected[5]), 3).await.expect("list");
+    assert!(past.is_empty(), "{past:?}");
+    // start_after need not be an upload's: a removed one, or any id at all.
+    let from_removed = store.list(Some(&removed), 100).await.expect("list");
+    let later: Vec<UploadId> = expected
+        .iter()
+        .filter(|id| id.as_str() > removed.as_str())
+        .cloned()
+        .collect();
+    assert_eq!(from_removed, later);
+    let lowest: UploadId = "0".repeat(32).parse().expect("an id");
+    assert_eq!(
+        store.list(Some(&lowest), 100).await.expect("list"),
+        expected
+    );
+    let highest: UploadId = "f".repeat(32).parse().expect("an id");
+    assert!(
+        store
+            .list(Some(&highest), 100)
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 /// `status` reports when bytes were last written, on the store's clock: the creation's time,

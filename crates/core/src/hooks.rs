@@ -668,7 +668,7 @@ async fn check_repr_digest(
     let mut digests = Digests::one(expected.algorithm);
     let mut bytes = store.read(&status.info.id, 0..status.offset.0).await?;
     while let Some(chunk) = bytes.next().await {
-        digests.update(&chunk.map_err(StoreError::Io)?);
+        digests.update(&chunk.map_err(StoreError::from_io)?);
     }
     if digests.finish(expected.algorithm) == Some(expected.digest) {
         return Ok(());

@@ -59,8 +59,8 @@ pub use service::{
     UnannouncedTrailer, UploadError, UploadService,
 };
 pub use store::{
-    Appended, BodyError, BodyStream, ByteStream, Capabilities, Staged, StorageLocation, Store,
-    StoreError,
+    Appended, BackendError, BackendKind, BodyError, BodyStream, ByteStream, Capabilities, Listing,
+    Staged, StorageLocation, Store, StoreError,
 };
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use crate::store::{
 };
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -22,8 +22,9 @@ struct Upload {
 
 /// Uploads held in memory.
 pub struct MemoryStore {
-    /// A std mutex: held only for map look-ups and copies, never across an await.
-    uploads: Mutex<HashMap<UploadId, Arc<Mutex<Upload>>>>,
+    /// A std mutex: held only for map look-ups and copies, never across an await. Ordered, so
+    /// that `list` pages by a range.
+    uploads: Mutex<BTreeMap<UploadId, Arc<Mutex<Upload>>>>,
     keys: Mutex<HashMap<String, UploadId>>,
     /// The time recorded as an upload's last write.
     clock: Arc<dyn Clock>,
@@ -67,6 +68,7 @@ impl Store for MemoryStore {
             stage: true,
             concatenate: true,
             list: true,
+            client_keys: true,
         }
     }
 
@@ -255,11 +257,18 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn list(&self) -> Result<Vec<UploadId>, StoreError> {
+    async fn list(
+        &self,
+        start_after: Option<&UploadId>,
+        limit: usize,
+    ) -> Result<Vec<UploadId>, StoreError> {
+        use std::ops::Bound;
         let uploads = self
             .uploads
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        Ok(uploads.keys().cloned().collect())
+        let from = start_after.map_or(Bound::Unbounded, Bound::Excluded);
+        let page = uploads.range::<UploadId, _>((from, Bound::Unbounded));
+        Ok(page.take(limit).map(|(id, _)| id.clone()).collect())
     }
 }

@@ -8,7 +8,8 @@
 //! uploads.
 
 use crate::model::{Length, Owner, UploadId, UploadStatus};
-use crate::store::{Store, StoreError};
+use crate::service::LIST_PAGE_SIZE;
+use crate::store::{Listing, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -78,7 +79,11 @@ impl UsageCounter {
         owner: &Owner,
         except: Option<&UploadId>,
     ) -> Result<Usage, StoreError> {
-        let ids = store.list().await?;
+        let mut ids = Vec::new();
+        let mut pages = Listing::new(store, LIST_PAGE_SIZE);
+        while let Some(page) = pages.next_page().await? {
+            ids.extend(page);
+        }
         let mut usage = Usage::default();
         let mut unknown = Vec::new();
         {

@@ -13,7 +13,8 @@ use crate::observe::{NoObserver, Observer, UploadEvent};
 use crate::quota::{Limits, UsageCounter};
 use crate::rate::CreationRate;
 use crate::store::{
-    BodyError, BodyStream, ByteStream, Capabilities, Store, StoreError, client_key_digest,
+    BackendError, BodyError, BodyStream, ByteStream, Capabilities, Listing, Store, StoreError,
+    client_key_digest,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use resumable_proto::Metadata;
@@ -29,6 +30,11 @@ use tracing::Instrument;
 /// untouched before [`UploadService::remove_leftovers`] removes it: far longer than any
 /// creation or removal takes.
 pub const LEFTOVER_AGE: Duration = Duration::from_secs(60 * 60);
+
+/// How many upload ids a sweep over every upload (expiry, owed finishes, quotas) asks the
+/// store for at once: one page is all it holds, and one round trip to an object store per
+/// this many uploads is cheap.
+pub const LIST_PAGE_SIZE: usize = 1000;
 
 /// Settings of an [`UploadService`].
 #[derive(Debug, Clone)]
@@ -196,12 +202,10 @@ pub enum UploadError {
     /// No storage space left.
     #[error("storage is full")]
     StorageFull,
-    /// The storage cannot be reached (e.g. its directory was removed); the client may retry.
-    #[error("storage unavailable: {0}")]
-    StorageUnavailable(String),
-    /// The server is out of a resource (e.g. open files) for now; the client should retry.
-    #[error("the server is busy; retry later")]
-    Unavailable(String),
+    /// The store's backend failed (unreachable, out of resources, or otherwise); its kind and
+    /// whether it is temporary decide the answer, its details are logged, never sent.
+    #[error("{kind}: {0}", kind = .0.kind())]
+    Storage(BackendError),
     /// The store cannot do this.
     #[error("not supported by this server's storage")]
     Unsupported,
@@ -233,10 +237,8 @@ impl From<StoreError> for UploadError {
             }
             StoreError::Locked => UploadError::Busy,
             StoreError::Full => UploadError::StorageFull,
-            StoreError::Exhausted(error) => UploadError::Unavailable(error.to_string()),
-            StoreError::Unavailable(error) => UploadError::StorageUnavailable(error.to_string()),
             StoreError::Unsupported => UploadError::Unsupported,
-            StoreError::Io(error) => UploadError::Internal(error.to_string()),
+            StoreError::Backend(error) => UploadError::Storage(error),
         }
     }
 }
@@ -619,7 +621,17 @@ impl UploadService {
         owner: &Owner,
         client_key: &str,
     ) -> Result<Option<UploadId>, UploadError> {
+        self.check_client_keys()?;
         Ok(self.store.find_by_key(owner, client_key).await?)
+    }
+
+    /// Refuses what needs the simple protocol's key index if the store has none.
+    fn check_client_keys(&self) -> Result<(), UploadError> {
+        if self.capabilities().client_keys {
+            Ok(())
+        } else {
+            Err(UploadError::Unsupported)
+        }
     }
 
     /// The upload of `client_key`, created (with `length`) if it does not exist yet or expired;
@@ -632,6 +644,7 @@ impl UploadService {
         limits: Limits,
         creator: Option<String>,
     ) -> Result<UploadId, UploadError> {
+        self.check_client_keys()?;
         // Serialise creators of the same key so two first requests make one upload.
         let guard = self
             .locker
@@ -822,31 +835,39 @@ impl UploadService {
             return Ok(0);
         }
         let mut settled = 0;
-        for id in self.store.list().await? {
-            match self.store.status(&id).await {
-                Ok(status) if hooks::owes_finish(self.hooks.as_deref(), &status) => {}
-                Ok(_) | Err(_) => continue,
+        let mut pages = Listing::new(&*self.store, LIST_PAGE_SIZE);
+        while let Some(ids) = pages.next_page().await? {
+            for id in ids {
+                settled += usize::from(self.settle_finish(&id).await?);
             }
-            let guard = self.locker.lock(id.as_str()).await?;
-            let finished = under(guard, async {
-                let Ok(mut status) = self.store.status(&id).await else {
-                    return false;
-                };
-                if !hooks::owes_finish(self.hooks.as_deref(), &status) {
-                    return false;
-                }
-                match hooks::finish(&*self.store, self.hooks.as_deref(), &mut status).await {
-                    Ok(()) | Err(UploadError::HookRefused { .. }) => true,
-                    Err(error) => {
-                        tracing::warn!(upload = %id, %error, "finish hooks still owed");
-                        false
-                    }
-                }
-            })
-            .await;
-            settled += usize::from(finished);
         }
         Ok(settled)
+    }
+
+    /// Runs the finish hooks the upload still owes, if it does; whether it finished or failed.
+    async fn settle_finish(&self, id: &UploadId) -> Result<bool, UploadError> {
+        match self.store.status(id).await {
+            Ok(status) if hooks::owes_finish(self.hooks.as_deref(), &status) => {}
+            Ok(_) | Err(_) => return Ok(false),
+        }
+        let guard = self.locker.lock(id.as_str()).await?;
+        let finished = under(guard, async {
+            let Ok(mut status) = self.store.status(id).await else {
+                return false;
+            };
+            if !hooks::owes_finish(self.hooks.as_deref(), &status) {
+                return false;
+            }
+            match hooks::finish(&*self.store, self.hooks.as_deref(), &mut status).await {
+                Ok(()) | Err(UploadError::HookRefused { .. }) => true,
+                Err(error) => {
+                    tracing::warn!(upload = %id, %error, "finish hooks still owed");
+                    false
+                }
+            }
+        })
+        .await;
+        Ok(finished)
     }
 
     /// Whether the store answers (for readiness checks; see [`Store::probe`]).
@@ -869,20 +890,33 @@ impl UploadService {
         if self.config.expire_after.is_none() || !self.capabilities().list {
             return Ok(sweep);
         }
-        let ids = self.store.list().await?;
         let failed_before = std::mem::take(&mut *lock_ignoring_poison(&self.sweep_failures));
         let mut failing = HashSet::new();
-        for id in ids {
-            match self.remove_if_expired(&id).await {
-                Ok(true) => sweep.removed += 1,
-                Ok(false) => {}
-                Err(error) => {
-                    if !failed_before.contains(&id) {
-                        tracing::warn!(upload = %id, %error, "expiry sweep skips an upload");
+        let mut pages = Listing::new(&*self.store, LIST_PAGE_SIZE);
+        let listed = loop {
+            let ids = match pages.next_page().await {
+                Ok(Some(ids)) => ids,
+                Ok(None) => break Ok(()),
+                Err(error) => break Err(error),
+            };
+            for id in ids {
+                match self.remove_if_expired(&id).await {
+                    Ok(true) => sweep.removed += 1,
+                    Ok(false) => {}
+                    Err(error) => {
+                        if !failed_before.contains(&id) {
+                            tracing::warn!(upload = %id, %error, "expiry sweep skips an upload");
+                        }
+                        failing.insert(id);
                     }
-                    failing.insert(id);
                 }
             }
+        };
+        if let Err(error) = listed {
+            // The pages not walked may hold failures already logged: remember them still.
+            failing.extend(failed_before);
+            *lock_ignoring_poison(&self.sweep_failures) = failing;
+            return Err(error.into());
         }
         sweep.failed = failing.len();
         *lock_ignoring_poison(&self.sweep_failures) = failing;

@@ -78,6 +78,9 @@ pub struct Capabilities {
     pub concatenate: bool,
     /// [`Store::list`] enumerates uploads (what the expiry sweeper needs).
     pub list: bool,
+    /// [`Store::find_by_key`] finds uploads by their creator's client key: the index the simple
+    /// protocol's `X-File-Id` needs (an object store may have no cheap place for it).
+    pub client_keys: bool,
 }
 
 /// Where a store keeps an upload's bytes, as hooks report it (so a receiver can pick the
@@ -95,7 +98,8 @@ pub struct StorageLocation {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// No upload with that id (or it was terminated). Only about the upload itself: a store
-    /// that cannot reach its storage cannot tell, and says [`StoreError::Unavailable`].
+    /// that cannot reach its storage cannot tell, and says so with a [`BackendError`] of kind
+    /// [`BackendKind::Unavailable`].
     #[error("upload not found")]
     NotFound,
     /// The append started at the wrong offset; nothing was written.
@@ -110,32 +114,148 @@ pub enum StoreError {
     /// The backend has no room left; what was written before is kept and synced.
     #[error("storage is full")]
     Full,
-    /// The process is out of a resource such as file descriptors; retrying later may work.
-    #[error("the server is out of resources: {0}")]
-    Exhausted(io::Error),
-    /// The storage cannot be reached (a file store's directory removed or made unreadable):
-    /// every upload is affected; retrying may work once it is back.
-    #[error("storage unavailable: {0}")]
-    Unavailable(io::Error),
     /// The backend lacks this operation (see [`Capabilities`]).
     #[error("operation not supported by this store")]
     Unsupported,
+    /// The backend itself failed; nothing is said about the upload.
+    #[error("{kind}: {0}", kind = .0.kind())]
+    Backend(#[from] BackendError),
+}
+
+/// What kind of failure a [`BackendError`] is: the kind decides the answer's status, so each
+/// backend sorts its own errors (`errno`s, S3 error codes, …) into these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// The storage cannot be reached (a file store's directory removed or made unreadable, an
+    /// object store that does not answer): every upload is affected.
+    Unavailable,
+    /// Out of a resource (file descriptors, connections, a memory budget).
+    Exhausted,
     /// Anything else: logged, never shown to clients.
-    #[error("storage I/O: {0}")]
-    Io(#[from] io::Error),
+    Failed,
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            BackendKind::Unavailable => "storage unavailable",
+            BackendKind::Exhausted => "out of resources",
+            BackendKind::Failed => "storage failed",
+        })
+    }
+}
+
+/// A failure of the backend, in terms any backend can give: its [`BackendKind`], whether the
+/// same call may succeed later, and what the store was doing (for the log).
+#[derive(Debug)]
+pub struct BackendError {
+    kind: BackendKind,
+    temporary: bool,
+    context: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl BackendError {
+    fn new(
+        kind: BackendKind,
+        temporary: bool,
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        BackendError {
+            kind,
+            temporary,
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The storage cannot be reached; temporary: it may come back.
+    pub fn unavailable(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        BackendError::new(BackendKind::Unavailable, true, context, source)
+    }
+
+    /// Out of a resource; temporary: others may release theirs.
+    pub fn exhausted(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        BackendError::new(BackendKind::Exhausted, true, context, source)
+    }
+
+    /// Any other failure; not temporary unless the backend knows better (see
+    /// [`BackendError::temporary`]).
+    pub fn failed(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        BackendError::new(BackendKind::Failed, false, context, source)
+    }
+
+    /// The same error, temporary or not as the backend knows (say, an object store's
+    /// "internal error, retry" is a failure that retrying may cure).
+    pub fn temporary(mut self, yes: bool) -> Self {
+        self.temporary = yes;
+        self
+    }
+
+    /// What kind of failure it is.
+    pub fn kind(&self) -> BackendKind {
+        self.kind
+    }
+
+    /// Whether the same call may succeed later: what decides if clients are told to retry.
+    pub fn is_temporary(&self) -> bool {
+        self.temporary
+    }
+
+    /// What the store was doing, or on what (a file store names the path).
+    pub fn context(&self) -> &str {
+        &self.context
+    }
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Some(source) => write!(formatter, "{}: {source}", self.context),
+            None => formatter.write_str(&self.context),
+        }
+    }
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl StoreError {
-    /// Classifies an I/O error, recognising a full disk and exhaustion. A missing file is not
-    /// [`StoreError::NotFound`] here: only the store knows whether it was an upload's own
-    /// record (the upload does not exist) or something it needs (a fault).
+    /// Classifies an I/O error, recognising a full disk and exhaustion; anything else is a
+    /// [`BackendKind::Failed`]. A missing file is not [`StoreError::NotFound`] here: only the
+    /// store knows whether it was an upload's own record (the upload does not exist) or
+    /// something it needs (a fault).
     pub fn from_io(error: io::Error) -> Self {
         match error.kind() {
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StoreError::Full,
             // EMFILE, ENFILE: too many open files, in this process or the system.
-            _ if matches!(error.raw_os_error(), Some(24 | 23)) => StoreError::Exhausted(error),
-            _ => StoreError::Io(error),
+            _ if matches!(error.raw_os_error(), Some(24 | 23)) => {
+                BackendError::exhausted("open files", error).into()
+            }
+            _ => BackendError::failed("file system", error).into(),
         }
+    }
+}
+
+/// As [`StoreError::from_io`], so that `?` classifies.
+impl From<io::Error> for StoreError {
+    fn from(error: io::Error) -> Self {
+        StoreError::from_io(error)
     }
 }
 
@@ -158,7 +278,10 @@ impl StoreError {
 /// - `finish` is called once every byte is stored; it may assemble the upload (S3). Idempotent.
 /// - `terminate` removes the upload and its bytes; afterwards `status` is `NotFound`.
 /// - `read` returns the stored bytes in `range` (within the offset).
-/// - `find_by_key` returns the upload created with `client_key` by `owner`, if it still exists.
+/// - `find_by_key` returns the upload created with `client_key` by `owner`, if it still exists,
+///   in a store that declares [`Capabilities::client_keys`]; one that does not may answer
+///   [`StoreError::Unsupported`], and the service never asks it (nor creates an upload with a
+///   client key in it).
 /// - `stage` stores the body aside, as `append` would (only if exactly `offset` bytes are
 ///   stored, else [`StoreError::OffsetMismatch`]), but the bytes do not count: `status` and
 ///   `read` do not see them, and a crash may lose them. A new `stage` replaces what an earlier
@@ -170,8 +293,17 @@ impl StoreError {
 /// - `discard_staged` drops what `stage` set aside; the upload is unchanged.
 /// - `concatenate` makes the bytes of `target` the parts' bytes in order (replacing any it had),
 ///   durably; it may be called again after a crash and gives the same result.
-/// - `list` returns the id of every upload that `status` can see.
+/// - `list` pages through the uploads `status` can see: their ids in ascending order of
+///   [`UploadId::as_str`], strictly after `start_after` (from the first when `None`; it need
+///   not be an upload's id), at most `limit` of them. A page shorter than `limit` is the last.
+///   Walking on from each page's last id visits every upload that exists throughout the walk
+///   exactly once ([`Listing`] does it); one created or removed meanwhile may be missed.
 /// - `status` reports when bytes were last written (`modified_at`).
+/// - A failure of the backend itself (not a refusal about one upload) is
+///   [`StoreError::Backend`]: its [`BackendKind`] says whether the storage is unreachable, out
+///   of a resource, or failed otherwise, and [`BackendError::is_temporary`] whether the same
+///   call may succeed later. A backend never answers [`StoreError::NotFound`] when it could not
+///   look; a full backend is [`StoreError::Full`].
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// What this backend supports.
@@ -227,8 +359,12 @@ pub trait Store: Send + Sync + 'static {
     /// Writes the bytes of `parts`, in order, as the bytes of `target`.
     async fn concatenate(&self, target: &UploadId, parts: &[UploadId]) -> Result<(), StoreError>;
 
-    /// Every upload's id.
-    async fn list(&self) -> Result<Vec<UploadId>, StoreError>;
+    /// A page of upload ids: at most `limit`, in order, after `start_after`.
+    async fn list(
+        &self,
+        start_after: Option<&UploadId>,
+        limit: usize,
+    ) -> Result<Vec<UploadId>, StoreError>;
 
     /// Removes what a crash can leave behind that belongs to no upload (a file store's data
     /// file whose info was never written, or whose upload was being removed; half-written
@@ -257,6 +393,53 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+/// A walk over a store's uploads, one [`Store::list`] page at a time, so that a sweep over
+/// any number of uploads holds one page of ids, not all of them.
+pub struct Listing<'a> {
+    store: &'a dyn Store,
+    page_size: usize,
+    /// The last id of the last page; the next page starts after it.
+    after: Option<UploadId>,
+    ended: bool,
+}
+
+impl<'a> Listing<'a> {
+    /// A walk from the first upload, in pages of `page_size` ids (at least one).
+    pub fn new(store: &'a dyn Store, page_size: usize) -> Self {
+        Listing {
+            store,
+            page_size: page_size.max(1),
+            after: None,
+            ended: false,
+        }
+    }
+
+    /// The next page; `None` once the walk is over.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<UploadId>>, StoreError> {
+        if self.ended {
+            return Ok(None);
+        }
+        let page = self.store.list(self.after.as_ref(), self.page_size).await?;
+        // A page out of order could walk forever (one not after the last), or skip uploads.
+        let ascending = page.windows(2).all(|pair| pair[0] < pair[1]);
+        let advances = match (&self.after, page.first()) {
+            (Some(after), Some(first)) => first > after,
+            _ => true,
+        };
+        if !ascending || !advances || page.len() > self.page_size {
+            self.ended = true;
+            let message = "a page of ids out of order, or too long";
+            return Err(BackendError::failed("listing uploads", message).into());
+        }
+        self.ended = page.len() < self.page_size;
+        match page.last() {
+            Some(last) => self.after = Some(last.clone()),
+            None => return Ok(None),
+        }
+        Ok(Some(page))
+    }
+}
+
 /// A stable, path-safe name for an (owner, client key) pair: hex SHA-256 of both, length-prefixed
 /// so that no two pairs share a name.
 pub fn client_key_digest(owner: &Owner, client_key: &str) -> String {
@@ -276,11 +459,32 @@ mod tests {
     fn io_errors_are_classified() {
         let full = StoreError::from_io(io::Error::from(io::ErrorKind::StorageFull));
         assert!(matches!(full, StoreError::Full));
+        let kind = |error: StoreError| match error {
+            StoreError::Backend(error) => (error.kind(), error.is_temporary()),
+            other => panic!("{other:?}"),
+        };
         let emfile = StoreError::from_io(io::Error::from_raw_os_error(24));
-        assert!(matches!(emfile, StoreError::Exhausted(_)));
+        assert_eq!(kind(emfile), (BackendKind::Exhausted, true));
         let missing = StoreError::from_io(io::Error::from(io::ErrorKind::NotFound));
-        assert!(matches!(missing, StoreError::Io(_)));
-        let other = StoreError::from_io(io::Error::other("boom"));
-        assert!(matches!(other, StoreError::Io(_)));
+        assert_eq!(kind(missing), (BackendKind::Failed, false));
+        let other = StoreError::from(io::Error::other("boom"));
+        assert_eq!(kind(other), (BackendKind::Failed, false));
+    }
+
+    #[test]
+    fn backend_errors_keep_their_context_and_source() {
+        let error = BackendError::unavailable("/srv/uploads", io::Error::other("gone"));
+        assert_eq!(error.to_string(), "/srv/uploads: gone");
+        assert_eq!(error.context(), "/srv/uploads");
+        let source = std::error::Error::source(&error).expect("a source");
+        assert_eq!(source.to_string(), "gone");
+        let failed = BackendError::failed("write", "disk said no");
+        assert!(!failed.is_temporary());
+        assert!(failed.temporary(true).is_temporary());
+        let store = StoreError::from(BackendError::exhausted("connections", "pool empty"));
+        assert_eq!(
+            store.to_string(),
+            "out of resources: connections: pool empty"
+        );
     }
 }

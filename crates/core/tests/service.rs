@@ -325,6 +325,39 @@ async fn reading_an_incomplete_upload_is_refused() {
     assert_eq!(bytes, b"abcdef");
 }
 
+/// More uploads than one page of the store's list: the sweep walks every page, though it
+/// removes uploads of the pages it has walked as it goes.
+#[tokio::test]
+async fn the_expiry_sweep_walks_every_page() {
+    let clock = Arc::new(resumable_core::ManualClock::default());
+    let store = Arc::new(MemoryStore::with_clock(clock.clone()));
+    let service = UploadService::new(
+        store.clone(),
+        Arc::new(MemoryLocker::new(Duration::from_secs(5))),
+        clock.clone(),
+        ServiceConfig {
+            expire_after: Some(Duration::from_secs(60)),
+            ..ServiceConfig::default()
+        },
+    );
+    let count = 2 * resumable_core::service::LIST_PAGE_SIZE + 7;
+    for _ in 0..count {
+        service
+            .create(new_upload("a", Length::Known(6)))
+            .await
+            .unwrap();
+    }
+    clock.advance(Duration::from_secs(61));
+    let sweep = service.remove_expired().await.unwrap();
+    assert_eq!((sweep.removed, sweep.failed), (count, 0));
+    assert!(
+        resumable_core::Store::list(&*store, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 #[tokio::test]
 async fn unfinished_uploads_expire_on_the_service_clock_and_are_swept() {
     let clock = Arc::new(resumable_core::ManualClock::default());
@@ -995,7 +1028,7 @@ async fn metadata_over_the_limit_creates_nothing_whichever_way_it_comes() {
         Err(UploadError::MetadataTooLarge { .. })
     ));
     assert!(
-        store.list().await.unwrap().is_empty(),
+        store.list(None, usize::MAX).await.unwrap().is_empty(),
         "nothing was created"
     );
     // Up to the limit is fine: 9 + 52 bytes.

@@ -13,8 +13,9 @@
 //!
 //! A missing file is [`StoreError::NotFound`] only when it is an upload's own file and the
 //! uploads directory is there; anything else missing or unreadable (the directories removed
-//! under a running server, their permissions changed) is [`StoreError::Unavailable`], never an
-//! upload said not to exist. The directories are not silently recreated: they may be a mount
+//! under a running server, their permissions changed) is a [`BackendError`] of kind
+//! [`BackendKind::Unavailable`](resumable_core::BackendKind::Unavailable), never an upload said
+//! not to exist. The directories are not silently recreated: they may be a mount
 //! that is not there yet.
 //!
 //! Names are built only from [`UploadId`]s (32 hex digits) and hex digests, never from client
@@ -41,8 +42,8 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use resumable_core::store::client_key_digest;
 use resumable_core::{
-    Appended, BodyStream, ByteStream, Capabilities, Clock, Offset, Owner, Staged, StorageLocation,
-    Store, StoreError, UploadId, UploadInfo, UploadStatus,
+    Appended, BackendError, BodyStream, ByteStream, Capabilities, Clock, Offset, Owner, Staged,
+    StorageLocation, Store, StoreError, UploadId, UploadInfo, UploadStatus,
 };
 use std::fs::{File, OpenOptions};
 use std::io::{self, SeekFrom};
@@ -186,7 +187,8 @@ fn settle(root: &Path) -> io::Result<()> {
 }
 
 fn decode_info(bytes: &[u8]) -> Result<UploadInfo, StoreError> {
-    serde_json::from_slice(bytes).map_err(|error| StoreError::Io(io::Error::other(error)))
+    serde_json::from_slice(bytes)
+        .map_err(|error| BackendError::failed("an upload's info file", error).into())
 }
 
 /// Runs blocking file-system work off the async threads.
@@ -195,7 +197,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|error| StoreError::Io(io::Error::other(error)))?
+        .map_err(|error| BackendError::failed("a blocking task", error))?
 }
 
 /// What an I/O error on a path means to the store (see the crate docs).
@@ -221,8 +223,7 @@ impl<T> IoAt<T> for io::Result<T> {
 fn fault(path: &Path, error: io::Error) -> StoreError {
     match error.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => {
-            let cause = format!("{}: {error}", path.display());
-            StoreError::Unavailable(io::Error::new(error.kind(), cause))
+            BackendError::unavailable(path.display().to_string(), error).into()
         }
         _ => StoreError::from_io(error),
     }
@@ -272,6 +273,7 @@ impl Store for FileStore {
             stage: true,
             concatenate: true,
             list: true,
+            client_keys: true,
         }
     }
 
@@ -345,19 +347,17 @@ impl Store for FileStore {
                 modified_at: written.modified_at,
             });
         };
-        // Whether another process had appended before our first write.
-        let moved_before_us = error
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<write::LengthChanged>())
-            .map(|moved| moved.expected == offset.0);
-        match moved_before_us {
-            // The offset the client sent is no longer the stored one.
-            Some(true) => Err(StoreError::OffsetMismatch { stored: durable }),
-            Some(false) => {
+        match error {
+            // Another process appended before our first write: the offset the client sent is
+            // no longer the stored one.
+            write::WriteError::LengthChanged { expected, .. } if expected == offset.0 => {
+                Err(StoreError::OffsetMismatch { stored: durable })
+            }
+            write::WriteError::LengthChanged { .. } => {
                 tracing::warn!(upload = %id, offset = %durable, "another process appended meanwhile");
                 Err(StoreError::Locked)
             }
-            None => {
+            write::WriteError::Io(error) => {
                 tracing::warn!(upload = %id, offset = %durable, %error, "append stopped by a write error");
                 Err(upload_fault(&self.uploads, &self.data_path(id), error))
             }
@@ -457,8 +457,14 @@ impl Store for FileStore {
         blocking(move || File::create(&created).at(&created).map(drop)).await?;
         let target = self.target(path.clone(), None);
         let written = write::stream_to_file(target, 0, body).await;
-        if let Some(error) = written.error {
-            return Err(fault(&path, error));
+        match written.error {
+            None => {}
+            Some(write::WriteError::Io(error)) => return Err(fault(&path, error)),
+            // Only this request writes the set-aside file (it holds the upload's lock).
+            Some(error @ write::WriteError::LengthChanged { .. }) => {
+                let context = path.display().to_string();
+                return Err(BackendError::failed(context, error).into());
+            }
         }
         Ok(Staged {
             length: written.durable_length,
@@ -566,18 +572,31 @@ impl Store for FileStore {
         })
     }
 
-    async fn list(&self) -> Result<Vec<UploadId>, StoreError> {
+    async fn list(
+        &self,
+        start_after: Option<&UploadId>,
+        limit: usize,
+    ) -> Result<Vec<UploadId>, StoreError> {
         let directory = self.uploads.clone();
+        let start_after = start_after.cloned();
         blocking(move || {
+            // A directory has no order: each page reads it whole, keeping only what comes
+            // after the last page, and sorts no more than the page it returns.
             let mut ids = Vec::new();
             for entry in std::fs::read_dir(&directory).at(&directory)? {
                 let name = entry.at(&directory)?.file_name();
                 let id = name
                     .to_str()
                     .and_then(|name| name.strip_suffix(".info"))
-                    .and_then(|id| id.parse::<UploadId>().ok());
+                    .and_then(|id| id.parse::<UploadId>().ok())
+                    .filter(|id| start_after.as_ref().is_none_or(|after| id > after));
                 ids.extend(id);
             }
+            if ids.len() > limit {
+                ids.select_nth_unstable(limit);
+                ids.truncate(limit);
+            }
+            ids.sort_unstable();
             Ok(ids)
         })
         .await

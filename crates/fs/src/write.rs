@@ -92,7 +92,7 @@ pub(crate) struct Written {
     /// The committed length after the append (for bytes set aside: the file's length).
     pub(crate) durable_length: u64,
     /// The write or sync error that stopped the append, if any.
-    pub(crate) error: Option<io::Error>,
+    pub(crate) error: Option<WriteError>,
     /// Why the body ended early, if it did.
     pub(crate) interruption: Option<BodyError>,
     /// The write time the last commit stamped on the data file, if it stamped one.
@@ -105,14 +105,26 @@ struct Durable {
     stamped: Option<SystemTime>,
 }
 
-/// The data file was not as long as an append expected: another process wrote to it.
+/// Why an append's write failed: a typed condition the store acts on, or an I/O error.
 #[derive(Debug, thiserror::Error)]
-#[error("the data file is {found} bytes long, not {expected}: another process appended")]
-pub(crate) struct LengthChanged {
-    /// The length the append expected.
-    pub(crate) expected: u64,
-    /// The length it found.
-    pub(crate) found: u64,
+pub(crate) enum WriteError {
+    /// The data file was not as long as the append expected: another process wrote to it.
+    #[error("the data file is {found} bytes long, not {expected}: another process appended")]
+    LengthChanged {
+        /// The length the append expected.
+        expected: u64,
+        /// The length it found.
+        found: u64,
+    },
+    /// The file system failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl WriteError {
+    fn is_length_changed(&self) -> bool {
+        matches!(self, WriteError::LengthChanged { .. })
+    }
 }
 
 /// Where and how an append writes.
@@ -140,7 +152,7 @@ struct Trip {
     commit: bool,
 }
 
-type WriteTask = JoinHandle<io::Result<u64>>;
+type WriteTask = JoinHandle<Result<u64, WriteError>>;
 
 /// Writes every chunk of `body`, in order, at the end of the file (whose length is `start`),
 /// until the body ends, fails, or a write fails; then syncs what reached the file and stamps
@@ -196,7 +208,7 @@ struct Append {
     uncommitted: bool,
     ended: bool,
     interruption: Option<BodyError>,
-    error: Option<io::Error>,
+    error: Option<WriteError>,
 }
 
 impl Append {
@@ -389,7 +401,7 @@ impl Append {
         trip
     }
 
-    fn write_finished(&mut self, done: Result<io::Result<u64>, tokio::task::JoinError>) {
+    fn write_finished(&mut self, done: Result<Result<u64, WriteError>, tokio::task::JoinError>) {
         self.writing = None;
         match done {
             Ok(Ok(new_length)) => {
@@ -402,10 +414,10 @@ impl Append {
                 }
             }
             Ok(Err(failure)) => {
-                self.foreign = is_length_changed(&failure);
+                self.foreign = failure.is_length_changed();
                 self.error = Some(failure);
             }
-            Err(failure) => self.error = Some(io::Error::other(failure)),
+            Err(failure) => self.error = Some(io::Error::other(failure).into()),
         }
     }
 
@@ -442,7 +454,10 @@ impl Append {
         };
         Written {
             durable_length: durable.length,
-            error: self.error.or(write_error).or(sync_error),
+            error: self
+                .error
+                .or(write_error)
+                .or(sync_error.map(WriteError::Io)),
             interruption: self.interruption,
             modified_at: durable.stamped,
         }
@@ -451,7 +466,7 @@ impl Append {
 
 /// Appends `batch` to the file, which must be `trip.length` bytes long; returns its new
 /// length. The file is open (and locked) only for this write.
-fn append_batch(target: &Target, trip: Trip, batch: Vec<Bytes>) -> io::Result<u64> {
+fn append_batch(target: &Target, trip: Trip, batch: Vec<Bytes>) -> Result<u64, WriteError> {
     let mut file = open_at(target, trip)?;
     let length = append_to(target, &mut file, trip.length, batch)?;
     commit_if(target, &file, trip, length)?;
@@ -466,7 +481,7 @@ fn append_to(target: &Target, file: &mut File, length: u64, batch: Vec<Bytes>) -
 }
 
 /// Appends a batch prepared while the previous write was in flight; returns the new length.
-fn append_prepared(target: &Target, trip: Trip, prepared: Prepared) -> io::Result<u64> {
+fn append_prepared(target: &Target, trip: Trip, prepared: Prepared) -> Result<u64, WriteError> {
     let mut file = open_at(target, trip)?;
     let length = append_prepared_to(target, &mut file, trip.length, prepared)?;
     commit_if(target, &file, trip, length)?;
@@ -495,7 +510,7 @@ fn append_prepared_to(
 
 /// Opens the data file for appending, takes its lock and checks it (see [`check`]). The lock
 /// goes with the file when it is closed.
-fn open_at(target: &Target, trip: Trip) -> io::Result<File> {
+fn open_at(target: &Target, trip: Trip) -> Result<File, WriteError> {
     let file = OpenOptions::new().append(true).open(&target.path)?;
     // Blocks only while another process writes one batch of its own.
     file.lock()?;
@@ -506,7 +521,7 @@ fn open_at(target: &Target, trip: Trip) -> io::Result<File> {
 /// Checks the (locked) data file before a write: on the append's first, that the committed
 /// length is where the append starts (cutting off bytes past it, which were never committed);
 /// on the others, that the file is as long as this append's writes left it.
-fn check(target: &Target, file: &File, trip: Trip) -> io::Result<()> {
+fn check(target: &Target, file: &File, trip: Trip) -> Result<(), WriteError> {
     let found = file.metadata()?.len();
     if !trip.first {
         return expect_length(trip.length, found);
@@ -522,23 +537,16 @@ fn check(target: &Target, file: &File, trip: Trip) -> io::Result<()> {
     Ok(())
 }
 
-fn expect_length(expected: u64, found: u64) -> io::Result<()> {
+fn expect_length(expected: u64, found: u64) -> Result<(), WriteError> {
     if found != expected {
-        return Err(io::Error::other(LengthChanged { expected, found }));
+        return Err(WriteError::LengthChanged { expected, found });
     }
     Ok(())
 }
 
-/// Whether `error` says another process wrote to the data file.
-fn is_length_changed(error: &io::Error) -> bool {
-    error
-        .get_ref()
-        .is_some_and(|inner| inner.is::<LengthChanged>())
-}
-
 /// Syncs what earlier writes of the append left in the file and commits it; returns the
 /// length.
-fn commit_only(target: &Target, trip: Trip) -> io::Result<u64> {
+fn commit_only(target: &Target, trip: Trip) -> Result<u64, WriteError> {
     let file = open_at(target, trip)?;
     commit_if(target, &file, trip, trip.length)?;
     Ok(trip.length)
@@ -566,7 +574,7 @@ fn write_last(
     foreign: bool,
     prepared: Option<Prepared>,
     batch: Vec<Bytes>,
-) -> (Option<io::Error>, io::Result<Durable>) {
+) -> (Option<WriteError>, io::Result<Durable>) {
     let mut file = match OpenOptions::new().append(true).open(&target.path) {
         Ok(file) => file,
         Err(error) => return (None, Err(error)),
@@ -578,7 +586,7 @@ fn write_last(
     let writes = prepared.is_some() || !batch.is_empty();
     // Whether the file was found as this append left it (or, on its first write, as committed).
     let mut checked = !trip.first;
-    let written = (|| {
+    let written = (|| -> Result<u64, WriteError> {
         if !writes {
             return Ok(trip.length);
         }
@@ -593,7 +601,7 @@ fn write_last(
         }
         Ok(length)
     })();
-    let foreign = foreign || written.as_ref().is_err_and(is_length_changed);
+    let foreign = foreign || written.as_ref().is_err_and(WriteError::is_length_changed);
     let committed = (|| {
         let found = file.metadata()?.len();
         let unstamped = |length| Durable {

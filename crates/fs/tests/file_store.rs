@@ -3,7 +3,8 @@
 use bytes::Bytes;
 use futures_util::StreamExt;
 use resumable_core::{
-    BodyError, BodyStream, Length, Offset, Owner, Store, StoreError, UploadId, UploadInfo,
+    BackendKind, BodyError, BodyStream, Length, Offset, Owner, Store, StoreError, UploadId,
+    UploadInfo,
 };
 use resumable_fs::{FileStore, FileStoreConfig};
 use std::path::PathBuf;
@@ -399,7 +400,7 @@ async fn one_unreadable_info_does_not_stop_the_expiry_sweep() {
         service.create(new).await.unwrap();
     }
     // The first upload the sweep comes to has an info file nobody can read.
-    let ids = store.list().await.unwrap();
+    let ids = store.list(None, usize::MAX).await.unwrap();
     let corrupt = ids[0].clone();
     std::fs::write(
         root.join("uploads").join(format!("{corrupt}.info")),
@@ -410,7 +411,7 @@ async fn one_unreadable_info_does_not_stop_the_expiry_sweep() {
 
     let sweep = service.remove_expired().await.unwrap();
     assert_eq!((sweep.removed, sweep.failed), (29, 1));
-    assert_eq!(store.list().await.unwrap(), vec![corrupt]);
+    assert_eq!(store.list(None, usize::MAX).await.unwrap(), vec![corrupt]);
     // The next sweep still counts it, and removes nothing else.
     let again = service.remove_expired().await.unwrap();
     assert_eq!((again.removed, again.failed), (0, 1));
@@ -430,7 +431,10 @@ async fn a_missing_directory_is_unavailable_storage_not_a_missing_upload() {
     std::fs::remove_dir_all(&root).unwrap();
 
     let unavailable = |result: Result<(), StoreError>| match result {
-        Err(StoreError::Unavailable(cause)) => cause.to_string(),
+        Err(StoreError::Backend(cause)) if cause.kind() == BackendKind::Unavailable => {
+            assert!(cause.is_temporary(), "{cause}");
+            cause.to_string()
+        }
         other => panic!("{other:?}"),
     };
     let cause = unavailable(store.create(&info(Length::Known(5))).await);
@@ -446,7 +450,7 @@ async fn a_missing_directory_is_unavailable_storage_not_a_missing_upload() {
             .await
             .map(|_| ()),
     );
-    unavailable(store.list().await.map(|_| ()));
+    unavailable(store.list(None, 10).await.map(|_| ()));
     unavailable(store.remove_leftovers(Duration::ZERO).await.map(|_| ()));
 }
 

@@ -5,7 +5,7 @@
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use resumable_core::StoreError;
+use resumable_core::{BackendError, BackendKind, StoreError};
 use std::io;
 
 /// What went wrong with the backend, as far as the caller should care.
@@ -22,19 +22,25 @@ pub(crate) enum Kind {
 
 /// Builds the store error of a backend failure. `context` names the operation and object.
 pub(crate) fn backend(kind: Kind, context: &str, source: impl std::fmt::Display) -> StoreError {
-    let error = io::Error::other(format!("{context}: {source}"));
-    match kind {
-        Kind::Unavailable => StoreError::Unavailable(error),
-        Kind::Exhausted => StoreError::Exhausted(error),
-        Kind::Failed => StoreError::Io(error),
-    }
+    let source = source.to_string();
+    StoreError::Backend(match kind {
+        Kind::Unavailable => BackendError::unavailable(context, source),
+        Kind::Exhausted => BackendError::exhausted(context, source),
+        Kind::Failed => BackendError::failed(context, source),
+    })
 }
 
 /// A failure of the local spool (temporary files): a full disk is [`StoreError::Full`].
 pub(crate) fn local(context: &str, error: io::Error) -> StoreError {
     match StoreError::from_io(error) {
-        StoreError::Io(error) => backend(Kind::Failed, context, error),
-        StoreError::Exhausted(error) => backend(Kind::Exhausted, context, error),
+        StoreError::Backend(error) => {
+            let kind = match error.kind() {
+                BackendKind::Unavailable => Kind::Unavailable,
+                BackendKind::Exhausted => Kind::Exhausted,
+                BackendKind::Failed => Kind::Failed,
+            };
+            backend(kind, context, error)
+        }
         other => other,
     }
 }
@@ -101,9 +107,11 @@ mod tests {
     #[test]
     fn s3_answers_are_classified() {
         let kind = |status, code| match s3("GetObject k", answered(status, code)) {
-            StoreError::Unavailable(_) => "unavailable",
-            StoreError::Exhausted(_) => "exhausted",
-            StoreError::Io(_) => "failed",
+            StoreError::Backend(error) => match error.kind() {
+                BackendKind::Unavailable => "unavailable",
+                BackendKind::Exhausted => "exhausted",
+                BackendKind::Failed => "failed",
+            },
             _ => "other",
         };
         assert_eq!(kind(503, "SlowDown"), "exhausted");

@@ -1221,6 +1221,7 @@ impl Store for S3Store {
             stage: true,
             concatenate: true,
             list: true,
+            client_keys: true,
         }
     }
 
@@ -1417,15 +1418,12 @@ impl Store for S3Store {
         self.inner.concatenate(target, parts).await
     }
 
-    async fn list(&self) -> Result<Vec<UploadId>, StoreError> {
-        let mut ids = Vec::new();
-        loop {
-            let page = self.list_page(ids.last(), 1000).await?;
-            if page.is_empty() {
-                return Ok(ids);
-            }
-            ids.extend(page);
-        }
+    async fn list(
+        &self,
+        start_after: Option<&UploadId>,
+        limit: usize,
+    ) -> Result<Vec<UploadId>, StoreError> {
+        self.list_page(start_after, limit).await
     }
 
     async fn remove_leftovers(&self, min_age: Duration) -> Result<usize, StoreError> {

@@ -8,7 +8,7 @@
 //! and never reach a client.
 
 use axum::http::StatusCode;
-use resumable_core::{BodyError, Offset, UploadError};
+use resumable_core::{BackendError, BackendKind, BodyError, Offset, UploadError};
 use std::time::Duration;
 
 /// The kinds of refusal front-ends render differently; everything else is [`Kind::Other`].
@@ -135,13 +135,6 @@ pub(crate) fn classify(error: UploadError) -> Classified {
         UploadError::Interrupted { reason, stored } => interrupted(reason, stored),
         UploadError::Busy => Classified::other(StatusCode::LOCKED, message),
         UploadError::StorageFull => Classified::other(StatusCode::INSUFFICIENT_STORAGE, message),
-        UploadError::Unavailable(cause) => {
-            tracing::warn!(%cause, "out of resources");
-            Classified::other(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is busy; retry later",
-            )
-        }
         UploadError::LockUnavailable(cause) => {
             tracing::error!(%cause, "lock service unavailable");
             Classified::other(
@@ -149,13 +142,7 @@ pub(crate) fn classify(error: UploadError) -> Classified {
                 "lock service unavailable; retry later",
             )
         }
-        UploadError::StorageUnavailable(cause) => {
-            tracing::error!(%cause, "storage unavailable");
-            Classified::other(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage unavailable; retry later",
-            )
-        }
+        UploadError::Storage(error) => storage(&error),
         UploadError::Unsupported => Classified::other(StatusCode::NOT_IMPLEMENTED, message),
         UploadError::Internal(detail) => {
             tracing::error!(error = %detail, "internal error");
@@ -172,6 +159,34 @@ pub(crate) fn classify(error: UploadError) -> Classified {
             Classified::other(StatusCode::SERVICE_UNAVAILABLE, message)
         }
     }
+}
+
+/// A failure of the store's backend: unreachable storage and exhausted resources are 503 (they
+/// pass), anything else 500; whether the client is invited to retry is the backend's word
+/// ([`BackendError::is_temporary`]), whatever the status. The details go to the log only.
+fn storage(error: &BackendError) -> Classified {
+    let mut classified = match error.kind() {
+        BackendKind::Unavailable => {
+            tracing::error!(cause = %error, "storage unavailable");
+            Classified::other(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage unavailable; retry later",
+            )
+        }
+        BackendKind::Exhausted => {
+            tracing::warn!(cause = %error, "out of resources");
+            Classified::other(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is busy; retry later",
+            )
+        }
+        BackendKind::Failed => {
+            tracing::error!(%error, "storage failed");
+            Classified::other(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
+        }
+    };
+    classified.retryable = error.is_temporary();
+    classified
 }
 
 /// A body that ended early: every byte before the end is stored.
@@ -225,7 +240,10 @@ mod tests {
         assert_eq!(classified.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!classified.message.contains("secret"));
         assert!(classified.retryable);
-        let storage = classify(UploadError::StorageUnavailable("/srv/secret".into()));
+        let storage = classify(UploadError::Storage(BackendError::unavailable(
+            "/srv/secret",
+            "gone",
+        )));
         assert!(!storage.message.contains("secret"));
     }
 
@@ -259,5 +277,43 @@ mod tests {
         assert!(classify(UploadError::Busy).retryable);
         assert!(!classify(UploadError::NotFound).retryable);
         assert!(!classify(UploadError::ChecksumMismatch { stored: Offset(0) }).retryable);
+    }
+
+    #[test]
+    fn backend_kinds_decide_the_status_and_temporary_the_retry() {
+        let unavailable = classify(UploadError::Storage(BackendError::unavailable(
+            "/srv", "gone",
+        )));
+        assert_eq!(
+            (unavailable.status, unavailable.retryable),
+            (StatusCode::SERVICE_UNAVAILABLE, true)
+        );
+        assert!(unavailable.message.contains("storage unavailable"));
+        let exhausted = classify(UploadError::Storage(BackendError::exhausted(
+            "fds", "EMFILE",
+        )));
+        assert_eq!(
+            (exhausted.status, exhausted.retryable),
+            (StatusCode::SERVICE_UNAVAILABLE, true)
+        );
+        assert_eq!(exhausted.message, "the server is busy; retry later");
+        let failed = classify(UploadError::Storage(BackendError::failed("/srv/x", "EIO")));
+        assert_eq!(
+            (failed.status, failed.retryable),
+            (StatusCode::INTERNAL_SERVER_ERROR, false)
+        );
+        assert!(!failed.message.contains("srv"));
+        let passing = BackendError::failed("object store", "internal error").temporary(true);
+        let passing = classify(UploadError::Storage(passing));
+        assert_eq!(
+            (passing.status, passing.retryable),
+            (StatusCode::INTERNAL_SERVER_ERROR, true)
+        );
+        let lasting = BackendError::unavailable("bucket", "does not exist").temporary(false);
+        let lasting = classify(UploadError::Storage(lasting));
+        assert_eq!(
+            (lasting.status, lasting.retryable),
+            (StatusCode::SERVICE_UNAVAILABLE, false)
+        );
     }
 }

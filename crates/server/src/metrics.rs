@@ -712,8 +712,13 @@ impl Store for MeasuredStore {
         .await
     }
 
-    async fn list(&self) -> Result<Vec<UploadId>, StoreError> {
-        self.timed(Operation::List, self.inner.list()).await
+    async fn list(
+        &self,
+        start_after: Option<&UploadId>,
+        limit: usize,
+    ) -> Result<Vec<UploadId>, StoreError> {
+        let listing = self.inner.list(start_after, limit);
+        self.timed(Operation::List, listing).await
     }
 
     async fn remove_leftovers(&self, min_age: Duration) -> Result<usize, StoreError> {

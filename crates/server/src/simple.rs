@@ -5,6 +5,10 @@
 //! storage and never becomes a path. A simple upload is a normal upload: `POST /upload` answers
 //! with `Location: /files/{id}` (under `--public-url` when set) so it can be downloaded, and tus
 //! can continue it.
+//!
+//! Finding an upload by its `X-File-Id` needs the store's key index
+//! ([`resumable_core::Capabilities::client_keys`]): over a store without one, both routes answer
+//! 501 and say so, before touching anything.
 
 use crate::AppState;
 use crate::classify::{Kind, classify};
@@ -78,12 +82,25 @@ fn mismatch(stored: Offset) -> Rejection {
     reject(StatusCode::CONFLICT, stored.to_string()).with_header(name, value)
 }
 
+/// Refuses the simple protocol over a store that cannot find uploads by their file id: without
+/// it every `GET /status` would say 0 and every `POST /upload` start a new upload.
+fn check_supported(state: &AppState) -> Result<(), Rejection> {
+    if state.service.capabilities().client_keys {
+        return Ok(());
+    }
+    Err(reject(
+        StatusCode::NOT_IMPLEMENTED,
+        "this server's storage does not support the simple protocol (X-File-Id); use tus",
+    ))
+}
+
 /// `GET /status`: how many bytes of this file id are durably stored (`0` if none).
 pub(crate) async fn status(
     State(state): State<AppState>,
     Principal { owner, .. }: Principal,
     headers: HeaderMap,
 ) -> Result<Response, Rejection> {
+    check_supported(&state)?;
     let file_id = parse_file_id(&headers)?;
     let Some(id) = state
         .service
@@ -111,6 +128,7 @@ pub(crate) async fn upload(
     }: Principal,
     request: Request,
 ) -> Result<Response, Rejection> {
+    check_supported(&state)?;
     let (parts, body) = request.into_parts();
     let upload = parse_upload(&parts.headers)?;
     // The request head shares hyper's read buffer: holding it while a slow body streams would

@@ -594,6 +594,7 @@ impl resumable_core::Store for CoreOnlyStore {
             stage: false,
             concatenate: false,
             list: false,
+            client_keys: false,
         }
     }
     async fn create(
@@ -643,10 +644,10 @@ impl resumable_core::Store for CoreOnlyStore {
     }
     async fn find_by_key(
         &self,
-        owner: &resumable_core::Owner,
-        key: &str,
+        _: &resumable_core::Owner,
+        _: &str,
     ) -> Result<Option<resumable_core::UploadId>, resumable_core::StoreError> {
-        self.0.find_by_key(owner, key).await
+        Err(resumable_core::StoreError::Unsupported)
     }
     async fn stage(
         &self,
@@ -676,7 +677,11 @@ impl resumable_core::Store for CoreOnlyStore {
     ) -> Result<(), resumable_core::StoreError> {
         Err(resumable_core::StoreError::Unsupported)
     }
-    async fn list(&self) -> Result<Vec<resumable_core::UploadId>, resumable_core::StoreError> {
+    async fn list(
+        &self,
+        _: Option<&resumable_core::UploadId>,
+        _: usize,
+    ) -> Result<Vec<resumable_core::UploadId>, resumable_core::StoreError> {
         Err(resumable_core::StoreError::Unsupported)
     }
 }
@@ -731,4 +736,45 @@ async fn extensions_are_advertised_only_when_the_store_supports_them() {
         app.oneshot(delete).await.unwrap().status(),
         StatusCode::NOT_IMPLEMENTED
     );
+}
+
+/// Without the key index the simple protocol's `X-File-Id` needs, both of its routes say so
+/// (501, naming the simple protocol) instead of answering 0 for every file and starting a new
+/// upload on every request; tus still works over the same store.
+#[tokio::test]
+async fn the_simple_protocol_is_501_over_a_store_without_client_keys() {
+    use tower::ServiceExt;
+    let service = resumable_core::UploadService::new(
+        std::sync::Arc::new(CoreOnlyStore(resumable_core::MemoryStore::default())),
+        std::sync::Arc::new(resumable_core::MemoryLocker::new(Duration::from_secs(1))),
+        std::sync::Arc::new(resumable_core::SystemClock),
+        resumable_core::ServiceConfig::default(),
+    );
+    let app = resumable_server::app(std::sync::Arc::new(service), Default::default());
+    let status = axum::http::Request::get("/status")
+        .header("X-File-Id", "photo.jpg-3-1")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let upload = axum::http::Request::post("/upload")
+        .header("X-File-Id", "photo.jpg-3-1")
+        .header("X-Start-Byte", "0")
+        .body(axum::body::Body::from("abc"))
+        .unwrap();
+    for request in [status, upload] {
+        let route = request.uri().path().to_owned();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_IMPLEMENTED, "{route}");
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let message = String::from_utf8_lossy(&body);
+        assert!(message.contains("simple protocol"), "{route}: {message}");
+    }
+    let create = axum::http::Request::post("/files/")
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", "3")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let created = app.oneshot(create).await.unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
 }
