@@ -2,7 +2,7 @@
 //! parts under 5 MiB, and Garage, which checks signatures. Checks the baseline uploads what it
 //! reports, not how fast.
 
-use resumable_testkit::{Moto, require};
+use resumable_testkit::{Garage, Moto, require};
 use serde_json::Value;
 use std::process::Command;
 
@@ -78,4 +78,27 @@ fn direct_uploads_to_moto_respect_the_minimum_part_size() {
         access_key_id: moto.access_key_id().into(),
         secret_access_key: moto.secret_access_key().into(),
     });
+}
+
+#[test]
+fn direct_uploads_to_garage_are_signed_and_complete() {
+    let Some(garage) = require(Garage::start(), "RESUMABLE_REQUIRE_S3") else {
+        return;
+    };
+    let store = Store {
+        endpoint: garage.endpoint(),
+        bucket: garage.bucket().into(),
+        region: garage.region().into(),
+        access_key_id: garage.access_key_id().into(),
+        secret_access_key: garage.secret_access_key().into(),
+    };
+    uploads_are_complete(&store);
+    // A wrong secret must fail: the figures are of requests the store really accepted.
+    let forged = Store {
+        secret_access_key: "not-the-secret".into(),
+        ..store
+    };
+    let report = direct(&forged, "forged/", MIB, 1);
+    assert_eq!(report["completed"], 0, "{report}");
+    assert_eq!(report["errors"], 1, "{report}");
 }

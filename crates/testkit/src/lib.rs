@@ -1,5 +1,5 @@
-//! Real servers for resumable's tests: Redis (the fleet's locker) and moto (a strict S3 that
-//! enforces the 5 MiB minimum part size).
+//! Real servers for resumable's tests: Redis (the fleet's locker), Garage (an S3-compatible
+//! store) and moto (a strict S3 that enforces the 5 MiB minimum part size).
 //!
 //! Each `start()` launches the real binary on 127.0.0.1 and a free port, in a temporary
 //! directory of its own, and returns once the server answers (polled, never slept on). The
@@ -15,16 +15,19 @@
 //!
 //! - [`Redis`]: `redis-server` without persistence; can be stopped and started again on the
 //!   same port.
+//! - [`Garage`]: a single Garage node with a key and a bucket made by its CLI.
 //! - [`Moto`]: `moto_server` with a bucket.
 //! - [`sigv4`]: AWS Signature Version 4, so tests can talk to the stores directly.
 //! - [`http`]: one blocking HTTP/1.1 exchange over a `TcpStream`, for readiness probes.
 
+mod garage;
 pub mod http;
 mod moto;
 mod process;
 mod redis;
 pub mod sigv4;
 
+pub use garage::Garage;
 pub use moto::Moto;
 pub use redis::Redis;
 
