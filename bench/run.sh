@@ -3,7 +3,8 @@
 #   bench/run.sh            full run (~10 min): bench/RESULTS.md, bench/results.png, README table
 #   bench/run.sh --quick    smoke run (small sizes, 1 run, under a minute): bench/.quick/
 # Extra flags go to bench/bench.py: --only SCENARIOS and --servers NAMES (comma-separated) run a
-# subset (and leave the README alone).
+# subset (and leave the README alone); --s3 runs the S3 scenarios instead, on Garage from
+# ./test.sh's cache (--s3-direct-only: only the direct baseline; --s3-data-dir: Garage's dir).
 #
 # Installs what is missing, all inside bench/ (gitignored): rustus with `cargo install` into
 # bench/.tools, the npm peers into bench/peers/node_modules, matplotlib into bench/.venv.
