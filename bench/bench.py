@@ -39,6 +39,9 @@ CLIENT = TARGET / "release/resumable-bench"
 OURS = TARGET / "release/resumable"
 RUSTUS = BENCH / ".tools/bin/rustus"
 TUS_NODE = BENCH / "peers/tus-node-server.mjs"
+# Garage for the S3 scenarios: where ./test.sh builds it (crates/testkit looks there too).
+GARAGE = Path(os.environ.get("RESUMABLE_GARAGE",
+                             Path.home() / ".cache/resumable/garage/bin/garage"))
 
 MB = 1_000_000  # MB/s are decimal, like dd's
 GIB = 1 << 30
@@ -125,16 +128,10 @@ class RunningServer:
         return f"http://127.0.0.1:{self.port}{self.kind.endpoint_path}"
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        # utime and stime are the 14th and 15th fields; fields[0] is the 3rd (state).
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return proc_cpu_seconds(self.process.pid)
 
     def memory_kib(self, key: str) -> int:
-        """A number from /proc/PID/status (kB for the Vm* keys)."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-        return 0
+        return proc_memory_kib(self.process.pid, key)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -144,6 +141,21 @@ class RunningServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=15)
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime and stime are the 14th and 15th fields; fields[0] is the 3rd (state).
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def proc_memory_kib(pid: int, key: str) -> int:
+    """A number from /proc/PID/status (kB for the Vm* keys)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
 
 
 def free_port() -> int:
@@ -318,6 +330,220 @@ def settle_disk() -> None:
 
 
 # -------------------------------------------------------------------------------------------
+# S3 scenarios (--s3): uploads to Garage through our server, against the same bytes sent
+# straight to Garage (the limit).
+
+GARAGE_REGION = "garage"
+GARAGE_BUCKET = "resumable-bench"
+
+
+@dataclass
+class S3Scenario:
+    key: str
+    title: str
+    runs: int
+    size: int  # bytes per upload
+    uploads: int
+    # How the direct baseline sends: parts of this size (an object no larger goes in one
+    # PutObject), this many in flight over all objects, one keep-alive connection each. The
+    # fastest of a sweep on this machine (8 to 256 MiB parts, 4 to 50 in flight; see the
+    # commit that set them): the limit should be the best a direct uploader gets.
+    part_size: int
+    connections: int
+
+
+def s3_scenarios(quick: bool) -> list[S3Scenario]:
+    if quick:
+        return [S3Scenario("s3-one", "S3: 64 MiB, one upload", 1, 64 * MIB, 1, 16 * MIB, 8),
+                S3Scenario("s3-concurrent", "S3: 10 × 16 MiB at once", 1, 16 * MIB, 10,
+                           8 * MIB, 16)]
+    return [S3Scenario("s3-one", "S3: 1 GiB, one upload", 3, GIB, 1, 64 * MIB, 8),
+            S3Scenario("s3-concurrent", "S3: 50 × 64 MiB at once", 3, 64 * MIB, 50,
+                       32 * MIB, 16)]
+
+
+class RunningGarage:
+    """One Garage node configured like crates/testkit's (replication_factor 1, sqlite, region
+    "garage"), with a key and a bucket made by its CLI, its data in `data_dir`."""
+
+    def __init__(self, data_dir: Path, log: Path):
+        if not GARAGE.is_file():
+            sys.exit(f"Garage is missing at {GARAGE}: ./test.sh builds it (cargo install "
+                     "--locked garage --version 2.5.0 --root ~/.cache/resumable/garage), or set "
+                     "RESUMABLE_GARAGE")
+        self.rpc_port, self.s3_port = free_port(), free_port()
+        self.config = data_dir / "garage.toml"
+        self.config.write_text(
+            f'metadata_dir = "{data_dir / "meta"}"\n'
+            f'data_dir = "{data_dir / "data"}"\n'
+            'db_engine = "sqlite"\n'
+            "replication_factor = 1\n"
+            f'rpc_bind_addr = "127.0.0.1:{self.rpc_port}"\n'
+            f'rpc_public_addr = "127.0.0.1:{self.rpc_port}"\n'
+            f'rpc_secret = "{os.urandom(32).hex()}"\n'
+            "\n[s3_api]\n"
+            f's3_region = "{GARAGE_REGION}"\n'
+            f'api_bind_addr = "127.0.0.1:{self.s3_port}"\n')
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen(
+                [str(GARAGE), "-c", str(self.config), "server"], stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.log = log
+        try:
+            self._set_up()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _set_up(self) -> None:
+        deadline = time.monotonic() + 60
+        while self.cli("status", check=False).returncode != 0:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"Garage did not start; see {self.log}")
+            time.sleep(0.05)
+        node = self.cli("node", "id", "-q").stdout.strip().split("@")[0]
+        self.cli("layout", "assign", "-z", "dc1", "-c", "1G", node)
+        self.cli("layout", "apply", "--version", "1")
+        key = self.cli("key", "create", "bench").stdout
+        fields = dict(line.split(":", 1) for line in key.splitlines() if ":" in line)
+        self.access_key_id = fields["Key ID"].strip()
+        self.secret_access_key = fields["Secret key"].strip()
+        self.cli("bucket", "create", GARAGE_BUCKET)
+        self.cli("bucket", "allow", "--read", "--write", "--owner", GARAGE_BUCKET,
+                 "--key", "bench")
+        # Ready once a signed upload goes through (a new key reaches the S3 front-end shortly
+        # after the CLI returns).
+        while True:
+            report = self.direct("probe/", MIB, 1, check=False)
+            if report and report["completed"] == 1:
+                return
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"Garage did not accept a signed upload; see {self.log}: {report}")
+            time.sleep(0.05)
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([str(GARAGE), "-c", str(self.config), *args],
+                                capture_output=True, text=True, timeout=60, check=False)
+        if check and result.returncode != 0:
+            sys.exit(f"garage {' '.join(args)} failed: {result.stdout}{result.stderr}")
+        return result
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    def direct(self, prefix: str, size: int, uploads: int, check: bool = True,
+               part_size: int = 16 * MIB, connections: int = 16) -> dict | None:
+        """The bench client's s3-direct run against this node; its report."""
+        args = [str(CLIENT), "s3-direct", "--endpoint", self.endpoint, "--bucket",
+                GARAGE_BUCKET, "--region", GARAGE_REGION, "--prefix", prefix,
+                "--size", str(size), "--uploads", str(uploads), "--part-size", str(part_size),
+                "--connections", str(connections), "--deadline", "240s"]
+        environment = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key_id,
+                       "AWS_SECRET_ACCESS_KEY": self.secret_access_key}
+        result = subprocess.run(args, capture_output=True, text=True, timeout=300,
+                                check=False, env=environment)
+        if result.returncode != 0:
+            if not check:
+                return None
+            sys.exit(f"resumable-bench s3-direct failed:\n{result.stderr}")
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+
+
+def run_s3_scenario(scenario: S3Scenario, side: str, number: int, data_dir: Path) -> Run:
+    """One run of `side` ("direct" or "ours") on a fresh Garage with an empty bucket, its
+    metadata and data in `data_dir`."""
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    settle_disk()
+    garage = RunningGarage(data_dir, DATA / "logs" / f"garage-{scenario.key}-{side}-{number}.log")
+    try:
+        cpu_before = proc_cpu_seconds(garage.process.pid)
+        if side == "direct":
+            run = measure_s3_direct(garage, scenario)
+        else:
+            run = measure_s3_through_our_server(garage, scenario)
+        # CPU and memory here are Garage's: the store's cost of the same bytes either way.
+        run.cpu_seconds = proc_cpu_seconds(garage.process.pid) - cpu_before
+        if run.ok:
+            run.cpu_per_gib = run.cpu_seconds / (scenario.size * scenario.uploads / GIB)
+        run.peak_rss_mib = proc_memory_kib(garage.process.pid, "VmHWM") / 1024
+    finally:
+        garage.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return run
+
+
+def measure_s3_direct(garage: RunningGarage, scenario: S3Scenario) -> Run:
+    """The limit: the bench client sends the objects straight to Garage, multipart, parts in
+    parallel."""
+    report = garage.direct("direct/", scenario.size, scenario.uploads,
+                           part_size=scenario.part_size, connections=scenario.connections)
+    return Run(ok=report["errors"] == 0, mb_per_s=report["bytes"] / MB / report["seconds"],
+               errors=report["errors"], note=report.get("first_error") or "")
+
+
+def measure_s3_through_our_server(garage: RunningGarage, scenario: S3Scenario) -> Run:
+    """The same uploads through `resumable serve --store s3://BUCKET/PREFIX --s3-endpoint URL`
+    in front of `garage` (its RSS must stay under 256 MiB during the 50).
+
+    Not wired yet: the server has no S3 store. No figure is made up meanwhile."""
+    raise NotImplementedError(
+        "uploads through our server to S3 need `resumable serve --store s3://BUCKET/PREFIX "
+        "--s3-endpoint URL` (issue 13), which is not there yet; run with --s3-direct-only for "
+        "the direct baseline alone")
+
+
+def run_s3(quick: bool, only: str | None, direct_only: bool, out: Path, data_dir: Path) -> None:
+    """The S3 scenarios: each side on a fresh Garage per run; results in s3-results.json."""
+    plan = [s for s in s3_scenarios(quick) if not only or s.key in only.split(",")]
+    sides = ["direct"] if direct_only else ["direct", "ours"]
+    runs: dict = {}
+    for scenario in plan:
+        runs[scenario.key] = {}
+        for side in sides:
+            outcomes = []
+            for number in range(scenario.runs):
+                try:
+                    run = run_s3_scenario(scenario, side, number, data_dir)
+                except NotImplementedError as missing:
+                    sys.exit(f"bench.py --s3: {missing}")
+                outcomes.append(run.__dict__)
+                print(f"{scenario.key:>14} {side:>6} #{number + 1}: {describe(run)} (Garage's "
+                      "CPU and RSS)", flush=True)
+            runs[scenario.key][side] = outcomes
+    summary = {key: {side: {"mb_per_s": median([r["mb_per_s"] for r in outcomes if r["ok"]]),
+                            "mb_per_s_range": value_range([r["mb_per_s"] for r in outcomes
+                                                           if r["ok"]]),
+                            "failed_runs": sum(not r["ok"] for r in outcomes)}
+                     for side, outcomes in by_side.items()}
+               for key, by_side in runs.items()}
+    results = {"quick": quick, "machine": machine(), "load": load_average(),
+               "garage_data": f"{data_dir} ({file_system(data_dir)})",
+               "garage": subprocess.run([str(GARAGE), "--version"], capture_output=True,
+                                        text=True, check=False).stdout.strip(),
+               "scenarios": {s.key: s.__dict__ for s in plan}, "runs": runs,
+               "summary": summary}
+    (out / "s3-results.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nwrote {out / 's3-results.json'}")
+    for key, by_side in summary.items():
+        direct = by_side["direct"]["mb_per_s"]
+        line = f"  {key}: direct {spread([r['mb_per_s'] for r in runs[key]['direct']])} MB/s"
+        if "ours" in by_side and direct:
+            line += f", ours {by_side['ours']['mb_per_s'] / direct:.2f}× direct (target ≥ 0.8)"
+        print(line)
+
+
+# -------------------------------------------------------------------------------------------
 # Physical limits
 
 
@@ -358,6 +584,15 @@ def machine() -> dict:
         "open_files": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def file_system(path: Path) -> str:
+    """The device and type of the file system that holds `path` (or its nearest parent)."""
+    while not path.exists():
+        path = path.parent
+    found = subprocess.run(["findmnt", "-no", "SOURCE,FSTYPE", "-T", str(path)],
+                           capture_output=True, text=True, check=False).stdout.split()
+    return " ".join(found) or "unknown"
 
 
 def load_average() -> str:
@@ -681,7 +916,21 @@ def main() -> None:
     parser.add_argument("--report", metavar="RESULTS_JSON", type=Path,
                         help="only rewrite RESULTS.md and results.png (beside the file) from a "
                         "results.json of an earlier run")
+    parser.add_argument("--s3", action="store_true",
+                        help="run the S3 scenarios instead (Garage; see s3_scenarios): uploads "
+                        "through our server and straight to Garage")
+    parser.add_argument("--s3-direct-only", action="store_true",
+                        help="with --s3: only the direct baseline")
+    parser.add_argument("--s3-data-dir", type=Path, default=DATA / "store" / "garage",
+                        help="with --s3: where Garage keeps its metadata and data (default: "
+                        "bench/.data/store/garage, on the worktree's disk)")
     args = parser.parse_args()
+    if args.s3:
+        out = BENCH / ".quick" if args.quick else BENCH / ".data"
+        out.mkdir(parents=True, exist_ok=True)
+        (DATA / "logs").mkdir(parents=True, exist_ok=True)
+        run_s3(args.quick, args.only, args.s3_direct_only, out, args.s3_data_dir.resolve())
+        return
     if args.report:
         results = json.loads(args.report.read_text())
         write_report(results, args.report.parent, results["quick"])

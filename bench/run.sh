@@ -4,7 +4,8 @@
 #   bench/run.sh --quick    smoke run (small sizes, 1 run, under a minute): bench/.quick/
 # Extra flags go to bench/bench.py: --only SCENARIOS and --servers NAMES (comma-separated) run a
 # subset, reported in bench/.partial/ (the README and bench/RESULTS.md are left alone); peers not
-# among --servers are not installed.
+# among --servers are not installed. --s3 runs the S3 scenarios instead, on Garage from
+# ./test.sh's cache (--s3-direct-only: only the direct baseline; --s3-data-dir: Garage's dir).
 #
 # Installs what is missing, all inside bench/ (gitignored): rustus with `cargo install` into
 # bench/.tools, the npm peers into bench/peers/node_modules, matplotlib into bench/.venv.

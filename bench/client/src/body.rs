@@ -43,6 +43,8 @@ impl Default for Pattern {
 pub enum PatchBody {
     /// No bytes (POST, HEAD).
     Empty,
+    /// A small body of its own, sent in one frame (S3's XML requests).
+    Whole(Option<Bytes>),
     /// `remaining` bytes, in frames that are slices of the pattern.
     Stream {
         /// Where frames are cut from.
@@ -70,6 +72,11 @@ impl PatchBody {
         }
     }
 
+    /// `bytes`, in one frame.
+    pub fn bytes(bytes: Bytes) -> Self {
+        PatchBody::Whole(Some(bytes))
+    }
+
     /// The first `head` bytes of the pattern, then a stall; `stalled` fires once they are sent.
     pub fn stall(pattern: &Pattern, head: usize, stalled: oneshot::Sender<()>) -> Self {
         PatchBody::Stall {
@@ -89,6 +96,9 @@ impl Body for PatchBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             PatchBody::Empty => Poll::Ready(None),
+            PatchBody::Whole(bytes) => {
+                Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes))))
+            }
             PatchBody::Stream { remaining: 0, .. } => Poll::Ready(None),
             PatchBody::Stream { pattern, remaining } => {
                 let len = (*remaining).min(pattern.len() as u64);
@@ -115,13 +125,14 @@ impl Body for PatchBody {
     fn is_end_stream(&self) -> bool {
         matches!(
             self,
-            PatchBody::Empty | PatchBody::Stream { remaining: 0, .. }
+            PatchBody::Empty | PatchBody::Whole(None) | PatchBody::Stream { remaining: 0, .. }
         )
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            PatchBody::Empty => SizeHint::with_exact(0),
+            PatchBody::Empty | PatchBody::Whole(None) => SizeHint::with_exact(0),
+            PatchBody::Whole(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             PatchBody::Stream { remaining, .. } => SizeHint::with_exact(*remaining),
             // The request's Content-Length header states the promised length.
             PatchBody::Stall { .. } => SizeHint::default(),

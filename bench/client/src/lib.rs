@@ -6,16 +6,22 @@
 //! allocating per request), and measures wall time. Each subcommand of the `resumable-bench`
 //! binary prints its result as one JSON line for the orchestrator (`bench/bench.py`).
 //!
+//! For the S3 scenarios it also sends the same bytes straight to the store (SigV4-signed
+//! multipart uploads, parts in parallel): the limit our server in front of that store is
+//! measured against.
+//!
 //! # Layout
 //!
 //! - [`body`]: request bodies cut from the shared buffer, including one that stalls mid-body.
 //! - [`tus`]: an endpoint, a connection, and its `POST` / `PATCH` / `HEAD`.
 //! - [`scenario`]: many uploads at once, connections held open mid-body, HEADs per second.
+//! - [`s3`]: the direct baseline: objects sent straight to an S3 endpoint, parts in parallel.
 //! - [`discard`]: a loopback listener that throws bodies away (the ceiling for any server).
 //! - [`ByteSize`]: sizes on the command line (`1GiB`, `256KiB`).
 
 pub mod body;
 pub mod discard;
+pub mod s3;
 pub mod scenario;
 pub mod tus;
 

@@ -5,13 +5,15 @@ use clap::{Parser, Subcommand};
 use resumable_bench::body::Pattern;
 use resumable_bench::scenario::{self, IdlePlan, UploadPlan};
 use resumable_bench::tus::Endpoint;
-use resumable_bench::{ByteSize, discard};
+use resumable_bench::{ByteSize, discard, s3};
+use resumable_testkit::sigv4::Signer;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// Benchmark client for tus servers: plain tus over one keep-alive connection per upload.
+/// Benchmark client for tus servers (plain tus over one keep-alive connection per upload) and
+/// for S3 stores (multipart, parts in parallel).
 #[derive(Parser)]
 #[command(name = "resumable-bench", version, about)]
 struct Cli {
@@ -31,6 +33,43 @@ enum Command {
         http2: bool,
         #[command(flatten)]
         shape: UploadShape,
+    },
+    /// The S3 limit: objects sent straight to an S3 endpoint with multipart uploads, parts in
+    /// parallel (a `PutObject` each when an object fits in one part).
+    S3Direct {
+        /// The S3 endpoint, http://IP:PORT (path-style buckets).
+        #[arg(long)]
+        endpoint: String,
+        /// The bucket; objects are `PREFIX0`, `PREFIX1`, …
+        #[arg(long)]
+        bucket: String,
+        /// The region requests are signed for.
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+        /// The access key's id.
+        #[arg(long, env = "AWS_ACCESS_KEY_ID")]
+        access_key_id: String,
+        /// The access key's secret.
+        #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+        secret_access_key: String,
+        /// Bytes per object.
+        #[arg(long)]
+        size: ByteSize,
+        /// How many objects.
+        #[arg(long, default_value_t = 1)]
+        uploads: usize,
+        /// Bytes per part (at least 5MiB, S3's minimum).
+        #[arg(long, default_value = "16MiB")]
+        part_size: ByteSize,
+        /// Parts in flight at once over all objects, one connection each.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Prepended to each object's number to make its key.
+        #[arg(long, default_value = "direct/")]
+        prefix: String,
+        /// Longest the whole run may take.
+        #[arg(long, default_value = "300s")]
+        deadline: humantime::Duration,
     },
     /// The loopback limit: the same uploads to a listener of its own that discards bodies.
     Discard {
@@ -120,6 +159,37 @@ async fn main() -> anyhow::Result<()> {
                 endpoint = endpoint.http2();
             }
             print(&scenario::upload_many(&endpoint, &pattern, shape.plan()).await);
+        }
+        Command::S3Direct {
+            endpoint,
+            bucket,
+            region,
+            access_key_id,
+            secret_access_key,
+            size,
+            uploads,
+            part_size,
+            connections,
+            prefix,
+            deadline,
+        } => {
+            if part_size.0 < s3::MIN_PART_SIZE {
+                anyhow::bail!("--part-size must be at least 5MiB (S3 refuses smaller parts)");
+            }
+            let bucket = s3::Bucket {
+                endpoint: Endpoint::parse(&endpoint)?,
+                name: bucket,
+                signer: Signer::new(&access_key_id, &secret_access_key, &region),
+            };
+            let plan = s3::DirectPlan {
+                size: size.0,
+                objects: uploads,
+                part_size: part_size.0,
+                connections,
+                prefix,
+                deadline: deadline.into(),
+            };
+            print(&s3::upload_direct(&bucket, &pattern, plan).await);
         }
         Command::Discard { shape } => {
             let (address, listener) = discard::start().await?;

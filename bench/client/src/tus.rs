@@ -3,6 +3,7 @@
 //! knowledge (cleartext h2c) for an endpoint made [`Endpoint::http2`].
 
 use crate::body::PatchBody;
+use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 use hyper::client::conn::{http1, http2};
@@ -94,6 +95,11 @@ impl Endpoint {
         self.address
     }
 
+    /// `IP:PORT`, as sent in `Host`.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
     /// A new keep-alive connection to the endpoint's server.
     pub async fn connect(&self) -> Result<Connection, TusError> {
         let stream = TcpStream::connect(self.address).await?;
@@ -124,6 +130,7 @@ impl Endpoint {
             sender,
             driver,
             endpoint: self.clone(),
+            closing: false,
         })
     }
 }
@@ -134,6 +141,9 @@ pub struct Connection {
     /// Drives the socket; aborted on drop so a held request never outlives its connection.
     driver: JoinHandle<()>,
     endpoint: Endpoint,
+    /// The last response said `Connection: close` (moto's server does, every time): the next
+    /// request goes on a new connection.
+    closing: bool,
 }
 
 /// A connection's request half.
@@ -214,6 +224,19 @@ impl Connection {
         request: Request<PatchBody>,
         expected: StatusCode,
     ) -> Result<HeaderMap, TusError> {
+        let (headers, _) = self.exchange_with_body(request, expected).await?;
+        Ok(headers)
+    }
+
+    /// [`Connection::exchange`], also returning the (small) response body: S3 answers in XML.
+    pub async fn exchange_with_body(
+        &mut self,
+        request: Request<PatchBody>,
+        expected: StatusCode,
+    ) -> Result<(HeaderMap, Bytes), TusError> {
+        if self.closing {
+            *self = self.endpoint.connect().await?;
+        }
         let method = request.method().clone();
         let http = |source| TusError::Http {
             method: method.clone(),
@@ -230,6 +253,10 @@ impl Connection {
             }
         };
         let (parts, body) = response.into_parts();
+        self.closing = parts
+            .headers
+            .get(header::CONNECTION)
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"close"));
         let body = body.collect().await.map_err(http)?.to_bytes();
         if parts.status != expected {
             let body = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
@@ -239,7 +266,7 @@ impl Connection {
                 body,
             });
         }
-        Ok(parts.headers)
+        Ok((parts.headers, body))
     }
 
     fn request(&self, method: Method, path: &str) -> http::request::Builder {

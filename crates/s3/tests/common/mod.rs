@@ -106,12 +106,9 @@ pub fn moto() -> Arc<Server> {
 fn start_moto() -> Server {
     // The version ./test.sh installs (5.2.x answers ListParts with a root element the SDK
     // refuses).
-    let default = home_cache("moto-5.1.22/bin/moto_server");
+    let default = home_cache("moto/bin/moto_server");
     let Some(binary) = executable("RESUMABLE_MOTO", default) else {
-        missing(
-            "moto",
-            "~/.cache/resumable/moto-5.1.22/bin/moto_server not found",
-        );
+        missing("moto", "~/.cache/resumable/moto/bin/moto_server not found");
     };
     let dir = tempfile::tempdir().expect("temporary directory");
     let port = free_port();
