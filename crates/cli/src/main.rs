@@ -9,6 +9,7 @@ mod options;
 mod remote;
 mod report;
 mod serve;
+mod storage;
 mod upload;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};

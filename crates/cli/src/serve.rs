@@ -3,8 +3,7 @@
 use crate::Usage;
 use anyhow::Context;
 use clap::Args;
-use resumable_core::{MemoryLocker, MinRate, ServiceConfig, SystemClock, UploadService};
-use resumable_fs::{FileStore, FileStoreConfig};
+use resumable_core::{MinRate, ServiceConfig, SystemClock, UploadService};
 use resumable_server::auth::{
     Auth, ForwardAuth, ForwardSettings, JwtAuth, JwtKeySource, JwtSettings, TokensAuth,
 };
@@ -96,6 +95,9 @@ pub(crate) struct ServeArgs {
     /// (gracefully: GOAWAY). HTTP/1.1 connections have --head-timeout between requests.
     #[arg(long, env = "RESUMABLE_HTTP2_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
     http2_idle_timeout: Duration,
+
+    #[command(flatten)]
+    storage: crate::storage::StorageArgs,
 
     #[command(flatten)]
     auth: AuthArgs,
@@ -468,14 +470,15 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let connection_limits = args.limits.connection_limits();
     fit_open_files(connection_limits.max_connections);
     let clock = Arc::new(SystemClock);
-    let store = FileStore::open(FileStoreConfig {
-        root: args.data_dir.clone(),
-        lock_timeout: args.lock_timeout,
-        clock: clock.clone(),
-        direct_io: !args.no_direct_io,
-    })
-    .await
-    .with_context(|| format!("cannot use data directory {}", args.data_dir.display()))?;
+    let storage = args
+        .storage
+        .open(
+            &args.data_dir,
+            args.lock_timeout,
+            !args.no_direct_io,
+            clock.clone(),
+        )
+        .await?;
     let config = ServiceConfig {
         max_size: args.max_size.0,
         body_idle_timeout: args.body_timeout,
@@ -493,8 +496,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .hooks(&args.data_dir, clock.clone(), metrics.clone())
         .await?;
     let mut service = UploadService::new(
-        metrics.measure_store(Arc::new(store)),
-        metrics.measure_locker(Arc::new(MemoryLocker::new(args.lock_timeout))),
+        metrics.measure_store(storage.store),
+        metrics.measure_locker(storage.locker),
         clock,
         config,
     )
@@ -532,6 +535,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         %address,
         data_dir = %args.data_dir.display(),
+        store = %storage.description,
+        locks = if args.storage.redis.is_some() { "redis" } else { "in-process" },
         auth = auth.mode(),
         public_url = args.public_url.as_ref().map(ToString::to_string),
         "serving uploads"
@@ -549,9 +554,12 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     reload_on_hangup(auth.clone(), tls.clone());
-    let readiness = Checks::new()
+    let mut readiness = Checks::new()
         .with(DirWritable::new(&args.data_dir))
         .with(FreeSpace::new(&args.data_dir, args.min_free_space));
+    if let Some(redis) = storage.redis_check {
+        readiness = readiness.with(redis);
+    }
     let stop_metrics = CancellationToken::new();
     let metrics_server = metrics_listener.map(|metrics_listener| {
         let stopped = stop_metrics.clone().cancelled_owned();

@@ -317,6 +317,22 @@ impl RedisLocker {
         Ok(RedisLocker { shared })
     }
 
+    /// Whether Redis answers a `PING` within the I/O timeout (for readiness checks).
+    pub async fn ping(&self) -> Result<(), LockError> {
+        let mut connection = self.shared.commands.clone();
+        let ping = redis::cmd("PING");
+        match tokio::time::timeout(
+            self.shared.config.io_timeout,
+            ping.query_async::<String>(&mut connection),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(LockError::Backend(format!("redis: {error}"))),
+            Err(_) => Err(LockError::Backend("redis: no answer in time".into())),
+        }
+    }
+
     fn guard(
         &self,
         key: &str,
