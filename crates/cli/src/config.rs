@@ -563,6 +563,9 @@ mod tests {
             || is(clap::value_parser!(usize).into())
         {
             Some(toml::Value::Integer(4242))
+        } else if key == "lock-lease" {
+            // A duration, but a short one (see parse_lease).
+            string("20s")
         } else if is(ValueParser::new(crate::serve::parse_min_free_space)) {
             string("5%")
         } else if is(ValueParser::new(humantime::parse_duration)) {
@@ -578,6 +581,8 @@ mod tests {
             list(&["https://a.example", "https://b.example"])
         } else if is(ValueParser::new(crate::serve::parse_public_url)) {
             string("https://uploads.example.com/base")
+        } else if is(ValueParser::new(crate::storage::parse_store)) {
+            string("s3://sample-bucket/uploads")
         } else if is(ValueParser::new(crate::hooks::parse_kinds)) {
             list(&["post-create", "post-finish"])
         } else {

@@ -75,7 +75,7 @@ impl std::fmt::Display for S3Location {
     }
 }
 
-fn parse_store(value: &str) -> Result<S3Location, String> {
+pub(crate) fn parse_store(value: &str) -> Result<S3Location, String> {
     let Some(rest) = value.strip_prefix("s3://") else {
         return Err(
             "expected s3://BUCKET/PREFIX (without --store, uploads go to --data-dir)".into(),
