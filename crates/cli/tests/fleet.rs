@@ -50,7 +50,8 @@ impl Fleet {
         let garage = require(Garage::start(), "RESUMABLE_REQUIRE_S3")?;
         let redis = require(Redis::start(), "RESUMABLE_REQUIRE_REDIS")?;
         let work = scratch();
-        let redis_locks = ["--redis", &redis.url(), "--lock-lease", "3s"];
+        let lease = format!("{}s", LEASE.as_secs());
+        let redis_locks = ["--redis", &redis.url(), "--lock-lease", &lease];
         let a = node(&work, "a", &garage, &redis_locks);
         let b = node(&work, "b", &garage, &redis_locks);
         Some(Fleet {
@@ -300,6 +301,11 @@ async fn a_head_on_one_node_stops_a_patch_streaming_on_the_other_within_a_second
                 sent.fetch_add(chunk.len() as u64, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
+            // Closing our side would make the server drop the request unanswered.
+            while !answered.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            drop(writing);
         }
     });
     // Read from the start, so the answer is taken before the node closes the connection on
