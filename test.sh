@@ -40,6 +40,7 @@ need promtool prometheus   # lints the scraped /metrics text in the CLI's tests
 need curl curl         # the TLS tests upload with curl over HTTPS (HTTP/2 and HTTP/1.1)
 need openssl openssl   # the TLS tests make RSA and EC keys, the e2e test a CA for tus-js-client
 need redis-server redis-server   # the Redis locker's tests start their own (crates/redis/tests)
+need nginx nginx       # the fleet's round-robin load balancer (crates/testkit, tests/e2e/node/fleet.test.mjs)
 
 # The S3 stores of the fleet's tests (crates/testkit), built or installed once into a cache
 # outside the repository, where the testkit looks for them.
@@ -80,7 +81,7 @@ if [[ "$(cat tests/peer/node_modules/.lock-sha256 2>/dev/null || true)" != "$pee
 fi
 
 step "cargo test"
-RESUMABLE_REQUIRE_PEER=1 RESUMABLE_REQUIRE_PROMTOOL=1 RESUMABLE_REQUIRE_REDIS=1 RESUMABLE_REQUIRE_S3=1 \
+RESUMABLE_REQUIRE_PEER=1 RESUMABLE_REQUIRE_PROMTOOL=1 RESUMABLE_REQUIRE_REDIS=1 RESUMABLE_REQUIRE_S3=1 RESUMABLE_REQUIRE_NGINX=1 \
   cargo test --workspace
 
 step "release build for the end-to-end tests"
