@@ -52,16 +52,23 @@ fn main() -> ExitCode {
     {
         return ExitCode::FAILURE;
     }
-    let waited = tokio::runtime::Builder::new_current_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .and_then(|runtime| runtime.block_on(until_told_to_stop()));
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("resumable-fleet: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let waited = runtime.block_on(until_told_to_stop());
+    // Not dropped: that would wait for the stdin reader, which may be blocked in read(2) for
+    // good (a signal came, stdin is still open).
+    runtime.shutdown_background();
     drop(fleet);
     match waited {
-        Ok(()) => {
-            // Not returning: the runtime's stdin reader may still be blocked in read(2).
-            std::process::exit(0)
-        }
+        Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("resumable-fleet: {error}");
             ExitCode::FAILURE
