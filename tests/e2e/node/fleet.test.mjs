@@ -106,7 +106,7 @@ after(async () => {
   await removeDir(tmp);
 });
 
-test('fleet: tus-js-client in 256 KiB chunks through a round robin of two nodes, aborted and resumed', { skip, timeout: 120000 }, async () => {
+test('fleet: tus-js-client in 256 KiB chunks through a round robin of two nodes, aborted and resumed', { skip, timeout: 120000 }, async (t) => {
   assert.equal(fleet.nodes.length, 2);
   const before = await Promise.all(fleet.nodes.map(patchesServed));
   const endpoint = `${fleet.url}/files/`;
@@ -151,13 +151,14 @@ test('fleet: tus-js-client in 256 KiB chunks through a round robin of two nodes,
   // ---- both nodes took PATCHes of this upload ----
   const after = await Promise.all(fleet.nodes.map(patchesServed));
   const served = after.map((n, i) => n - before[i]);
+  t.diagnostic(`aborted at ${r1.sentAtAbort}, stored ${stored}; PATCHes answered 204 per node: ${served}`);
   assert.ok(served.every((n) => n > 0), `PATCHes answered 204 per node: ${served} (both must have served some)`);
   const log = await readFile(fleet.nginx_access_log, 'utf8');
   const upstreams = new Set(log.split('\n').filter((l) => l.startsWith(`PATCH ${id} `)).map((l) => l.split(' ').pop()));
   assert.equal(upstreams.size, 2, `nginx sent this upload's PATCHes to ${[...upstreams]}`);
 });
 
-test('fleet: `resumable upload --chunk-size 256KiB` through the round robin finishes with the same bytes', { skip, timeout: 120000 }, async () => {
+test('fleet: `resumable upload --chunk-size 256KiB` through the round robin finishes with the same bytes', { skip, timeout: 120000 }, async (t) => {
   const before = await Promise.all(fleet.nodes.map(patchesServed));
   const state = await makeTempDir('resumable-e2e-state-');
   try {
@@ -184,6 +185,7 @@ test('fleet: `resumable upload --chunk-size 256KiB` through the round robin fini
     assert.equal(dl.sha256, fileSha, 'downloaded SHA-256 equals the source file');
     const after = await Promise.all(fleet.nodes.map(patchesServed));
     const served = after.map((n, i) => n - before[i]);
+    t.diagnostic(`PATCHes answered 204 per node: ${served}; ${report.seconds} s`);
     assert.equal(served[0] + served[1], SIZE / CHUNK, `one PATCH per 256 KiB: ${served}`);
     assert.ok(served.every((n) => n > 0), `PATCHes per node: ${served}`);
   } finally {
