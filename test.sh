@@ -86,7 +86,8 @@ RESUMABLE_REQUIRE_PEER=1 RESUMABLE_REQUIRE_PROMTOOL=1 RESUMABLE_REQUIRE_REDIS=1 
 
 step "release build for the end-to-end tests"
 # resumable-fleet (crates/testkit): Garage, Redis, two nodes and nginx for tests/e2e/node/fleet.test.mjs.
-cargo build --release --bin resumable --bin resumable-fleet
+cargo build --release --bin resumable
+cargo build --release -p resumable-testkit --bin resumable-fleet
 
 step "end-to-end tests"
 RESUMABLE_BIN="$PWD/target/release/resumable" RESUMABLE_FLEET_BIN="$PWD/target/release/resumable-fleet" \
