@@ -7,10 +7,10 @@
 #    prometheus package, installed here when missing; the fleet's tests run redis-server from
 #    Debian, moto's server from PyPI and Garage built with cargo install, each installed here
 #    when missing), 3. end-to-end tests with real third-party clients (tus-js-client, tuspy)
-#    against the release binary (tests/e2e/run.sh installs npm and PyPI packages into
-#    tests/e2e when missing), 4. browser tests of the page
-#    and resumable.js in Debian's Chromium (tests/browser/run.sh installs chromium and its npm
-#    packages when missing).
+#    against the release binary, one of them through nginx's round robin of two nodes
+#    (tests/e2e/run.sh installs npm and PyPI packages into tests/e2e when missing),
+#    4. browser tests of the page and resumable.js in Debian's Chromium (tests/browser/run.sh
+#    installs chromium and its npm packages when missing).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -40,6 +40,7 @@ need promtool prometheus   # lints the scraped /metrics text in the CLI's tests
 need curl curl         # the TLS tests upload with curl over HTTPS (HTTP/2 and HTTP/1.1)
 need openssl openssl   # the TLS tests make RSA and EC keys, the e2e test a CA for tus-js-client
 need redis-server redis-server   # the Redis locker's tests start their own (crates/redis/tests)
+need nginx nginx       # the fleet's round-robin load balancer (crates/testkit, tests/e2e/node/fleet.test.mjs)
 
 # The S3 stores of the fleet's tests (crates/testkit), built or installed once into a cache
 # outside the repository, where the testkit looks for them.
@@ -80,14 +81,17 @@ if [[ "$(cat tests/peer/node_modules/.lock-sha256 2>/dev/null || true)" != "$pee
 fi
 
 step "cargo test"
-RESUMABLE_REQUIRE_PEER=1 RESUMABLE_REQUIRE_PROMTOOL=1 RESUMABLE_REQUIRE_REDIS=1 RESUMABLE_REQUIRE_S3=1 \
+RESUMABLE_REQUIRE_PEER=1 RESUMABLE_REQUIRE_PROMTOOL=1 RESUMABLE_REQUIRE_REDIS=1 RESUMABLE_REQUIRE_S3=1 RESUMABLE_REQUIRE_NGINX=1 \
   cargo test --workspace
 
 step "release build for the end-to-end tests"
+# resumable-fleet (crates/testkit): Garage, Redis, two nodes and nginx for tests/e2e/node/fleet.test.mjs.
 cargo build --release --bin resumable
+cargo build --release -p resumable-testkit --bin resumable-fleet
 
 step "end-to-end tests"
-RESUMABLE_BIN="$PWD/target/release/resumable" tests/e2e/run.sh
+RESUMABLE_BIN="$PWD/target/release/resumable" RESUMABLE_FLEET_BIN="$PWD/target/release/resumable-fleet" \
+  RESUMABLE_REQUIRE_FLEET=1 tests/e2e/run.sh
 
 step "browser tests"
 RESUMABLE_BIN="$PWD/target/release/resumable" tests/browser/run.sh

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end tests for the resumable server.
 #   RESUMABLE_BIN=/path/to/resumable tests/e2e/run.sh
+#   RESUMABLE_BIN=/path/to/resumable tests/e2e/run.sh node/fleet.test.mjs   (only these Node tests,
+#   paths relative to tests/e2e)
 # Installs what is missing (npm ci, a Python venv with requirements.txt), then
 # runs the Node tests (node --test) and the Python tests (pytest).
 set -euo pipefail
@@ -52,11 +54,16 @@ fi
 
 status=0
 
-echo "run.sh: node tests"
-node --test --test-concurrency=1 --test-reporter=spec node/*.test.mjs || status=1
+if [[ $# -gt 0 ]]; then
+  echo "run.sh: node tests $*"
+  node --test --test-concurrency=1 --test-reporter=spec "$@" || status=1
+else
+  echo "run.sh: node tests"
+  node --test --test-concurrency=1 --test-reporter=spec node/*.test.mjs || status=1
 
-echo "run.sh: python tests"
-.venv/bin/python -m pytest -p no:cacheprovider || status=1
+  echo "run.sh: python tests"
+  .venv/bin/python -m pytest -p no:cacheprovider || status=1
+fi
 
 if [[ $status -ne 0 ]]; then
   echo "run.sh: FAILED" >&2

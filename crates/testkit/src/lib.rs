@@ -1,5 +1,6 @@
 //! Real servers for resumable's tests: Redis (the fleet's locker), Garage (an S3-compatible
-//! store) and moto (a strict S3 that enforces the 5 MiB minimum part size).
+//! store), moto (a strict S3 that enforces the 5 MiB minimum part size) and nginx (a
+//! round-robin load balancer in front of a fleet's nodes).
 //!
 //! Each `start()` launches the real binary on 127.0.0.1 and a free port, in a temporary
 //! directory of its own, and returns once the server answers (polled, never slept on). The
@@ -17,18 +18,23 @@
 //!   same port.
 //! - [`Garage`]: a single Garage node with a key and a bucket made by its CLI.
 //! - [`Moto`]: `moto_server` with a bucket.
+//! - [`Nginx`]: nginx balancing request by request over upstreams given.
+//! - [`fleet`]: all of them with `resumable serve` nodes; the `resumable-fleet` binary.
 //! - [`sigv4`]: AWS Signature Version 4, so tests can talk to the stores directly.
 //! - [`http`]: one blocking HTTP/1.1 exchange over a `TcpStream`, for readiness probes.
 
+pub mod fleet;
 mod garage;
 pub mod http;
 mod moto;
+mod nginx;
 mod process;
 mod redis;
 pub mod sigv4;
 
 pub use garage::Garage;
 pub use moto::Moto;
+pub use nginx::Nginx;
 pub use redis::Redis;
 
 use std::io::Write;
