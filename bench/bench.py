@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
+import hmac
 import json
 import os
 import platform
@@ -27,8 +29,11 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from xml.etree import ElementTree
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -225,6 +230,10 @@ class Run:
     errors: int = 0
     note: str = ""
     idle: dict = field(default_factory=dict)
+    # S3 scenarios through our server: our server's own cost (cpu_* and peak_rss_mib are
+    # Garage's there, the store's cost of the same bytes either way).
+    server_cpu_per_gib: float = 0
+    server_peak_rss_mib: float = 0
 
 
 def run_scenario(kind: ServerKind, scenario: Scenario, number: int, http2: bool = False) -> Run:
@@ -449,6 +458,35 @@ class RunningGarage:
             sys.exit(f"resumable-bench s3-direct failed:\n{result.stderr}")
         return json.loads(result.stdout.strip().splitlines()[-1])
 
+    def objects(self, prefix: str) -> list[int]:
+        """The sizes of the bucket's objects under `prefix` (one ListObjectsV2 page, signed
+        with SigV4 by hand so that bench.py needs no S3 library)."""
+        query = f"list-type=2&prefix={urllib.parse.quote(prefix, safe='')}"
+        path = f"/{GARAGE_BUCKET}"
+        host = f"127.0.0.1:{self.s3_port}"
+        now = datetime.datetime.now(datetime.timezone.utc)
+        stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+        empty = hashlib.sha256(b"").hexdigest()
+        headers = f"host:{host}\nx-amz-content-sha256:{empty}\nx-amz-date:{stamp}\n"
+        signed = "host;x-amz-content-sha256;x-amz-date"
+        canonical = f"GET\n{path}\n{query}\n{headers}\n{signed}\n{empty}"
+        scope = f"{day}/{GARAGE_REGION}/s3/aws4_request"
+        to_sign = (f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n"
+                   f"{hashlib.sha256(canonical.encode()).hexdigest()}")
+        key = f"AWS4{self.secret_access_key}".encode()
+        for part in (day, GARAGE_REGION, "s3", "aws4_request"):
+            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        request = urllib.request.Request(f"{self.endpoint}{path}?{query}", headers={
+            "x-amz-date": stamp, "x-amz-content-sha256": empty,
+            "Authorization": f"AWS4-HMAC-SHA256 Credential={self.access_key_id}/{scope}, "
+                             f"SignedHeaders={signed}, Signature={signature}"})
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            listing = ElementTree.fromstring(answer.read())
+        namespace = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+        return [int(entry.findtext(f"{namespace}Size"))
+                for entry in listing.iter(f"{namespace}Contents")]
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -459,7 +497,8 @@ class RunningGarage:
                 self.process.wait(timeout=15)
 
 
-def run_s3_scenario(scenario: S3Scenario, side: str, number: int, data_dir: Path) -> Run:
+def run_s3_scenario(scenario: S3Scenario, side: str, number: int, data_dir: Path,
+                    redis: bool = False, ours_args: tuple[str, ...] = ()) -> Run:
     """One run of `side` ("direct" or "ours") on a fresh Garage with an empty bucket, its
     metadata and data in `data_dir`."""
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -471,7 +510,7 @@ def run_s3_scenario(scenario: S3Scenario, side: str, number: int, data_dir: Path
         if side == "direct":
             run = measure_s3_direct(garage, scenario)
         else:
-            run = measure_s3_through_our_server(garage, scenario)
+            run = measure_s3_through_our_server(garage, scenario, number, redis, ours_args)
         # CPU and memory here are Garage's: the store's cost of the same bytes either way.
         run.cpu_seconds = proc_cpu_seconds(garage.process.pid) - cpu_before
         if run.ok:
@@ -492,54 +531,152 @@ def measure_s3_direct(garage: RunningGarage, scenario: S3Scenario) -> Run:
                errors=report["errors"], note=report.get("first_error") or "")
 
 
-def measure_s3_through_our_server(garage: RunningGarage, scenario: S3Scenario) -> Run:
+class RunningRedis:
+    """redis-server on a free loopback port, no persistence, for --s3-redis runs."""
+
+    def __init__(self, log: Path):
+        self.port = free_port()
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen(
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no"], stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while not port_open(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                sys.exit(f"redis-server did not start; see {log}")
+            time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=15)
+
+
+def measure_s3_through_our_server(garage: RunningGarage, scenario: S3Scenario, number: int,
+                                  redis: bool = False, ours_args: tuple[str, ...] = ()) -> Run:
     """The same uploads through `resumable serve --store s3://BUCKET/PREFIX --s3-endpoint URL`
-    in front of `garage` (its RSS must stay under 256 MiB during the 50).
+    in front of `garage`, each in one PATCH (its RSS must stay under 256 MiB during the 50):
+    the bench client's tus mode, which HEADs every upload at the end and counts it completed
+    only when the offset S3 gives equals the length."""
+    node = DATA / "store" / "ours-s3-node"
+    shutil.rmtree(node, ignore_errors=True)
+    node.mkdir(parents=True)
+    port = free_port()
+    locks = RunningRedis(DATA / "logs" / f"redis-{scenario.key}-{number}.log") if redis else None
+    command = [str(OURS), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(node),
+               "--store", f"s3://{GARAGE_BUCKET}/ours", "--s3-endpoint", garage.endpoint,
+               "--s3-region", GARAGE_REGION, "--max-size", "unlimited",
+               "--max-connections", "0", "--max-connections-per-client", "0",
+               "--max-creations-per-minute", "0", "--min-body-rate", "0",
+               *(["--redis", locks.url] if locks else []), *ours_args]
+    environment = {**os.environ, "AWS_ACCESS_KEY_ID": garage.access_key_id,
+                   "AWS_SECRET_ACCESS_KEY": garage.secret_access_key}
+    log = DATA / "logs" / f"resumable-{scenario.key}-s3-{number}.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True,
+                                  env=environment)
+    try:
+        deadline = time.monotonic() + 20
+        while not port_open(port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"resumable serve --store s3://… did not start; see {log}")
+            time.sleep(0.05)
+        cpu_before = proc_cpu_seconds(server.pid)
+        report = client("upload", "--endpoint", f"http://127.0.0.1:{port}/files/",
+                        "--size", str(scenario.size), "--chunk", str(scenario.size),
+                        "--uploads", str(scenario.uploads), "--deadline", "240s", timeout=300)
+        cpu = proc_cpu_seconds(server.pid) - cpu_before
+        # The server is fresh for this run, so its high-water mark is the peak of the run.
+        peak_rss_mib = proc_memory_kib(server.pid, "VmHWM") / 1024
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(timeout=15)
+        if locks:
+            locks.stop()
+        shutil.rmtree(node, ignore_errors=True)
+    ok = report["errors"] == 0 and report["completed"] == scenario.uploads
+    note = report.get("first_error") or ""
+    if ok:
+        stored = garage.objects("ours/data/")
+        if stored != [scenario.size] * scenario.uploads:
+            ok = False
+            note = (f"Garage holds {len(stored)} objects under ours/data/ (sizes "
+                    f"{sorted(set(stored))}), not {scenario.uploads} of {scenario.size} bytes")
+    run = Run(ok=ok, mb_per_s=report["bytes"] / MB / report["seconds"], errors=report["errors"],
+              note=note, server_peak_rss_mib=peak_rss_mib)
+    run.server_cpu_per_gib = cpu / (scenario.size * scenario.uploads / GIB)
+    return run
 
-    Not wired yet: the server has no S3 store. No figure is made up meanwhile."""
-    raise NotImplementedError(
-        "uploads through our server to S3 need `resumable serve --store s3://BUCKET/PREFIX "
-        "--s3-endpoint URL` (issue 13), which is not there yet; run with --s3-direct-only for "
-        "the direct baseline alone")
 
-
-def run_s3(quick: bool, only: str | None, direct_only: bool, out: Path, data_dir: Path) -> None:
-    """The S3 scenarios: each side on a fresh Garage per run; results in s3-results.json."""
+def run_s3(quick: bool, only: str | None, direct_only: bool, out: Path, data_dir: Path,
+           redis: bool = False, ours_args: tuple[str, ...] = ()) -> None:
+    """The S3 scenarios: each side on a fresh Garage per run, the sides alternating run by run
+    (so that the machine's load noise hits both); results in s3-results.json."""
     plan = [s for s in s3_scenarios(quick) if not only or s.key in only.split(",")]
     sides = ["direct"] if direct_only else ["direct", "ours"]
     runs: dict = {}
     for scenario in plan:
-        runs[scenario.key] = {}
-        for side in sides:
-            outcomes = []
-            for number in range(scenario.runs):
-                try:
-                    run = run_s3_scenario(scenario, side, number, data_dir)
-                except NotImplementedError as missing:
-                    sys.exit(f"bench.py --s3: {missing}")
-                outcomes.append(run.__dict__)
+        runs[scenario.key] = {side: [] for side in sides}
+        for number in range(scenario.runs):
+            for side in sides:
+                run = run_s3_scenario(scenario, side, number, data_dir, redis, ours_args)
+                runs[scenario.key][side].append(run.__dict__)
+                ours = (f"; our server: CPU {run.server_cpu_per_gib:.2f} s/GiB, peak RSS "
+                        f"{run.server_peak_rss_mib:.0f} MiB" if side == "ours" else "")
                 print(f"{scenario.key:>14} {side:>6} #{number + 1}: {describe(run)} (Garage's "
-                      "CPU and RSS)", flush=True)
-            runs[scenario.key][side] = outcomes
-    summary = {key: {side: {"mb_per_s": median([r["mb_per_s"] for r in outcomes if r["ok"]]),
-                            "mb_per_s_range": value_range([r["mb_per_s"] for r in outcomes
-                                                           if r["ok"]]),
-                            "failed_runs": sum(not r["ok"] for r in outcomes)}
-                     for side, outcomes in by_side.items()}
-               for key, by_side in runs.items()}
+                      f"CPU and RSS{ours}), load {load_average()}", flush=True)
+    summary = {}
+    for key, by_side in runs.items():
+        summary[key] = {}
+        for side, outcomes in by_side.items():
+            good = [r for r in outcomes if r["ok"]]
+            summary[key][side] = {
+                "mb_per_s": median([r["mb_per_s"] for r in good]),
+                "mb_per_s_range": value_range([r["mb_per_s"] for r in good]),
+                "failed_runs": len(outcomes) - len(good)}
+            if side == "ours":
+                summary[key][side] |= {
+                    "server_peak_rss_mib": max([r["server_peak_rss_mib"] for r in outcomes],
+                                               default=0),
+                    "server_cpu_per_gib": median([r["server_cpu_per_gib"] for r in good])}
+        direct = summary[key]["direct"]["mb_per_s"]
+        if "ours" in summary[key] and direct:
+            summary[key]["ratio"] = summary[key]["ours"]["mb_per_s"] / direct
+            # Each run's ratio to the direct run beside it (same session, same load).
+            summary[key]["paired_ratios"] = [
+                o["mb_per_s"] / d["mb_per_s"] if o["ok"] and d["ok"] else 0
+                for d, o in zip(by_side["direct"], by_side["ours"])]
     results = {"quick": quick, "machine": machine(), "load": load_average(),
+               "redis_locks": redis, "ours_args": list(ours_args),
                "garage_data": f"{data_dir} ({file_system(data_dir)})",
                "garage": subprocess.run([str(GARAGE), "--version"], capture_output=True,
                                         text=True, check=False).stdout.strip(),
                "scenarios": {s.key: s.__dict__ for s in plan}, "runs": runs,
                "summary": summary}
-    (out / "s3-results.json").write_text(json.dumps(results, indent=1) + "\n")
-    print(f"\nwrote {out / 's3-results.json'}")
+    name = "s3-results-redis.json" if redis else "s3-results.json"
+    (out / name).write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nwrote {out / name}")
     for key, by_side in summary.items():
-        direct = by_side["direct"]["mb_per_s"]
         line = f"  {key}: direct {spread([r['mb_per_s'] for r in runs[key]['direct']])} MB/s"
-        if "ours" in by_side and direct:
-            line += f", ours {by_side['ours']['mb_per_s'] / direct:.2f}× direct (target ≥ 0.8)"
+        if "ratio" in by_side:
+            ours = by_side["ours"]
+            line += (f", ours {spread([r['mb_per_s'] for r in runs[key]['ours']])} MB/s = "
+                     f"{by_side['ratio']:.2f}× direct (target ≥ 0.8; per pair "
+                     f"{', '.join(f'{r:.2f}' for r in by_side['paired_ratios'])}), our peak RSS "
+                     f"{ours['server_peak_rss_mib']:.0f} MiB, our CPU "
+                     f"{ours['server_cpu_per_gib']:.2f} s/GiB")
         print(line)
 
 
@@ -924,12 +1061,19 @@ def main() -> None:
     parser.add_argument("--s3-data-dir", type=Path, default=DATA / "store" / "garage",
                         help="with --s3: where Garage keeps its metadata and data (default: "
                         "bench/.data/store/garage, on the worktree's disk)")
+    parser.add_argument("--s3-redis", action="store_true",
+                        help="with --s3: our server locks in a fresh redis-server (--redis) "
+                        "instead of in-process")
+    parser.add_argument("--s3-ours-args", default="", metavar="ARGS",
+                        help="with --s3: extra flags for our server, space-separated (e.g. "
+                        "\"--s3-part-size 32MiB --s3-buffer 256MiB\")")
     args = parser.parse_args()
     if args.s3:
         out = BENCH / ".quick" if args.quick else BENCH / ".data"
         out.mkdir(parents=True, exist_ok=True)
         (DATA / "logs").mkdir(parents=True, exist_ok=True)
-        run_s3(args.quick, args.only, args.s3_direct_only, out, args.s3_data_dir.resolve())
+        run_s3(args.quick, args.only, args.s3_direct_only, out, args.s3_data_dir.resolve(),
+               args.s3_redis, tuple(args.s3_ours_args.split()))
         return
     if args.report:
         results = json.loads(args.report.read_text())

@@ -37,6 +37,7 @@ macro_rules! s3_tests {
             probe_and_location,
             the_service_runs_every_extension_on_s3,
             concurrent_uploads_share_one_budget,
+            unsigned_parts_round_trip,
         );
     };
     (@each $server:path; $($name:ident),* $(,)?) => {
@@ -1060,4 +1061,23 @@ pub async fn concurrent_uploads_share_one_budget(server: Arc<Server>) {
             .count(),
         0
     );
+}
+
+/// Parts sent as `UNSIGNED-PAYLOAD` (`sign_payloads: false`) are stored as parts, counted by
+/// another node and complete into the same bytes.
+pub async fn unsigned_parts_round_trip(server: Arc<Server>) {
+    let fixture = Fixture::new(server).await;
+    let data = pattern(2 * PART as usize + 12_345, 7);
+    let info = fixture.created(data.len() as u64).await;
+    let mut config = Fixture::config_of(&fixture.bucket, None);
+    config.sign_payloads = false;
+    let writer = fixture.bucket.store(config).await;
+    let reached = fixture.append(&writer, &info.id, 0, &data).await;
+    assert_eq!(reached, data.len() as u64);
+    assert_eq!(offset(&fixture.store, &info.id).await, data.len() as u64);
+    assert_eq!(
+        fixture.parts(&info.id).await,
+        vec![PART as i64, PART as i64]
+    );
+    fixture.finish_and_compare(&info.id, &data).await;
 }
