@@ -46,7 +46,7 @@ pub(crate) struct StorageArgs {
     /// Memory that all uploads' S3 part buffers may take together, whatever the number of
     /// uploads; past it, buffers spill to files in --data-dir. Each upload in flight holds at
     /// most two parts (one filling, one going up).
-    #[arg(long, env = "RESUMABLE_S3_BUFFER", value_name = "SIZE", default_value = "64MiB", value_parser = crate::options::parse_size)]
+    #[arg(long, env = "RESUMABLE_S3_BUFFER", value_name = "SIZE", default_value = "16MiB", value_parser = crate::options::parse_size)]
     pub(crate) s3_buffer: u64,
 
     /// Send S3 parts with `UNSIGNED-PAYLOAD` instead of a SHA-256 of their bytes in the

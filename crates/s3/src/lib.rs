@@ -133,8 +133,11 @@ const MIB: u64 = 1024 * 1024;
 pub const DEFAULT_PART_SIZE: u64 = 8 * MIB;
 /// Part size of an upload whose length is deferred: 10,000 parts make 320 GiB.
 pub const DEFERRED_PART_SIZE: u64 = 32 * MIB;
-/// Memory all uploads' buffered bytes may take together before spools spill to files.
-pub const DEFAULT_BUFFER_BUDGET: usize = 64 * 1024 * 1024;
+/// Memory all uploads' buffered bytes may take together before spools spill to files. 16 MiB
+/// holds two parts of the default size (one upload's filling and uploading parts); with
+/// 50 concurrent 64 MiB uploads the server peaked at 154 MiB RSS with it, 247–308 MiB with
+/// 64 MiB, at the same throughput (bench/RESULTS.md).
+pub const DEFAULT_BUFFER_BUDGET: usize = 16 * 1024 * 1024;
 /// S3's limit on the parts of one multipart upload.
 pub const MAX_PARTS: u32 = 10_000;
 /// S3's smallest non-last part (AWS enforces it; Garage does not).
@@ -225,7 +228,7 @@ pub struct S3StoreConfig {
 
 impl S3StoreConfig {
     /// Defaults for everything but the bucket: AWS, `us-east-1`, no prefix, part sizes chosen
-    /// per upload, a 64 MiB buffer budget, the system's temporary directory.
+    /// per upload, a 16 MiB buffer budget, the system's temporary directory.
     pub fn new(bucket: impl Into<String>) -> Self {
         S3StoreConfig {
             bucket: bucket.into(),
