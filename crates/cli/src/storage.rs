@@ -131,6 +131,18 @@ impl StorageArgs {
         direct_io: bool,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Storage> {
+        let s3_only = self.s3_endpoint.is_some()
+            || self.s3_region.is_some()
+            || self.s3_part_size.is_some()
+            || self.s3_unsigned_payload;
+        if self.store.is_none() && s3_only {
+            return Err(Usage(
+                "--s3-endpoint, --s3-region, --s3-part-size and --s3-unsigned-payload need \
+                 --store s3://BUCKET/PREFIX"
+                    .into(),
+            )
+            .into());
+        }
         let (store, description): (Arc<dyn Store>, String) = match &self.store {
             None => {
                 let store = FileStore::open(FileStoreConfig {
@@ -148,11 +160,6 @@ impl StorageArgs {
                 (Arc::new(store), location.to_string())
             }
         };
-        if self.store.is_none() && (self.s3_endpoint.is_some() || self.s3_part_size.is_some()) {
-            return Err(
-                Usage("--s3-endpoint and --s3-part-size need --store s3://…".into()).into(),
-            );
-        }
         let mut redis_check = None;
         let locker: Arc<dyn Locker> = match &self.redis {
             None => {
