@@ -10,10 +10,16 @@
 //! PREFIX/keys/DIGEST                the id of a simple-protocol upload (its client key hashed)
 //! ```
 //!
-//! The offset is the bytes of the acknowledged parts plus the live tail. A segment is live
-//! when it names the part after the last acknowledged one: a part that absorbed the tail
-//! makes every segment naming it obsolete by construction, so no crash between uploading a
-//! part and deleting the segments it absorbed counts a byte twice.
+//! The offset is the bytes of the parts a segment vouches for plus the live tail. An append
+//! writes its segment only once every part it uploaded is acknowledged, so a segment naming
+//! part `N` says that parts `1..N` are complete, each of the part size. Parts numbered `N` and
+//! above never count, whatever `ListParts` shows: an append that uploads several parts at
+//! once and dies may leave part `N + 2` acknowledged and part `N + 1` missing, and that
+//! orphan must not be counted when a later append reaches `N + 2` (its bytes may not be the
+//! ones the later append reported). The live tail is the segments naming the highest part,
+//! contiguous from its start; segments naming lower parts were absorbed by those parts and
+//! are obsolete. A crash between a part and its append's segment therefore loses the part's
+//! new bytes (never reported, so the client sends them again) and counts none twice.
 
 use resumable_core::UploadId;
 use std::time::{Duration, SystemTime};
@@ -130,13 +136,10 @@ pub(crate) struct ListedPart {
 /// An upload's bytes as S3 holds them while its multipart upload is open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Stored {
-    /// Acknowledged parts: 1..=parts.
+    /// Complete parts: 1..=parts, each of the part size.
     pub(crate) parts: u32,
     /// Their bytes.
     pub(crate) parts_bytes: u64,
-    /// Whether the last part is shorter than the part size (the tail, uploaded as the last part
-    /// by a finish that stopped before completing): nothing may follow it.
-    pub(crate) short_last_part: bool,
     /// The live tail, in order, contiguous from the start of part `parts + 1`.
     pub(crate) tail: Vec<Segment>,
     /// Segments absorbed by a part: to delete.
@@ -155,9 +158,8 @@ impl Stored {
     }
 }
 
-/// The part number from which parts must be listed: every part below the highest part a
-/// segment names was acknowledged before that segment was written.
-pub(crate) fn first_unknown_part(segments: &[Segment]) -> u32 {
+/// The part the live tail belongs to: the highest a segment names (1 without segments).
+pub(crate) fn live_part(segments: &[Segment]) -> u32 {
     segments
         .iter()
         .map(|segment| segment.name.part)
@@ -165,30 +167,17 @@ pub(crate) fn first_unknown_part(segments: &[Segment]) -> u32 {
         .unwrap_or(1)
 }
 
-/// Settles what S3 lists: `parts` are the parts numbered `first_unknown_part(segments)` and
-/// above, all parts below it having `part_size` bytes.
-pub(crate) fn settle(part_size: u64, segments: Vec<Segment>, parts: &[ListedPart]) -> Stored {
-    let known = first_unknown_part(&segments) - 1;
-    let mut count = known;
-    let mut parts_bytes = u64::from(known) * part_size;
-    let mut short_last_part = false;
-    let mut listed: Vec<&ListedPart> = parts.iter().filter(|part| part.number > known).collect();
-    listed.sort_by_key(|part| part.number);
-    for part in listed {
-        if part.number != count + 1 || short_last_part {
-            break;
-        }
-        count = part.number;
-        parts_bytes += part.size;
-        short_last_part = part.size < part_size;
-    }
+/// Settles what S3 lists under an upload's tail (see the module docs).
+pub(crate) fn settle(part_size: u64, segments: Vec<Segment>) -> Stored {
+    let live = live_part(&segments);
+    let parts = live - 1;
     let last_written = segments
         .iter()
         .map(|segment| SystemTime::UNIX_EPOCH + Duration::from_nanos(segment.name.written_nanos))
         .max();
     let (mut candidates, obsolete): (Vec<Segment>, Vec<Segment>) = segments
         .into_iter()
-        .partition(|segment| segment.name.part == count + 1 && !short_last_part);
+        .partition(|segment| segment.name.part == live);
     // Longest first among those starting at one position: a segment replaced by a longer one
     // at the same start (never written by this store, but harmless) adds nothing.
     candidates.sort_by(|a, b| {
@@ -209,9 +198,8 @@ pub(crate) fn settle(part_size: u64, segments: Vec<Segment>, parts: &[ListedPart
         }
     }
     Stored {
-        parts: count,
-        parts_bytes,
-        short_last_part,
+        parts,
+        parts_bytes: u64::from(parts) * part_size,
         tail,
         obsolete,
         last_written,
@@ -235,14 +223,6 @@ mod tests {
         }
     }
 
-    fn part(number: u32, size: u64) -> ListedPart {
-        ListedPart {
-            number,
-            size,
-            e_tag: String::new(),
-        }
-    }
-
     #[test]
     fn segment_names_round_trip() {
         let layout = Layout::new("/uploads/");
@@ -263,59 +243,27 @@ mod tests {
 
     #[test]
     fn a_new_upload_holds_nothing() {
-        let stored = settle(10, Vec::new(), &[]);
+        let stored = settle(10, Vec::new());
         assert_eq!((stored.parts, stored.offset()), (0, 0));
     }
 
     #[test]
-    fn tail_segments_chain_after_the_parts() {
+    fn tail_segments_chain_after_the_parts_they_vouch_for() {
         let segments = vec![segment(3, 0, 4, 1), segment(3, 4, 2, 2)];
-        let stored = settle(10, segments, &[]);
+        let stored = settle(10, segments);
         assert_eq!(stored.parts, 2);
         assert_eq!(stored.offset(), 26);
         assert_eq!(stored.tail.len(), 2);
     }
 
-    /// Crash after a part absorbed the tail, before the new segment was written: the segments
-    /// naming that part are obsolete, their bytes are counted once (in the part).
+    /// Crash after the new segment was written, before the absorbed ones were deleted: they
+    /// name a lower part and do not count.
     #[test]
-    fn a_part_makes_the_segments_it_absorbed_obsolete() {
-        let segments = vec![segment(1, 0, 4, 1), segment(1, 4, 2, 2)];
-        let stored = settle(10, segments, &[part(1, 10)]);
-        assert_eq!((stored.parts, stored.offset()), (1, 10));
-        assert!(stored.tail.is_empty());
-        assert_eq!(stored.obsolete.len(), 2);
-    }
-
-    /// Crash after the new segment was written, before the obsolete ones were deleted.
-    #[test]
-    fn old_segments_left_behind_do_not_count() {
+    fn absorbed_segments_left_behind_do_not_count() {
         let segments = vec![segment(1, 0, 4, 1), segment(2, 0, 3, 5)];
-        let stored = settle(10, segments, &[part(1, 10)]);
+        let stored = settle(10, segments);
         assert_eq!((stored.parts, stored.offset()), (1, 13));
         assert_eq!(stored.obsolete.len(), 1);
-    }
-
-    /// Several parts uploaded by one append before a crash: all are counted.
-    #[test]
-    fn parts_after_the_last_segment_count() {
-        let segments = vec![segment(2, 0, 1, 1)];
-        let stored = settle(10, segments, &[part(2, 10), part(3, 10), part(5, 10)]);
-        assert_eq!(
-            (stored.parts, stored.offset()),
-            (3, 30),
-            "part 5 is past a gap"
-        );
-    }
-
-    /// A finish that uploaded the tail as the last (short) part, then stopped.
-    #[test]
-    fn a_short_last_part_ends_the_upload() {
-        let segments = vec![segment(2, 0, 3, 1)];
-        let stored = settle(10, segments, &[part(2, 3)]);
-        assert_eq!((stored.parts, stored.offset()), (2, 13));
-        assert!(stored.short_last_part);
-        assert!(stored.tail.is_empty());
     }
 
     #[test]
@@ -325,11 +273,19 @@ mod tests {
             segment(1, 0, 4, 2),
             segment(1, 7, 2, 3),
         ];
-        let stored = settle(10, segments, &[]);
+        let stored = settle(10, segments);
         assert_eq!(stored.offset(), 4);
         assert_eq!(
             stored.last_written,
             Some(SystemTime::UNIX_EPOCH + Duration::from_nanos(3))
         );
+    }
+
+    /// An empty marker naming part 3 vouches for parts 1 and 2.
+    #[test]
+    fn a_marker_on_a_part_boundary_counts_the_parts_below_it() {
+        let stored = settle(10, vec![segment(3, 0, 0, 1)]);
+        assert_eq!((stored.parts, stored.offset()), (2, 20));
+        assert!(stored.tail.is_empty());
     }
 }

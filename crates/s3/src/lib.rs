@@ -19,25 +19,29 @@
 //!
 //! # Offset truth, from S3 alone
 //!
-//! The offset is the acknowledged parts (`ListParts`) plus the live tail: the segments naming
-//! the part after the last acknowledged one, contiguous from its start. A response reports an
-//! offset only once S3 has acknowledged every byte below it (the part's `UploadPart`, the
-//! segment's `PutObject`). Nothing is kept in the node's memory or disk between requests, so
-//! after a node dies any other recovers the offset from two listings. Every crash point leaves
-//! that sum equal to the bytes stored, none counted twice:
+//! The offset is the parts the newest tail segment vouches for plus the live tail. An append
+//! uploads up to [`PARTS_IN_FLIGHT`] parts at once and writes its own segment (with the bytes
+//! it leaves over, or empty) only once every one of them is acknowledged; the segment's name
+//! says which part it belongs to, so it vouches for every part below that one. Parts at or
+//! above the part the newest segment names never count, whatever `ListParts` shows. A
+//! response reports an offset only once S3 has acknowledged every byte below it (the parts'
+//! `UploadPart`, the segment's `PutObject`). Nothing is kept in the node's memory or disk
+//! between requests, so after a node dies any other recovers the offset from one listing of
+//! the tail. Every crash point leaves that sum equal to bytes stored, none counted twice:
 //!
-//! - before a part or segment is acknowledged: its bytes were never reported; they are lost,
-//!   as a client that sent them and got no answer expects;
-//! - after a part that absorbed the tail, before the new segment: the part exists, so the
-//!   segments naming it are obsolete by construction (their bytes are in the part);
-//! - after the new segment, before the obsolete ones are deleted: those name an earlier part
+//! - before the append's segment is written: its parts vouch for nothing yet; the bytes of
+//!   the append are lost, as a client that sent them and got no answer expects, and the
+//!   parts it left (acknowledged ones, perhaps past a missing one) are overwritten by the
+//!   append that sends those bytes again, or left out of the object by the finish;
+//! - after the new segment, before the absorbed ones are deleted: those name a lower part
 //!   and do not count; the next append or the finish deletes them;
-//! - in the finish, after the tail went up as the last (short) part: the short part ends the
-//!   upload and makes the tail obsolete; after `CompleteMultipartUpload`, before the record
-//!   says so: the multipart upload is gone and the object is there, which is what finished
-//!   means; the finish can be repeated at every point;
-//! - in a concatenation, after some parts were copied: the target counts the copied bytes
-//!   (they are there) and is not complete, so the service concatenates again, which copies
+//! - in the finish, after the tail went up as the last (short) part: the tail still counts
+//!   and the part is uploaded again by the repeated finish; after
+//!   `CompleteMultipartUpload`, before the record says so: the multipart upload is gone and
+//!   the object is there, which is what finished means; the finish can be repeated at every
+//!   point;
+//! - in a concatenation, after some parts were copied: the target counts nothing (no segment
+//!   vouches for them) and is not complete, so the service concatenates again, which copies
 //!   every part anew and completes;
 //! - in a creation, after the multipart upload was opened, or in a termination, after the
 //!   record was deleted: no upload exists; [`Store::remove_leftovers`] aborts multipart
@@ -47,11 +51,10 @@
 //! A bucket lifecycle rule that aborts incomplete multipart uploads must wait longer than the
 //! service's expiry, or it removes uploads still in progress (their status then fails).
 //!
-//! `ListParts` is asked only from the highest part a segment names (every part below it was
-//! acknowledged before that segment was written), so a status costs one page whatever the
-//! number of parts; an append that ends exactly on a part boundary writes an empty segment
-//! for that reason, and to record the write time (S3's `LastModified` is the server's clock;
-//! expiry runs on the service's).
+//! A status costs two listings whatever the number of parts (the tail, and a `ListParts` of
+//! one part that tells whether the multipart upload is still open); an append that ends
+//! exactly on a part boundary writes an empty segment for that reason, and to record the
+//! write time (S3's `LastModified` is the server's clock; expiry runs on the service's).
 //!
 //! # Parts
 //!
@@ -110,6 +113,7 @@ use aws_sdk_s3::primitives::ByteStream as S3Bytes;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use error::Kind;
+use futures_util::stream::FuturesUnordered;
 use futures_util::{StreamExt, TryStreamExt};
 use layout::{Layout, ListedPart, Segment, SegmentName, Stored};
 use resumable_core::store::client_key_digest;
@@ -146,6 +150,9 @@ pub const MIN_PART_SIZE: u64 = 5 * MIB;
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * MIB;
 /// Small requests (segment reads, deletions) one operation keeps in flight at once.
 const CONCURRENT_REQUESTS: usize = 8;
+/// Parts one append uploads at once. One part at a time leaves the store idle between parts
+/// and Garage hashing on one core; four keep both busy (bench/RESULTS.md).
+const PARTS_IN_FLIGHT: usize = 4;
 
 /// Credentials given directly instead of through the `AWS_*` variables.
 #[derive(Clone)]
@@ -619,16 +626,15 @@ impl Inner {
             .collect())
     }
 
-    /// The acknowledged parts numbered above `after`; `None` when the multipart upload is gone.
-    async fn parts_after(
+    /// The acknowledged parts, ascending; `None` when the multipart upload is gone.
+    async fn parts(
         &self,
         id: &UploadId,
         multipart: &str,
-        after: u32,
     ) -> Result<Option<Vec<ListedPart>>, StoreError> {
         let key = self.layout.data(id);
         let mut parts = Vec::new();
-        let mut marker = after.to_string();
+        let mut marker = String::from("0");
         loop {
             let sent = self
                 .client
@@ -683,39 +689,55 @@ impl Inner {
         }
     }
 
+    /// Whether the multipart upload is still open (one `ListParts` of at most one part).
+    async fn multipart_open(&self, id: &UploadId, multipart: &str) -> Result<bool, StoreError> {
+        let key = self.layout.data(id);
+        let sent = self
+            .client
+            .list_parts()
+            .bucket(&self.bucket)
+            .key(&key)
+            .upload_id(multipart)
+            .max_parts(1)
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            Err(error) if error::is_missing(&error) => Ok(false),
+            Err(error) => Err(error::s3(&format!("ListParts {key}"), error)),
+        }
+    }
+
     async fn state(&self, id: &UploadId) -> Result<(Record, State), StoreError> {
         let record = self.record(id).await?;
         if let Some(finished) = record.finished {
             return Ok((record, State::Finished(finished)));
         }
         let segments = self.segments(id).await?;
-        let after = layout::first_unknown_part(&segments) - 1;
+        if self.multipart_open(id, &record.multipart).await? {
+            let stored = layout::settle(record.part_size, segments);
+            return Ok((record, State::Open(stored)));
+        }
+        // Completed by a finish that stopped before recording it (or aborted behind our back,
+        // when the object is not there either).
         let last_written = segments
             .iter()
             .map(|segment| segment.name.written_nanos)
             .max();
         let modified_nanos = last_written.unwrap_or(0).max(record.created_nanos);
-        match self.parts_after(id, &record.multipart, after).await? {
-            Some(parts) => {
-                let stored = layout::settle(record.part_size, segments, &parts);
-                Ok((record, State::Open(stored)))
-            }
-            // Completed by a finish that stopped before recording it (or aborted behind our
-            // back, when the object is not there either).
-            None => match self.object_length(&self.layout.data(id)).await? {
-                Some(length) => Ok((
-                    record,
-                    State::Finished(Finished {
-                        length,
-                        modified_nanos,
-                    }),
-                )),
-                None => Err(error::backend(
-                    Kind::Failed,
-                    &format!("upload {id}"),
-                    "its multipart upload is gone and its object was never completed",
-                )),
-            },
+        match self.object_length(&self.layout.data(id)).await? {
+            Some(length) => Ok((
+                record,
+                State::Finished(Finished {
+                    length,
+                    modified_nanos,
+                }),
+            )),
+            None => Err(error::backend(
+                Kind::Failed,
+                &format!("upload {id}"),
+                "its multipart upload is gone and its object was never completed",
+            )),
         }
     }
 
@@ -872,26 +894,23 @@ impl Inner {
             tail: stored.tail,
             obsolete: stored.obsolete,
             fresh: Spool::new(self.budget.clone()),
-            in_flight: None,
-            wrote: false,
-            closed: stored.short_last_part,
+            first_part: stored.parts + 1,
+            in_flight: FuturesUnordered::new(),
         };
         let mut interruption = None;
         loop {
-            // While a part goes up, the body keeps arriving into the next one.
-            let next = match filling.in_flight.as_mut() {
-                Some(upload) => tokio::select! {
+            // While parts go up, the body keeps arriving into the next one.
+            let next = if filling.in_flight.is_empty() {
+                Next::Chunk(body.next().await)
+            } else {
+                tokio::select! {
                     biased;
-                    settled = upload => Next::Settled(settled),
+                    Some(settled) = filling.in_flight.next() => Next::Settled(settled),
                     chunk = body.next() => Next::Chunk(chunk),
-                },
-                None => Next::Chunk(body.next().await),
+                }
             };
             match next {
-                Next::Settled(settled) => {
-                    filling.in_flight = None;
-                    filling.acknowledged(settled?);
-                }
+                Next::Settled(settled) => settled?,
                 Next::Chunk(None) => break,
                 Next::Chunk(Some(Ok(chunk))) => filling.push(&chunk).await?,
                 Next::Chunk(Some(Err(error))) => {
@@ -956,20 +975,31 @@ impl Inner {
             self.crash(CrashPoint::AfterLastPart)?;
         }
         let last = stored.parts + u32::from(tail.len() > 0);
-        let parts = self
-            .parts_after(id, &record.multipart, 0)
-            .await?
-            .ok_or_else(|| {
-                error::backend(
-                    Kind::Failed,
-                    &format!("upload {id}"),
-                    "multipart upload gone",
-                )
-            })?;
+        let parts = self.parts(id, &record.multipart).await?.ok_or_else(|| {
+            error::backend(
+                Kind::Failed,
+                &format!("upload {id}"),
+                "multipart upload gone",
+            )
+        })?;
+        // Orphans past the last part (left by an append that died with parts in flight) stay
+        // out of the object.
         let parts: Vec<ListedPart> = parts
             .into_iter()
             .filter(|part| part.number <= last)
             .collect();
+        let listed: u64 = parts.iter().map(|part| part.size).sum();
+        if parts.len() != last as usize || listed != finished.length {
+            return Err(error::backend(
+                Kind::Failed,
+                &format!("upload {id}"),
+                format!(
+                    "S3 lists {} parts of {listed} bytes where {last} parts of {} are stored",
+                    parts.len(),
+                    finished.length
+                ),
+            ));
+        }
         self.complete(id, &record.multipart, &parts).await?;
         self.crash(CrashPoint::AfterComplete)?;
         Ok(finished)
@@ -1085,22 +1115,27 @@ async fn finished_append(
     })
 }
 
-/// A part upload under way; its output is the part's length.
-type InFlight<'a> = Pin<Box<dyn Future<Output = Result<u64, StoreError>> + Send + 'a>>;
+/// A part upload under way.
+type InFlight<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
 
 /// What an append waits for next.
 enum Next {
-    Settled(Result<u64, StoreError>),
+    Settled(Result<(), StoreError>),
     Chunk(Option<Result<Bytes, BodyError>>),
 }
 
-/// An append under way: the part being filled, and at most one full part going up (so an
-/// upload holds at most two parts' bytes, both drawn from the budget).
+/// An append under way: the part being filled, and up to [`PARTS_IN_FLIGHT`] full parts going
+/// up at once (their bytes drawn from the budget like any spool's).
+///
+/// Parts may be acknowledged in any order; the append's segment, which vouches for every part
+/// below the one it names, is written only once all of them are. An append that fails on S3
+/// counts none of its parts (the client sends their bytes again); one whose body stops early
+/// settles its parts first, so it counts every byte that arrived.
 struct Filling<'a> {
     store: &'a Inner,
     id: &'a UploadId,
     record: &'a Record,
-    /// Bytes of the acknowledged parts.
+    /// Bytes of the parts below `next_part` (acknowledged, or in flight).
     parts_bytes: u64,
     /// The part being filled.
     next_part: u32,
@@ -1111,12 +1146,10 @@ struct Filling<'a> {
     obsolete: Vec<Segment>,
     /// Bytes of this append not in a part yet.
     fresh: Spool,
-    /// The full part going up: its part number is `next_part - 1`.
-    in_flight: Option<InFlight<'a>>,
-    /// Whether a part went up.
-    wrote: bool,
-    /// A finish uploaded the last part: nothing may follow.
-    closed: bool,
+    /// The part the append began in.
+    first_part: u32,
+    /// Full parts going up.
+    in_flight: FuturesUnordered<InFlight<'a>>,
 }
 
 impl Filling<'_> {
@@ -1125,13 +1158,6 @@ impl Filling<'_> {
     }
 
     async fn push(&mut self, mut chunk: &[u8]) -> Result<(), StoreError> {
-        if self.closed && !chunk.is_empty() {
-            return Err(error::backend(
-                Kind::Failed,
-                &format!("upload {}", self.id),
-                "being finished: it takes no more bytes",
-            ));
-        }
         while !chunk.is_empty() {
             let room = self.part_size() - self.tail_bytes - self.fresh.len();
             let take = usize::try_from(room).unwrap_or(usize::MAX).min(chunk.len());
@@ -1144,24 +1170,22 @@ impl Filling<'_> {
         Ok(())
     }
 
-    /// Waits for the part going up, if any.
+    /// Waits for every part going up.
     async fn settle(&mut self) -> Result<(), StoreError> {
-        if let Some(upload) = self.in_flight.take() {
-            self.acknowledged(upload.await?);
+        while let Some(settled) = self.in_flight.next().await {
+            settled?;
         }
         Ok(())
     }
 
-    fn acknowledged(&mut self, length: u64) {
-        self.parts_bytes += length;
-        self.wrote = true;
-    }
-
     /// Starts uploading the full part (the tail read back from S3, then this append's bytes),
-    /// once the part before it is acknowledged: parts are acknowledged in order, so a crash
-    /// leaves no gap.
+    /// once fewer than [`PARTS_IN_FLIGHT`] are going up.
     async fn start_part(&mut self) -> Result<(), StoreError> {
-        self.settle().await?;
+        while self.in_flight.len() >= PARTS_IN_FLIGHT {
+            if let Some(settled) = self.in_flight.next().await {
+                settled?;
+            }
+        }
         if self.next_part > MAX_PARTS {
             return Err(error::backend(
                 Kind::Failed,
@@ -1184,25 +1208,25 @@ impl Filling<'_> {
         };
         let (store, id, multipart, number) =
             (self.store, self.id, &self.record.multipart, self.next_part);
-        self.in_flight = Some(Box::pin(async move {
+        self.in_flight.push(Box::pin(async move {
             store.upload_part(id, multipart, number, &part).await?;
-            store.crash(CrashPoint::AfterPart)?;
-            Ok(part.len())
+            store.crash(CrashPoint::AfterPart)
         }));
-        // Obsolete once the part is acknowledged; deleted only after the append's segment.
+        // Obsolete once the append's segment vouches for the part.
         self.obsolete.append(&mut self.tail);
+        self.parts_bytes += self.part_size();
         self.tail_bytes = 0;
         self.next_part += 1;
         Ok(())
     }
 
-    /// Writes the bytes left over as a new tail segment (an empty one after a part, recording
-    /// the part count and the time), then deletes what the parts made obsolete. Returns the
-    /// offset and the write time.
+    /// Waits for the parts, then writes the bytes left over as a new tail segment (an empty
+    /// one after a part, vouching for the parts and recording the time), then deletes what
+    /// the parts made obsolete. Returns the offset and the write time.
     async fn end(mut self) -> Result<(u64, Option<SystemTime>), StoreError> {
         self.settle().await?;
         let offset = self.parts_bytes + self.tail_bytes + self.fresh.len();
-        if self.fresh.is_empty() && !self.wrote {
+        if self.fresh.is_empty() && self.next_part == self.first_part {
             return Ok((offset, None));
         }
         let now = self.store.clock.now();
@@ -1526,10 +1550,7 @@ impl Inner {
             Err(error) => {
                 // Completed by an earlier call that stopped before recording it.
                 if self.object_length(&self.layout.data(target)).await? != Some(length)
-                    || self
-                        .parts_after(target, &record.multipart, 0)
-                        .await?
-                        .is_some()
+                    || self.parts(target, &record.multipart).await?.is_some()
                 {
                     return Err(error);
                 }
@@ -1672,7 +1693,7 @@ impl Inner {
                 .await?;
         }
         let parts = self
-            .parts_after(target, &record.multipart, 0)
+            .parts(target, &record.multipart)
             .await?
             .unwrap_or_default();
         Ok(Some(
