@@ -1,13 +1,13 @@
 //! Garage, a real S3-compatible object store, as a single node.
 
-use crate::process::{self, Process};
+use crate::process::{self, Process, START_DEADLINE};
 use crate::sigv4::{self, Signer, Unsigned};
 use crate::{Error, Result, http, io_error};
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 use tempfile::TempDir;
 
 const INSTALL: &str = "build Garage: cargo install --locked garage --version 2.5.0 --root \
@@ -16,12 +16,16 @@ const INSTALL: &str = "build Garage: cargo install --locked garage --version 2.5
 /// How many times to pick free ports: another process may take one before Garage binds it.
 const PORT_ATTEMPTS: usize = 3;
 
+/// The name of the one access key, which the CLI's `bucket allow` names.
+const KEY_NAME: &str = "resumable-test";
+
 /// A single-node Garage (`replication_factor = 1`, sqlite metadata) on 127.0.0.1, with one
 /// access key allowed to read, write and own one empty bucket. Garage checks signatures, so
 /// requests must be signed with [`Garage::access_key_id`] and [`Garage::secret_access_key`]
 /// for [`Garage::region`] (see [`crate::sigv4`]).
 #[derive(Debug)]
 pub struct Garage {
+    binary: PathBuf,
     s3_port: u16,
     access_key_id: String,
     secret_access_key: String,
@@ -66,16 +70,14 @@ impl Garage {
             }
         };
         node.lay_out()?;
-        let (key_name, bucket) = ("resumable-test", "resumable-test");
-        let key = node.cli(&["key", "create", key_name])?;
+        let bucket = "resumable-test";
+        let key = node.cli(&["key", "create", KEY_NAME])?;
         let access_key_id = field(&key, "Key ID").ok_or_else(|| node.unparsed("key", &key))?;
         let secret_access_key =
             field(&key, "Secret key").ok_or_else(|| node.unparsed("key", &key))?;
-        node.cli(&["bucket", "create", bucket])?;
-        node.cli(&[
-            "bucket", "allow", "--read", "--write", "--owner", bucket, "--key", key_name,
-        ])?;
+        make_bucket(|args| node.cli(args), bucket)?;
         let garage = Garage {
+            binary: node.binary,
             s3_port: node.s3_port,
             access_key_id,
             secret_access_key,
@@ -84,7 +86,7 @@ impl Garage {
             dir,
         };
         // Layout changes and new keys reach the S3 front-end shortly after the CLI returns.
-        let (address, list) = (garage.address(), garage.list_request());
+        let (address, list) = (garage.address(), garage.list_request(bucket));
         let mut garage = garage;
         garage._server.wait_until("listing the bucket", || {
             list(address).is_ok_and(|response| response.status == 200)
@@ -132,9 +134,35 @@ impl Garage {
         self.dir.path()
     }
 
-    /// A signed `ListObjectsV2` of the bucket, to send to the address given.
-    fn list_request(&self) -> impl Fn(SocketAddr) -> std::io::Result<http::Response> + use<> {
-        let (signer, bucket) = (self.signer(), self.bucket.clone());
+    /// Makes another empty bucket with the CLI (the key may not create buckets itself), which
+    /// the key may read, write and own, and returns once a signed request lists it: tests that
+    /// each want a bucket of their own can share one node.
+    pub fn create_bucket(&self, name: &str) -> Result<()> {
+        let config = self.dir.path().join("garage.toml");
+        make_bucket(
+            |args| run_cli(&self.binary, &config, args).map_err(|why| self._server.failure(why)),
+            name,
+        )?;
+        // Permissions reach the S3 front-end shortly after the CLI returns.
+        let (address, list) = (self.address(), self.list_request(name));
+        let started = Instant::now();
+        while !list(address).is_ok_and(|response| response.status == 200) {
+            if started.elapsed() > START_DEADLINE {
+                return Err(self
+                    ._server
+                    .failure(format!("bucket {name} not listed after {START_DEADLINE:?}")));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// A signed `ListObjectsV2` of `bucket`, to send to the address given.
+    fn list_request(
+        &self,
+        bucket: &str,
+    ) -> impl Fn(SocketAddr) -> std::io::Result<http::Response> + use<> {
+        let (signer, bucket) = (self.signer(), bucket.to_owned());
         move |address| {
             let host = address.to_string();
             let path = format!("/{bucket}");
@@ -224,6 +252,15 @@ impl Node {
             "could not read `garage {command}`'s output: {printed}"
         ))
     }
+}
+
+/// Creates `bucket` and lets the key read, write and own it, running the CLI with `cli`.
+fn make_bucket(cli: impl Fn(&[&str]) -> Result<String>, bucket: &str) -> Result<()> {
+    cli(&["bucket", "create", bucket])?;
+    cli(&[
+        "bucket", "allow", "--read", "--write", "--owner", bucket, "--key", KEY_NAME,
+    ])?;
+    Ok(())
 }
 
 /// `garage -c CONFIG ARGS…`'s stdout, or why it failed.

@@ -58,25 +58,21 @@ impl Moto {
             _server: server,
             _dir: dir,
         };
-        // moto makes a bucket on a plain, unsigned `PUT /BUCKET`.
-        let made = http::exchange(
-            moto.address(),
-            "PUT",
-            &format!("/{}", moto.bucket),
-            &[],
-            b"",
-        );
-        match made {
-            Ok(response) if response.status == 200 => Ok(moto),
-            Ok(response) => Err(moto._server.failure(format!(
-                "PUT /{} answered {}: {}",
-                moto.bucket,
+        moto.create_bucket(&moto.bucket)?;
+        Ok(moto)
+    }
+
+    /// Makes another empty bucket (moto does on a plain, unsigned `PUT /BUCKET`): tests that
+    /// each want a bucket of their own can share one server.
+    pub fn create_bucket(&self, name: &str) -> Result<()> {
+        match http::exchange(self.address(), "PUT", &format!("/{name}"), &[], b"") {
+            Ok(response) if response.status == 200 => Ok(()),
+            Ok(response) => Err(self._server.failure(format!(
+                "PUT /{name} answered {}: {}",
                 response.status,
                 response.text()
             ))),
-            Err(error) => Err(moto
-                ._server
-                .failure(format!("PUT /{}: {error}", moto.bucket))),
+            Err(error) => Err(self._server.failure(format!("PUT /{name}: {error}"))),
         }
     }
 
