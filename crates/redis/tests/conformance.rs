@@ -2,13 +2,12 @@
 
 mod common;
 
-use common::RedisServer;
 use resumable_core::Locker;
 use resumable_redis::{RedisLocker, RedisLockerConfig};
 use std::sync::Arc;
 
 resumable_core::locker_conformance_tests!(|wait| async move {
-    let server = RedisServer::start()?;
+    let server = common::redis()?;
     let config = RedisLockerConfig {
         wait_timeout: wait,
         ..RedisLockerConfig::new(server.url())

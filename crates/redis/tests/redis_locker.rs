@@ -3,15 +3,15 @@
 
 mod common;
 
-use common::RedisServer;
 use resumable_core::{LockError, Locker};
 use resumable_redis::{RedisLocker, RedisLockerConfig};
+use resumable_testkit::Redis;
 use std::time::Duration;
 use tokio::time::{Instant, timeout};
 
 const LEASE: Duration = Duration::from_secs(1);
 
-fn config(server: &RedisServer) -> RedisLockerConfig {
+fn config(server: &Redis) -> RedisLockerConfig {
     RedisLockerConfig {
         lease: LEASE,
         wait_timeout: Duration::from_secs(5),
@@ -19,7 +19,7 @@ fn config(server: &RedisServer) -> RedisLockerConfig {
     }
 }
 
-async fn nodes(server: &RedisServer) -> (RedisLocker, RedisLocker) {
+async fn nodes(server: &Redis) -> (RedisLocker, RedisLocker) {
     let first = RedisLocker::connect(config(server)).await.expect("connect");
     let second = RedisLocker::connect(config(server)).await.expect("connect");
     (first, second)
@@ -27,7 +27,7 @@ async fn nodes(server: &RedisServer) -> (RedisLocker, RedisLocker) {
 
 #[tokio::test]
 async fn renewals_keep_a_lock_past_its_lease() {
-    let Some(server) = RedisServer::start() else {
+    let Some(server) = common::redis() else {
         return;
     };
     let (first, second) = nodes(&server).await;
@@ -37,22 +37,33 @@ async fn renewals_keep_a_lock_past_its_lease() {
     assert!(second.try_lock("held").await.expect("try_lock").is_none());
     let ttl: i64 = server
         .cli(&["PTTL", "resumable:lock:held"])
+        .expect("redis-cli")
         .parse()
         .expect("PTTL");
     assert!(ttl > 0, "the lock key has no lease: {ttl}");
     guard.release().await.expect("release");
-    assert_eq!(server.cli(&["EXISTS", "resumable:lock:held"]), "0");
+    assert_eq!(
+        server
+            .cli(&["EXISTS", "resumable:lock:held"])
+            .expect("redis-cli"),
+        "0"
+    );
 }
 
 #[tokio::test]
 async fn a_stolen_lease_is_lost_and_the_thief_has_a_greater_fence() {
-    let Some(server) = RedisServer::start() else {
+    let Some(server) = common::redis() else {
         return;
     };
     let (first, second) = nodes(&server).await;
     let guard = first.lock("stolen").await.expect("lock");
     // As if the lease had run out while the holder was cut off: the key goes, another takes it.
-    assert_eq!(server.cli(&["DEL", "resumable:lock:stolen"]), "1");
+    assert_eq!(
+        server
+            .cli(&["DEL", "resumable:lock:stolen"])
+            .expect("redis-cli"),
+        "1"
+    );
     let thief = second.try_lock("stolen").await.expect("try_lock");
     let thief = thief.expect("the deleted lock is free");
     assert!(thief.fence() > guard.fence());
@@ -69,7 +80,7 @@ async fn a_stolen_lease_is_lost_and_the_thief_has_a_greater_fence() {
 
 #[tokio::test]
 async fn redis_stopping_loses_the_locks_in_time_and_fails_lock_calls_quickly() {
-    let Some(mut server) = RedisServer::start() else {
+    let Some(mut server) = common::redis() else {
         return;
     };
     let (first, _second) = nodes(&server).await;
@@ -104,13 +115,13 @@ async fn redis_stopping_loses_the_locks_in_time_and_fails_lock_calls_quickly() {
 
 #[tokio::test]
 async fn locks_work_again_once_redis_is_back() {
-    let Some(mut server) = RedisServer::start() else {
+    let Some(mut server) = common::redis() else {
         return;
     };
     let (first, second) = nodes(&server).await;
     server.stop();
     assert!(matches!(first.lock("k").await, Err(LockError::Backend(_))));
-    server.restart();
+    server.start_again().expect("start redis-server again");
     let started = Instant::now();
     let guard = loop {
         match first.lock("k").await {
@@ -146,7 +157,7 @@ async fn locks_work_again_once_redis_is_back() {
 
 #[tokio::test]
 async fn a_dead_nodes_locks_are_free_within_the_lease() {
-    let Some(server) = RedisServer::start() else {
+    let Some(server) = common::redis() else {
         return;
     };
     let (first, second) = nodes(&server).await;
@@ -170,7 +181,7 @@ async fn a_dead_nodes_locks_are_free_within_the_lease() {
 
 #[tokio::test]
 async fn a_dropped_locker_loses_its_guards() {
-    let Some(server) = RedisServer::start() else {
+    let Some(server) = common::redis() else {
         return;
     };
     let (first, _second) = nodes(&server).await;

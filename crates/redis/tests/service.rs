@@ -4,7 +4,6 @@
 mod common;
 
 use bytes::Bytes;
-use common::RedisServer;
 use futures_util::StreamExt;
 use resumable_core::{
     Append, BodyError, BodyStream, Length, Limits, MemoryStore, NewUpload, Offset, Owner, Protocol,
@@ -12,12 +11,13 @@ use resumable_core::{
 };
 use resumable_proto::Metadata;
 use resumable_redis::{RedisLocker, RedisLockerConfig};
+use resumable_testkit::Redis;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::{Instant, timeout};
 
-async fn node(server: &RedisServer, store: Arc<dyn Store>) -> Arc<UploadService> {
+async fn node(server: &Redis, store: Arc<dyn Store>) -> Arc<UploadService> {
     let config = RedisLockerConfig {
         lease: Duration::from_secs(1),
         wait_timeout: Duration::from_secs(5),
@@ -85,7 +85,7 @@ async fn stored(store: &dyn Store, id: &resumable_core::UploadId, bytes: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_on_node_b_stops_node_as_append_and_reports_what_it_persisted() {
-    let Some(server) = RedisServer::start() else {
+    let Some(server) = common::redis() else {
         return;
     };
     let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
@@ -137,7 +137,7 @@ async fn a_status_on_node_b_stops_node_as_append_and_reports_what_it_persisted()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_whose_lease_is_lost_stops_and_keeps_its_bytes() {
-    let Some(server) = RedisServer::start() else {
+    let Some(server) = common::redis() else {
         return;
     };
     let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
@@ -152,7 +152,7 @@ async fn an_append_whose_lease_is_lost_stops_and_keeps_its_bytes() {
     stored(&*store, &id, 3).await;
     // The lease goes from under the holder (as when it ran out during a network split).
     let lock = format!("resumable:lock:{id}");
-    assert_eq!(server.cli(&["DEL", &lock]), "1");
+    assert_eq!(server.cli(&["DEL", &lock]).expect("redis-cli"), "1");
     let stopped = timeout(Duration::from_secs(3), streaming)
         .await
         .expect("the append went on without its lock")
@@ -178,7 +178,7 @@ async fn an_append_whose_lease_is_lost_stops_and_keeps_its_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_fail_as_lock_unavailable_while_redis_is_down() {
-    let Some(mut server) = RedisServer::start() else {
+    let Some(mut server) = common::redis() else {
         return;
     };
     let store: Arc<dyn Store> = Arc::new(MemoryStore::default());

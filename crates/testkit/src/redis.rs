@@ -1,7 +1,7 @@
 //! `redis-server` from the distribution, without persistence.
 
 use crate::process::{self, Process};
-use crate::{Error, Result};
+use crate::{Error, Result, io_error};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -78,6 +78,21 @@ impl Redis {
     pub fn start_again(&mut self) -> Result<()> {
         self.stop();
         self.launch()
+    }
+
+    /// Runs `redis-cli ARGS…` (from the same package) against the server and returns what it
+    /// printed, trimmed: a test's view of the keys, independent of the client under test.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let binary = process::on_path("redis-cli").ok_or(Error::Missing {
+            program: "redis-cli".into(),
+            install: INSTALL,
+        })?;
+        let output = Command::new(binary)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .map_err(io_error(format!("run redis-cli {}", args.join(" "))))?;
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     }
 
     fn address(&self) -> SocketAddr {
