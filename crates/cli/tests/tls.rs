@@ -2,16 +2,14 @@
 //! HTTP/2 and HTTP/1.1, SIGHUP swaps the certificate while an upload is in flight (and a broken
 //! pair is logged and kept out), RSA and SEC1 EC keys load, and the two flags come as a pair.
 //!
-//! The certificates come from the server tests' rcgen PKI (a root, an intermediate in the
+//! The certificates come from the testkit's rcgen PKI (a root, an intermediate in the
 //! certificate file, a leaf for `localhost` and `127.0.0.1`); curl and reqwest trust the root.
 
 mod common;
-#[path = "../../server/tests/common/pki.rs"]
-mod pki;
 
 use bytes::Bytes;
 use common::{Server, run_to_exit, scratch, serve_command, sha256_hex};
-use pki::{Leaf, Pki};
+use resumable_testkit::pki::{Leaf, Pki};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -6,12 +6,12 @@
 mod common;
 
 use bytes::Bytes;
-use common::pki::Pki;
 use common::{TestServer, config};
 use h2::client::SendRequest;
 use http::{Method, Request, StatusCode};
 use resumable_server::tls::Tls;
 use resumable_server::{Http2Config, ServerConfig};
+use resumable_testkit::pki::Pki;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

@@ -8,11 +8,11 @@
 mod common;
 
 use bytes::Bytes;
-use common::pki::{Leaf, Pki};
 use common::{TestServer, config, read_response_head};
 use reqwest::{StatusCode, Version};
 use resumable_server::ServerConfig;
 use resumable_server::tls::Tls;
+use resumable_testkit::pki::{Leaf, Pki};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::path::{Path, PathBuf};

@@ -22,12 +22,14 @@
 //! - [`fleet`]: all of them with `resumable serve` nodes; the `resumable-fleet` binary.
 //! - [`sigv4`]: AWS Signature Version 4, so tests can talk to the stores directly.
 //! - [`http`]: one blocking HTTP/1.1 exchange over a `TcpStream`, for readiness probes.
+//! - [`pki`]: a root CA, an intermediate and server certificates for `localhost`, for TLS.
 
 pub mod fleet;
 mod garage;
 pub mod http;
 mod moto;
 mod nginx;
+pub mod pki;
 mod process;
 mod redis;
 pub mod sigv4;

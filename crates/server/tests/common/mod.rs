@@ -3,7 +3,6 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod ietf;
-pub mod pki;
 
 use resumable_core::{ManualClock, MemoryLocker, ServiceConfig, UploadService};
 use resumable_fs::{FileStore, FileStoreConfig};

@@ -2,9 +2,8 @@
 //! intermediate issues for `localhost` and `127.0.0.1`. Clients trust the root only, so a server
 //! whose certificate file lacks the intermediate fails their handshake.
 //!
-//! Shared by the server's and the CLI's TLS tests (the CLI's include this file by path).
-
-#![allow(dead_code, unreachable_pub)]
+//! Shared by the server's and the CLI's TLS tests. It panics rather than returning errors:
+//! rcgen fails only on parameters, and these are fixed.
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -40,7 +39,14 @@ fn ca_params(name: &str) -> CertificateParams {
     params
 }
 
+impl Default for Pki {
+    fn default() -> Pki {
+        Pki::new()
+    }
+}
+
 impl Pki {
+    /// A fresh root and intermediate, with new keys: no two tests trust each other's.
     pub fn new() -> Pki {
         let root = CertifiedIssuer::self_signed(
             ca_params("resumable test root CA"),
