@@ -596,12 +596,23 @@ mod tests {
         path
     }
 
-    fn resolve_ok(args: &[&str]) -> Resolved {
-        resolve(command(), args.iter().copied()).unwrap_or_else(|error| panic!("{error:?}"))
+    /// `resumable serve --config FILE FLAGS…`, FILE being `text` written as `name` in `dir`.
+    fn with_file(dir: &Path, name: &str, text: &str, flags: &[&str]) -> Vec<String> {
+        let path = write(dir, name, text);
+        let mut args = ["resumable", "serve", "--config", path.to_str().unwrap()]
+            .map(String::from)
+            .to_vec();
+        args.extend(flags.iter().map(|flag| flag.to_string()));
+        args
     }
 
-    fn config_error(args: &[&str]) -> String {
-        match resolve(command(), args.iter().copied()) {
+    fn resolve_ok<S: AsRef<str>>(args: &[S]) -> Resolved {
+        resolve(command(), args.iter().map(AsRef::as_ref))
+            .unwrap_or_else(|error| panic!("{error:?}"))
+    }
+
+    fn config_error<S: AsRef<str>>(args: &[S]) -> String {
+        match resolve(command(), args.iter().map(AsRef::as_ref)) {
             Err(Error::Config(message)) => message,
             other => panic!("expected a config error, got {other:?}"),
         }
@@ -660,9 +671,12 @@ mod tests {
                 let _ = writeln!(file, "{key} = {sample}");
                 samples.push((arg, key, sample));
             }
-            let path = write(dir.path(), &format!("every-{number}.toml"), &file);
-            let path = path.to_str().unwrap();
-            let resolved = resolve_ok(&["resumable", "serve", "--config", path, "--print-config"]);
+            let resolved = resolve_ok(&with_file(
+                dir.path(),
+                &format!("every-{number}.toml"),
+                &file,
+                &["--print-config"],
+            ));
             let printed = parse_printed(resolved.printed.as_deref().unwrap());
             for (arg, key, sample) in samples {
                 let (value, origin) = printed
@@ -700,14 +714,12 @@ mod tests {
         assert_eq!(printed["behind-proxy"].0, toml::Value::Boolean(false));
         // The printed configuration is itself a valid config file.
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "printed.toml", &text);
-        let again = resolve_ok(&[
-            "resumable",
-            "serve",
-            "--print-config",
-            "--config",
-            path.to_str().unwrap(),
-        ]);
+        let again = resolve_ok(&with_file(
+            dir.path(),
+            "printed.toml",
+            &text,
+            &["--print-config"],
+        ));
         let again = parse_printed(&again.printed.unwrap());
         assert_eq!(again["max-size"].0, printed["max-size"].0);
     }
@@ -715,21 +727,12 @@ mod tests {
     #[test]
     fn flags_and_environment_win_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(
+        let resolved = resolve_ok(&with_file(
             dir.path(),
             "c.toml",
             "max-size = \"1KiB\"\nlock-timeout = \"3s\"\n",
-        );
-        let path = path.to_str().unwrap();
-        let resolved = resolve_ok(&[
-            "resumable",
-            "serve",
-            "--config",
-            path,
-            "--max-size",
-            "2KiB",
-            "--print-config",
-        ]);
+            &["--max-size", "2KiB", "--print-config"],
+        ));
         let printed = parse_printed(&resolved.printed.unwrap());
         assert_eq!(
             printed["max-size"],
@@ -753,18 +756,30 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused_by_name_with_the_closest_flag() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "c.toml", "max-szie = \"1KiB\"\n");
-        let message = config_error(&["resumable", "serve", "--config", path.to_str().unwrap()]);
+        let message = config_error(&with_file(
+            dir.path(),
+            "c.toml",
+            "max-szie = \"1KiB\"\n",
+            &[],
+        ));
         assert!(message.contains("unknown key `max-szie`"), "{message}");
         assert!(message.contains("did you mean `max-size`"), "{message}");
-        let path = write(dir.path(), "d.toml", "zzzzzzzzzzzzzz = 1\n");
-        let message = config_error(&["resumable", "serve", "--config", path.to_str().unwrap()]);
+        let message = config_error(&with_file(
+            dir.path(),
+            "d.toml",
+            "zzzzzzzzzzzzzz = 1\n",
+            &[],
+        ));
         assert!(
             message.contains("unknown key `zzzzzzzzzzzzzz`") && !message.contains("did you mean"),
             "{message}"
         );
-        let path = write(dir.path(), "e.toml", "print-config = true\n");
-        let message = config_error(&["resumable", "serve", "--config", path.to_str().unwrap()]);
+        let message = config_error(&with_file(
+            dir.path(),
+            "e.toml",
+            "print-config = true\n",
+            &[],
+        ));
         assert!(
             message.contains("`print-config` cannot be set"),
             "{message}"
@@ -800,12 +815,10 @@ mod tests {
                 "`quota-uploads`: invalid value \"-3\"",
             ),
         ] {
-            let path = write(dir.path(), "c.toml", text);
-            let message = config_error(&["resumable", "serve", "--config", path.to_str().unwrap()]);
+            let message = config_error(&with_file(dir.path(), "c.toml", text, &[]));
             assert!(message.contains(expected), "{text}: {message}");
         }
-        let path = write(dir.path(), "c.toml", "max-size = [\n");
-        let message = config_error(&["resumable", "serve", "--config", path.to_str().unwrap()]);
+        let message = config_error(&with_file(dir.path(), "c.toml", "max-size = [\n", &[]));
         assert!(message.contains("not valid TOML"), "{message}");
         let message = config_error(&["resumable", "serve", "--config", "/nonexistent/x.toml"]);
         assert!(message.contains("cannot read it"), "{message}");
@@ -814,12 +827,12 @@ mod tests {
     #[test]
     fn conflicting_file_settings_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(
+        let message = config_error(&with_file(
             dir.path(),
             "c.toml",
             "hook-url = \"http://h/\"\nhook-command = \"/bin/true\"\n",
-        );
-        let message = config_error(&["resumable", "serve", "--config", path.to_str().unwrap()]);
+            &[],
+        ));
         assert!(message.contains("cannot be used with"), "{message}");
     }
 
@@ -830,14 +843,7 @@ mod tests {
             "cors-origins = [\"https://a.example\", \"https://b.example\"]\n",
             "cors-origins = \"https://a.example,https://b.example\"\n",
         ] {
-            let path = write(dir.path(), "c.toml", text);
-            let resolved = resolve_ok(&[
-                "resumable",
-                "serve",
-                "--config",
-                path.to_str().unwrap(),
-                "--print-config",
-            ]);
+            let resolved = resolve_ok(&with_file(dir.path(), "c.toml", text, &["--print-config"]));
             let printed = parse_printed(&resolved.printed.unwrap());
             assert_eq!(
                 printed["cors-origins"].0,
@@ -850,20 +856,14 @@ mod tests {
     #[test]
     fn secrets_are_masked() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(
+        let resolved = resolve_ok(&with_file(
             dir.path(),
             "c.toml",
             "hook-url = \"http://hooks:s3cret@hooks.example/x?sig=abc&keep=1\"\n\
              auth-forward-url = \"https://tok3n@auth.example/check\"\n\
              jwt-secret-file = \"/etc/resumable/jwt.key\"\n",
-        );
-        let resolved = resolve_ok(&[
-            "resumable",
-            "serve",
-            "--config",
-            path.to_str().unwrap(),
-            "--print-config",
-        ]);
+            &["--print-config"],
+        ));
         let text = resolved.printed.unwrap();
         assert!(
             !text.contains("s3cret") && !text.contains("tok3n") && !text.contains("abc"),
@@ -885,8 +885,12 @@ mod tests {
             toml::Value::String("/etc/resumable/jwt.key".into())
         );
         // An invalid value of a URL flag is masked in the error too.
-        let path = write(dir.path(), "d.toml", "public-url = \"ftp://u:s3cret@x/\"\n");
-        let message = config_error(&["resumable", "serve", "--config", path.to_str().unwrap()]);
+        let message = config_error(&with_file(
+            dir.path(),
+            "d.toml",
+            "public-url = \"ftp://u:s3cret@x/\"\n",
+            &[],
+        ));
         assert!(
             !message.contains("s3cret") && message.contains("public-url"),
             "{message}"
