@@ -90,12 +90,7 @@ fn body(bytes: &[u8], chunk: usize) -> BodyStream {
 }
 
 async fn read_all(store: &S3Store, id: &UploadId, length: u64) -> Vec<u8> {
-    let mut stream = store.read(id, 0..length).await.expect("read");
-    let mut bytes = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        bytes.extend_from_slice(&chunk.expect("chunk"));
-    }
-    bytes
+    read_all_range(store, id, 0..length).await
 }
 
 async fn offset(store: &S3Store, id: &UploadId) -> u64 {
@@ -122,11 +117,16 @@ impl Fixture {
         config
     }
 
+    /// Another node on the bucket, configured like the first but for what `adjust` changes.
+    async fn node(&self, adjust: impl FnOnce(&mut resumable_s3::S3StoreConfig)) -> S3Store {
+        let mut config = Self::config_of(&self.bucket, None);
+        adjust(&mut config);
+        self.bucket.store(config).await
+    }
+
     /// A node that dies at `crash`.
     async fn crashing(&self, crash: CrashPoint) -> S3Store {
-        self.bucket
-            .store(Self::config_of(&self.bucket, Some(crash)))
-            .await
+        self.node(|config| config.crash_at = Some(crash)).await
     }
 
     async fn created(&self, length: u64) -> UploadInfo {
@@ -177,6 +177,12 @@ impl Fixture {
             .collect()
     }
 
+    /// How many tail segments are in the bucket.
+    async fn tails(&self) -> usize {
+        let keys = self.keys().await;
+        keys.iter().filter(|key| key.contains("/tail/")).count()
+    }
+
     async fn multipart_uploads(&self) -> usize {
         let listed = self
             .store
@@ -187,6 +193,19 @@ impl Fixture {
             .await
             .expect("list multipart uploads");
         listed.uploads().len()
+    }
+
+    /// A node that dies at `crash` while finishing `id`: its finish fails, and this node still
+    /// counts all `length` bytes.
+    async fn finish_dies_at(&self, crash: CrashPoint, id: &UploadId, length: usize) {
+        let dying = self.crashing(crash).await;
+        assert!(dying.finish(id).await.is_err());
+        assert_eq!(offset(&self.store, id).await, length as u64);
+    }
+
+    /// How many files the bucket's nodes have spilled buffers to and not yet removed.
+    fn spool_files(&self) -> usize {
+        std::fs::read_dir(self.bucket.spill.path()).unwrap().count()
     }
 
     /// Finishes on this node and checks every byte against `data`.
@@ -211,10 +230,7 @@ pub async fn small_patches_make_parts_of_the_configured_size(server: Arc<Server>
     let fixture = Fixture::new(server).await;
     let data = pattern(13 * MIB + 12_345, 1);
     let info = fixture.created(data.len() as u64).await;
-    let writer = fixture
-        .bucket
-        .store(Fixture::config_of(&fixture.bucket, None))
-        .await;
+    let writer = fixture.node(|_| {}).await;
     let mut at = 0;
     for piece in data.chunks(256 * 1024) {
         let reached = fixture.append(&writer, &info.id, at, piece).await;
@@ -231,26 +247,9 @@ pub async fn small_patches_make_parts_of_the_configured_size(server: Arc<Server>
         vec![PART as i64, PART as i64]
     );
     fixture.finish_and_compare(&info.id, &data).await;
-    let mut ranged = fixture
-        .store
-        .read(&info.id, 6_000_000..6_000_100)
-        .await
-        .expect("range");
-    let mut bytes = Vec::new();
-    while let Some(chunk) = ranged.next().await {
-        bytes.extend_from_slice(&chunk.expect("chunk"));
-    }
+    let bytes = read_all_range(&fixture.store, &info.id, 6_000_000..6_000_100).await;
     assert_eq!(bytes, data[6_000_000..6_000_100]);
-    assert_eq!(
-        fixture
-            .keys()
-            .await
-            .iter()
-            .filter(|key| key.contains("/tail/"))
-            .count(),
-        0,
-        "the finish removed the tail"
-    );
+    assert_eq!(fixture.tails().await, 0, "the finish removed the tail");
     assert_eq!(
         writer.buffer_budget_available(),
         resumable_s3::DEFAULT_BUFFER_BUDGET
@@ -378,9 +377,8 @@ pub async fn crash_after_the_segment_leaves_obsolete_segments_uncounted(server: 
         )
         .await;
     assert!(result.is_err());
-    let tails = |keys: Vec<String>| keys.iter().filter(|key| key.contains("/tail/")).count();
     assert_eq!(
-        tails(fixture.keys().await),
+        fixture.tails().await,
         3,
         "two obsolete segments and the new one"
     );
@@ -389,7 +387,7 @@ pub async fn crash_after_the_segment_leaves_obsolete_segments_uncounted(server: 
         .append(&fixture.store, &info.id, 6 * MIB, &data[6 * MIB..7 * MIB])
         .await;
     assert_eq!(
-        tails(fixture.keys().await),
+        fixture.tails().await,
         2,
         "the next append deleted the obsolete ones"
     );
@@ -404,25 +402,23 @@ pub async fn crash_after_the_segment_leaves_obsolete_segments_uncounted(server: 
 pub async fn crash_in_the_finish_after_the_last_part(server: Arc<Server>) {
     let fixture = Fixture::new(server).await;
     let data = pattern(7 * MIB + 5, 4);
-    let info = fixture.created(data.len() as u64).await;
-    fixture.append(&fixture.store, &info.id, 0, &data).await;
-    let dying = fixture.crashing(CrashPoint::AfterLastPart).await;
-    assert!(dying.finish(&info.id).await.is_err());
-    assert_eq!(offset(&fixture.store, &info.id).await, data.len() as u64);
-    assert_eq!(fixture.parts(&info.id).await.len(), 2);
-    fixture.finish_and_compare(&info.id, &data).await;
+    let id = complete_upload(&fixture, &data).await;
+    fixture
+        .finish_dies_at(CrashPoint::AfterLastPart, &id, data.len())
+        .await;
+    assert_eq!(fixture.parts(&id).await.len(), 2);
+    fixture.finish_and_compare(&id, &data).await;
 }
 
 /// The same for an upload smaller than a part, which is put as one object.
 pub async fn crash_in_the_finish_of_a_small_upload(server: Arc<Server>) {
     let fixture = Fixture::new(server).await;
     let data = pattern(1000, 5);
-    let info = fixture.created(1000).await;
-    fixture.append(&fixture.store, &info.id, 0, &data).await;
-    let dying = fixture.crashing(CrashPoint::AfterLastPart).await;
-    assert!(dying.finish(&info.id).await.is_err());
-    assert_eq!(offset(&fixture.store, &info.id).await, 1000);
-    fixture.finish_and_compare(&info.id, &data).await;
+    let id = complete_upload(&fixture, &data).await;
+    fixture
+        .finish_dies_at(CrashPoint::AfterLastPart, &id, 1000)
+        .await;
+    fixture.finish_and_compare(&id, &data).await;
     assert_eq!(
         fixture.multipart_uploads().await,
         0,
@@ -434,12 +430,11 @@ pub async fn crash_in_the_finish_of_a_small_upload(server: Arc<Server>) {
 pub async fn crash_after_completing(server: Arc<Server>) {
     let fixture = Fixture::new(server).await;
     let data = pattern(6 * MIB, 6);
-    let info = fixture.created(data.len() as u64).await;
-    fixture.append(&fixture.store, &info.id, 0, &data).await;
-    let dying = fixture.crashing(CrashPoint::AfterComplete).await;
-    assert!(dying.finish(&info.id).await.is_err());
-    assert_eq!(offset(&fixture.store, &info.id).await, data.len() as u64);
-    fixture.finish_and_compare(&info.id, &data).await;
+    let id = complete_upload(&fixture, &data).await;
+    fixture
+        .finish_dies_at(CrashPoint::AfterComplete, &id, data.len())
+        .await;
+    fixture.finish_and_compare(&id, &data).await;
 }
 
 /// Crash after the record says finished, before the tail is deleted: a repeated finish
@@ -447,26 +442,13 @@ pub async fn crash_after_completing(server: Arc<Server>) {
 pub async fn crash_after_recording_the_finish(server: Arc<Server>) {
     let fixture = Fixture::new(server).await;
     let data = pattern(6 * MIB, 7);
-    let info = fixture.created(data.len() as u64).await;
-    fixture.append(&fixture.store, &info.id, 0, &data).await;
-    let dying = fixture.crashing(CrashPoint::AfterRecord).await;
-    assert!(dying.finish(&info.id).await.is_err());
-    assert_eq!(offset(&fixture.store, &info.id).await, data.len() as u64);
-    assert!(
-        fixture
-            .keys()
-            .await
-            .iter()
-            .any(|key| key.contains("/tail/"))
-    );
-    fixture.finish_and_compare(&info.id, &data).await;
-    assert!(
-        !fixture
-            .keys()
-            .await
-            .iter()
-            .any(|key| key.contains("/tail/"))
-    );
+    let id = complete_upload(&fixture, &data).await;
+    fixture
+        .finish_dies_at(CrashPoint::AfterRecord, &id, data.len())
+        .await;
+    assert!(fixture.tails().await > 0);
+    fixture.finish_and_compare(&id, &data).await;
+    assert_eq!(fixture.tails().await, 0);
 }
 
 /// Crash in a creation after the multipart upload was opened: no upload exists, and the sweep
@@ -538,6 +520,7 @@ pub async fn crash_in_termination_leaves_objects_to_sweep(server: Arc<Server>) {
     assert_eq!(fixture.multipart_uploads().await, 0);
 }
 
+/// An upload created for `data` and given all of it, not finished.
 async fn complete_upload(fixture: &Fixture, data: &[u8]) -> UploadId {
     let info = fixture.created(data.len() as u64).await;
     fixture.append(&fixture.store, &info.id, 0, data).await;
@@ -619,9 +602,7 @@ pub async fn concatenation_copies_large_parts_server_side(server: Arc<Server>) {
 /// leaves the upload as it was.
 pub async fn staged_chunks_spill_past_the_budget(server: Arc<Server>) {
     let fixture = Fixture::new(server).await;
-    let mut config = Fixture::config_of(&fixture.bucket, None);
-    config.buffer_budget = MIB;
-    let store = fixture.bucket.store(config).await;
+    let store = fixture.node(|config| config.buffer_budget = MIB).await;
     let data = pattern(3 * MIB, 14);
     let info = fixture.created(data.len() as u64).await;
     let staged = store
@@ -646,13 +627,7 @@ pub async fn staged_chunks_spill_past_the_budget(server: Arc<Server>) {
         .expect("commit");
     assert_eq!(committed, Offset(data.len() as u64));
     assert_eq!(store.buffer_budget_available(), MIB);
-    assert_eq!(
-        std::fs::read_dir(fixture.bucket.spill.path())
-            .unwrap()
-            .count(),
-        0,
-        "spool files are removed"
-    );
+    assert_eq!(fixture.spool_files(), 0, "spool files are removed");
     fixture.finish_and_compare(&info.id, &data).await;
 }
 
@@ -951,17 +926,12 @@ pub async fn the_service_runs_every_extension_on_s3(server: Arc<Server>) {
     use resumable_proto::checksum::{Checksum, ChecksumAlgorithm};
     let fixture = Fixture::new(server).await;
     let clock = Arc::new(resumable_core::ManualClock::default());
-    let mut config = Fixture::config_of(&fixture.bucket, None);
-    config.clock = clock.clone();
     let locker = Arc::new(resumable_core::MemoryLocker::new(
         std::time::Duration::from_secs(10),
     ));
-    let first = service(
-        &fixture.bucket.store(config.clone()).await,
-        &locker,
-        clock.clone(),
-    );
-    let second = service(&fixture.bucket.store(config).await, &locker, clock.clone());
+    let with_clock = |config: &mut resumable_s3::S3StoreConfig| config.clock = clock.clone();
+    let first = service(&fixture.node(with_clock).await, &locker, clock.clone());
+    let second = service(&fixture.node(with_clock).await, &locker, clock.clone());
     let owner = Owner::new("alice");
     assert!(first.capabilities().stage && first.capabilities().concatenate);
 
@@ -1095,9 +1065,9 @@ pub async fn the_service_runs_every_extension_on_s3(server: Arc<Server>) {
 /// is whole again afterwards.
 pub async fn concurrent_uploads_share_one_budget(server: Arc<Server>) {
     let fixture = Fixture::new(server).await;
-    let mut config = Fixture::config_of(&fixture.bucket, None);
-    config.buffer_budget = PART as usize + MIB;
-    let store = fixture.bucket.store(config).await;
+    let store = fixture
+        .node(|config| config.buffer_budget = PART as usize + MIB)
+        .await;
     let length = 2 * PART as usize + 3 * MIB;
     let uploads = (0..4u64).map(|seed| {
         let store = store.clone();
@@ -1118,12 +1088,7 @@ pub async fn concurrent_uploads_share_one_budget(server: Arc<Server>) {
         "four uploads do not fit one part's budget"
     );
     assert_eq!(store.buffer_budget_available(), PART as usize + MIB);
-    assert_eq!(
-        std::fs::read_dir(fixture.bucket.spill.path())
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(fixture.spool_files(), 0);
 }
 
 /// Parts sent as `UNSIGNED-PAYLOAD` (`sign_payloads: false`) are stored as parts, counted by
@@ -1132,9 +1097,7 @@ pub async fn unsigned_parts_round_trip(server: Arc<Server>) {
     let fixture = Fixture::new(server).await;
     let data = pattern(2 * PART as usize + 12_345, 7);
     let info = fixture.created(data.len() as u64).await;
-    let mut config = Fixture::config_of(&fixture.bucket, None);
-    config.sign_payloads = false;
-    let writer = fixture.bucket.store(config).await;
+    let writer = fixture.node(|config| config.sign_payloads = false).await;
     let reached = fixture.append(&writer, &info.id, 0, &data).await;
     assert_eq!(reached, data.len() as u64);
     assert_eq!(offset(&fixture.store, &info.id).await, data.len() as u64);
