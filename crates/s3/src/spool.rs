@@ -311,4 +311,28 @@ mod tests {
         drop(small);
         assert_eq!(budget.available(), 10);
     }
+
+    /// Spilled bytes cross write batches in any chunking and read back in order.
+    #[tokio::test]
+    async fn spilled_bytes_cross_batches_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = Budget::new(1000, dir.path().to_owned());
+        let data: Vec<u8> = (0..SPILL_BATCH * 2 + 12_345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut spool = Spool::expecting(budget.clone(), data.len());
+        for piece in data.chunks(7_919) {
+            spool.push(piece).await.unwrap();
+        }
+        assert!(spool.spilled());
+        let sealed = spool.seal().await.unwrap();
+        assert_eq!(sealed.len(), data.len() as u64);
+        let mut read = Vec::new();
+        let mut stream = sealed.stream().await.unwrap();
+        while let Some(chunk) = stream.next().await {
+            read.extend_from_slice(&chunk.unwrap());
+        }
+        assert!(read == data, "the spilled bytes differ");
+        assert_eq!(budget.available(), 1000);
+    }
 }
