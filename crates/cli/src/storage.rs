@@ -45,13 +45,14 @@ pub(crate) struct StorageArgs {
 
     /// Memory that all uploads' S3 part buffers may take together, whatever the number of
     /// uploads; past it, buffers spill to files in --data-dir. Each upload in flight holds at
-    /// most two parts (one filling, one going up).
+    /// most five parts (one filling, four going up); a node sends at most 16 at once.
     #[arg(long, env = "RESUMABLE_S3_BUFFER", value_name = "SIZE", default_value = "16MiB", value_parser = crate::options::parse_size)]
     pub(crate) s3_buffer: u64,
 
     /// Send S3 parts with `UNSIGNED-PAYLOAD` instead of a SHA-256 of their bytes in the
-    /// signature: less CPU on this node and on the store. With an `https` endpoint TLS guards
-    /// the bytes anyway; with plain `http`, only TCP's checksum does.
+    /// signature over a plain `http` endpoint too: less CPU on this node and on the store, but
+    /// only TCP's checksum guards the bytes. Over `https` (AWS's endpoints, or an
+    /// `https://` --s3-endpoint) parts are sent unsigned anyway: TLS guards them.
     #[arg(long, env = "RESUMABLE_S3_UNSIGNED_PAYLOAD")]
     pub(crate) s3_unsigned_payload: bool,
 
@@ -219,7 +220,9 @@ impl StorageArgs {
         config.part_size = self.s3_part_size;
         config.buffer_budget = usize::try_from(self.s3_buffer).unwrap_or(usize::MAX);
         config.temp_dir = spill;
-        config.sign_payloads = !self.s3_unsigned_payload;
+        if self.s3_unsigned_payload {
+            config.sign_payloads = Some(false);
+        }
         config.clock = clock;
         S3Store::connect(config)
             .await

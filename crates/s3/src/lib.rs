@@ -71,7 +71,9 @@
 //! A part being filled, and a checksummed chunk set aside until verified, live in a spool:
 //! in memory while the budget shared by every upload of the store allows
 //! ([`S3StoreConfig::buffer_budget`], default [`DEFAULT_BUFFER_BUDGET`]), in a temporary file
-//! beyond it. Memory stays bounded whatever the number of uploads. Bytes set aside by
+//! beyond it. Memory stays bounded whatever the number of uploads: an append holds the part it
+//! fills and up to [`PARTS_IN_FLIGHT`] going up, and the store sends at most
+//! [`PARTS_IN_FLIGHT_PER_STORE`] at once. Bytes set aside by
 //! [`Store::stage`] stay on the node (the contract lets a crash lose them): the stage, its
 //! verification and the commit are one request on one node.
 //!
@@ -130,6 +132,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+use tokio::sync::Semaphore;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -138,9 +141,8 @@ pub const DEFAULT_PART_SIZE: u64 = 8 * MIB;
 /// Part size of an upload whose length is deferred: 10,000 parts make 320 GiB.
 pub const DEFERRED_PART_SIZE: u64 = 32 * MIB;
 /// Memory all uploads' buffered bytes may take together before spools spill to files. 16 MiB
-/// holds two parts of the default size (one upload's filling and uploading parts); with
-/// 50 concurrent 64 MiB uploads the server peaked at 154 MiB RSS with it, 247–308 MiB with
-/// 64 MiB, at the same throughput (bench/RESULTS.md).
+/// holds two parts of the default size; with 50 concurrent 64 MiB uploads the server peaked
+/// near 150 MiB RSS with it, near 180 MiB with 64 MiB (bench/RESULTS.md).
 pub const DEFAULT_BUFFER_BUDGET: usize = 16 * 1024 * 1024;
 /// S3's limit on the parts of one multipart upload.
 pub const MAX_PARTS: u32 = 10_000;
@@ -150,9 +152,11 @@ pub const MIN_PART_SIZE: u64 = 5 * MIB;
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * MIB;
 /// Small requests (segment reads, deletions) one operation keeps in flight at once.
 const CONCURRENT_REQUESTS: usize = 8;
-/// Parts one append uploads at once. One part at a time leaves the store idle between parts
-/// and Garage hashing on one core; four keep both busy (bench/RESULTS.md).
-const PARTS_IN_FLIGHT: usize = 4;
+/// Parts one append uploads at once: one at a time leaves the store idle between parts.
+pub const PARTS_IN_FLIGHT: usize = 4;
+/// Parts all appends of a store upload at once: past a few per core the store gains nothing,
+/// and each costs this node a connection and its buffers.
+pub const PARTS_IN_FLIGHT_PER_STORE: usize = 16;
 
 /// Credentials given directly instead of through the `AWS_*` variables.
 #[derive(Clone)]
@@ -218,15 +222,16 @@ pub struct S3StoreConfig {
     pub part_size: Option<u64>,
     /// Bytes of memory all uploads' buffers may take together before they spill to files: the
     /// store's memory for upload bytes whatever the number of uploads (each append holds at
-    /// most two parts, one filling and one going up; a staged chunk holds its length).
+    /// most the part it fills and four going up; a staged chunk holds its length).
     pub buffer_budget: usize,
     /// Where buffers spill.
     pub temp_dir: PathBuf,
     /// Whether each part's SigV4 signature covers a SHA-256 of its bytes. Off
     /// (`UNSIGNED-PAYLOAD`), neither this node nor the store hashes the bytes of a part, which
     /// on a small machine is a good share of the CPU an upload costs; over `https` TLS already
-    /// guards the bytes, over plain `http` only TCP's checksum does.
-    pub sign_payloads: bool,
+    /// guards the bytes, over plain `http` only TCP's checksum does. `None` (the default)
+    /// signs them over plain `http` only, as botocore does: see [`signs_payloads`].
+    pub sign_payloads: Option<bool>,
     /// The time recorded as an upload's last write (the service's clock, so expiry agrees).
     pub clock: Arc<dyn Clock>,
     /// For crash tests only: where every operation stops dead.
@@ -247,7 +252,7 @@ impl S3StoreConfig {
             part_size: None,
             buffer_budget: DEFAULT_BUFFER_BUDGET,
             temp_dir: std::env::temp_dir(),
-            sign_payloads: true,
+            sign_payloads: None,
             clock: Arc::new(SystemClock),
             crash_at: None,
         }
@@ -266,6 +271,8 @@ struct Inner {
     layout: Layout,
     part_size: Option<u64>,
     budget: Arc<Budget>,
+    /// Parts going up at once over all uploads (each holds a connection and its buffers).
+    part_slots: Arc<Semaphore>,
     sign_payloads: bool,
     clock: Arc<dyn Clock>,
     /// What `stage` set aside, per upload. A std mutex: held for a map operation, never across
@@ -300,6 +307,16 @@ enum State {
     Open(Stored),
     /// In the finished object.
     Finished(Finished),
+}
+
+/// Whether parts are signed with a SHA-256 of their bytes when the configuration does not say:
+/// over a plain `http` endpoint only (AWS's own endpoints, the default, are `https`).
+pub fn signs_payloads(endpoint: Option<&str>) -> bool {
+    endpoint.is_some_and(|endpoint| {
+        endpoint
+            .get(..7)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
+    })
 }
 
 /// The part size of a new upload (see the crate docs).
@@ -392,7 +409,10 @@ impl S3Store {
                 layout: Layout::new(&config.prefix),
                 part_size: config.part_size,
                 budget: Budget::new(config.buffer_budget, config.temp_dir),
-                sign_payloads: config.sign_payloads,
+                sign_payloads: config
+                    .sign_payloads
+                    .unwrap_or_else(|| signs_payloads(config.endpoint.as_deref())),
+                part_slots: Arc::new(Semaphore::new(PARTS_IN_FLIGHT_PER_STORE)),
                 clock: config.clock,
                 staged: Mutex::default(),
                 crash_at: config.crash_at,
@@ -884,16 +904,20 @@ impl Inner {
                 stored: Offset(stored.offset()),
             });
         }
+        let tail_bytes = stored.tail_bytes();
         let mut filling = Filling {
             store: self,
             id,
             record: &record,
             parts_bytes: stored.parts_bytes,
             next_part: stored.parts + 1,
-            tail_bytes: stored.tail_bytes(),
+            tail_bytes,
             tail: stored.tail,
             obsolete: stored.obsolete,
-            fresh: Spool::new(self.budget.clone()),
+            fresh: Spool::expecting(
+                self.budget.clone(),
+                usize::try_from(record.part_size - tail_bytes).unwrap_or(usize::MAX),
+            ),
             first_part: stored.parts + 1,
             in_flight: FuturesUnordered::new(),
         };
@@ -1193,11 +1217,15 @@ impl Filling<'_> {
                 "it needs more than 10,000 parts of its part size",
             ));
         }
-        let fresh = std::mem::replace(&mut self.fresh, Spool::new(self.store.budget.clone()));
+        let whole = usize::try_from(self.part_size()).unwrap_or(usize::MAX);
+        let fresh = std::mem::replace(
+            &mut self.fresh,
+            Spool::expecting(self.store.budget.clone(), whole),
+        );
         let part = if self.tail.is_empty() {
             fresh.seal().await?
         } else {
-            let mut part = Spool::new(self.store.budget.clone());
+            let mut part = Spool::expecting(self.store.budget.clone(), whole);
             self.store.gather(&self.tail, &mut part).await?;
             let mut fresh = fresh.seal().await?.stream().await?;
             while let Some(chunk) = fresh.next().await {
@@ -1206,9 +1234,22 @@ impl Filling<'_> {
             }
             part.seal().await?
         };
+        // The store's parts in flight are capped too; this append's own keep going meanwhile
+        // (they give slots back only when polled).
+        let slot = loop {
+            tokio::select! {
+                slot = self.store.part_slots.clone().acquire_owned() => {
+                    break slot.map_err(|_| {
+                        error::backend(Kind::Failed, "uploading a part", "the store is closed")
+                    })?;
+                }
+                Some(settled) = self.in_flight.next(), if !self.in_flight.is_empty() => settled?,
+            }
+        };
         let (store, id, multipart, number) =
             (self.store, self.id, &self.record.multipart, self.next_part);
         self.in_flight.push(Box::pin(async move {
+            let _slot = slot;
             store.upload_part(id, multipart, number, &part).await?;
             store.crash(CrashPoint::AfterPart)
         }));
@@ -1820,6 +1861,14 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_are_signed_by_default_over_plain_http_only() {
+        assert!(signs_payloads(Some("http://127.0.0.1:3900")));
+        assert!(signs_payloads(Some("HTTP://garage:3900")));
+        assert!(!signs_payloads(Some("https://s3.example.com")));
+        assert!(!signs_payloads(None), "AWS's endpoints are https");
+    }
 
     #[test]
     fn part_sizes_fit_ten_thousand_parts() {

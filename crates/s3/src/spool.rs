@@ -11,9 +11,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use resumable_core::StoreError;
 use std::io;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error;
@@ -51,16 +51,68 @@ impl Budget {
 /// A growing buffer of bytes, in memory or in a temporary file.
 pub(crate) struct Spool {
     budget: Arc<Budget>,
+    /// The most bytes it is expected to hold: reserved at the first byte, so that a part
+    /// filling in memory is never copied to a larger buffer (and the old one left to the
+    /// allocator) on its way.
+    expected: usize,
     memory: BytesMut,
     permits: Option<OwnedSemaphorePermit>,
     file: Option<Spilled>,
     len: u64,
 }
 
+/// A spool in a file. Written with blocking writes of [`SPILL_BATCH`] bytes on tokio's
+/// blocking threads: `tokio::fs::File` would keep a buffer of up to 2 MiB per open file (with
+/// 50 uploads spilling, 100 MiB of memory outside the budget) and copy every byte into it.
 struct Spilled {
     /// Removed when dropped.
     path: tempfile::TempPath,
-    file: tokio::fs::File,
+    /// `None` only while a batch is being written.
+    file: Option<std::fs::File>,
+    /// Bytes not written yet, at most [`SPILL_BATCH`].
+    batch: Vec<u8>,
+}
+
+/// Bytes a spilled spool gathers before one write.
+const SPILL_BATCH: usize = 256 * 1024;
+
+impl Spilled {
+    async fn push(&mut self, mut bytes: &[u8]) -> Result<(), StoreError> {
+        while !bytes.is_empty() {
+            let take = (SPILL_BATCH - self.batch.len()).min(bytes.len());
+            self.batch.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.batch.len() == SPILL_BATCH {
+                self.write_batch().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_batch(&mut self) -> Result<(), StoreError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let mut file = self.file.take().ok_or_else(|| {
+            error::local(
+                "writing a spool file",
+                io::Error::other("an earlier write failed"),
+            )
+        })?;
+        let mut batch = std::mem::take(&mut self.batch);
+        let (file, batch) = tokio::task::spawn_blocking(move || {
+            let written = file.write_all(&batch);
+            batch.clear();
+            written.map(|()| (file, batch))
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|written| written)
+        .map_err(|error| error::local("writing a spool file", error))?;
+        self.file = Some(file);
+        self.batch = batch;
+        Ok(())
+    }
 }
 
 /// A spool's bytes, ready to be sent (and sent again, if a request is retried).
@@ -78,8 +130,14 @@ pub(crate) enum Sealed {
 
 impl Spool {
     pub(crate) fn new(budget: Arc<Budget>) -> Self {
+        Self::expecting(budget, 0)
+    }
+
+    /// A spool that will hold at most about `expected` bytes (a part).
+    pub(crate) fn expecting(budget: Arc<Budget>, expected: usize) -> Self {
         Spool {
             budget,
+            expected,
             memory: BytesMut::new(),
             permits: None,
             file: None,
@@ -112,6 +170,9 @@ impl Spool {
                         Some(held) => held.merge(permit),
                         None => self.permits = Some(permit),
                     }
+                    if self.memory.capacity() == 0 {
+                        self.memory.reserve(self.expected.max(bytes.len()));
+                    }
                     self.memory.extend_from_slice(bytes);
                     self.len += bytes.len() as u64;
                     return Ok(());
@@ -120,11 +181,7 @@ impl Spool {
             }
         }
         let spilled = self.file.as_mut().expect("spilled above");
-        spilled
-            .file
-            .write_all(bytes)
-            .await
-            .map_err(|error| error::local("writing a spool file", error))?;
+        spilled.push(bytes).await?;
         self.len += bytes.len() as u64;
         Ok(())
     }
@@ -142,13 +199,15 @@ impl Spool {
         .and_then(|created| created)
         .map_err(|error| error::local("creating a spool file", error))?;
         let (file, path) = created.into_parts();
-        let mut file = tokio::fs::File::from_std(file);
-        file.write_all(&self.memory)
-            .await
-            .map_err(|error| error::local("writing a spool file", error))?;
+        let mut spilled = Spilled {
+            path,
+            file: Some(file),
+            batch: Vec::with_capacity(SPILL_BATCH),
+        };
+        spilled.push(&self.memory).await?;
         self.memory = BytesMut::new();
         self.permits = None;
-        self.file = Some(Spilled { path, file });
+        self.file = Some(spilled);
         self.budget
             .spills
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -162,11 +221,7 @@ impl Spool {
                 _permits: self.permits,
             }),
             Some(mut spilled) => {
-                spilled
-                    .file
-                    .flush()
-                    .await
-                    .map_err(|error| error::local("writing a spool file", error))?;
+                spilled.write_batch().await?;
                 Ok(Sealed::File {
                     path: spilled.path,
                     len: self.len,
@@ -190,6 +245,7 @@ impl Sealed {
             Sealed::Memory { bytes, .. } => Ok(ByteStream::from(bytes.clone())),
             Sealed::File { path, len } => ByteStream::read_from()
                 .path(path)
+                .buffer_size(SPILL_BATCH)
                 .length(aws_sdk_s3::primitives::Length::Exact(*len))
                 .build()
                 .await
@@ -254,5 +310,29 @@ mod tests {
         assert_eq!(read, b"0123456789");
         drop(small);
         assert_eq!(budget.available(), 10);
+    }
+
+    /// Spilled bytes cross write batches in any chunking and read back in order.
+    #[tokio::test]
+    async fn spilled_bytes_cross_batches_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = Budget::new(1000, dir.path().to_owned());
+        let data: Vec<u8> = (0..SPILL_BATCH * 2 + 12_345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut spool = Spool::expecting(budget.clone(), data.len());
+        for piece in data.chunks(7_919) {
+            spool.push(piece).await.unwrap();
+        }
+        assert!(spool.spilled());
+        let sealed = spool.seal().await.unwrap();
+        assert_eq!(sealed.len(), data.len() as u64);
+        let mut read = Vec::new();
+        let mut stream = sealed.stream().await.unwrap();
+        while let Some(chunk) = stream.next().await {
+            read.extend_from_slice(&chunk.unwrap());
+        }
+        assert!(read == data, "the spilled bytes differ");
+        assert_eq!(budget.available(), 1000);
     }
 }

@@ -1091,13 +1091,15 @@ pub async fn concurrent_uploads_share_one_budget(server: Arc<Server>) {
     assert_eq!(fixture.spool_files(), 0);
 }
 
-/// Parts sent as `UNSIGNED-PAYLOAD` (`sign_payloads: false`) are stored as parts, counted by
+/// Parts sent as `UNSIGNED-PAYLOAD` (`sign_payloads: Some(false)`) are stored as parts, counted by
 /// another node and complete into the same bytes.
 pub async fn unsigned_parts_round_trip(server: Arc<Server>) {
     let fixture = Fixture::new(server).await;
     let data = pattern(2 * PART as usize + 12_345, 7);
     let info = fixture.created(data.len() as u64).await;
-    let writer = fixture.node(|config| config.sign_payloads = false).await;
+    let writer = fixture
+        .node(|config| config.sign_payloads = Some(false))
+        .await;
     let reached = fixture.append(&writer, &info.id, 0, &data).await;
     assert_eq!(reached, data.len() as u64);
     assert_eq!(offset(&fixture.store, &info.id).await, data.len() as u64);
