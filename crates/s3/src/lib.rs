@@ -150,6 +150,19 @@ pub const MAX_PARTS: u32 = 10_000;
 pub const MIN_PART_SIZE: u64 = 5 * MIB;
 /// S3's largest part, and the largest range one `UploadPartCopy` copies.
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * MIB;
+/// How long a request may go unanswered (from its start to the first byte of the answer)
+/// before it is given up and retried, by default: a store that stops answering makes requests
+/// fail with 503 rather than hang. Requests that send bytes get more (see
+/// [`S3StoreConfig::request_timeout`]).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The slowest link to the store a request that sends bytes is given time for.
+const SLOWEST_UPLOAD_BYTES_PER_SECOND: u64 = 256 * 1024;
+
+/// `base` plus the time `bytes` take at [`SLOWEST_UPLOAD_BYTES_PER_SECOND`].
+fn transfer_timeout(base: Duration, bytes: u64) -> Duration {
+    base + Duration::from_secs(bytes / SLOWEST_UPLOAD_BYTES_PER_SECOND)
+}
+
 /// Small requests (segment reads, deletions) one operation keeps in flight at once.
 const CONCURRENT_REQUESTS: usize = 8;
 /// Parts one append uploads at once: one at a time leaves the store idle between parts.
@@ -232,6 +245,10 @@ pub struct S3StoreConfig {
     /// guards the bytes, over plain `http` only TCP's checksum does. `None` (the default)
     /// signs them over plain `http` only, as botocore does: see [`signs_payloads`].
     pub sign_payloads: Option<bool>,
+    /// How long a request may go unanswered (from its start to the first byte of the answer)
+    /// before it is given up and retried, [`DEFAULT_REQUEST_TIMEOUT`] by default. A request
+    /// that sends bytes gets that plus the time they take at 256 KiB/s.
+    pub request_timeout: Duration,
     /// The time recorded as an upload's last write (the service's clock, so expiry agrees).
     pub clock: Arc<dyn Clock>,
     /// For crash tests only: where every operation stops dead.
@@ -253,6 +270,7 @@ impl S3StoreConfig {
             buffer_budget: DEFAULT_BUFFER_BUDGET,
             temp_dir: std::env::temp_dir(),
             sign_payloads: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             clock: Arc::new(SystemClock),
             crash_at: None,
         }
@@ -273,6 +291,7 @@ struct Inner {
     budget: Arc<Budget>,
     /// Parts going up at once over all uploads (each holds a connection and its buffers).
     part_slots: Arc<Semaphore>,
+    request_timeout: Duration,
     sign_payloads: bool,
     clock: Arc<dyn Clock>,
     /// What `stage` set aside, per upload. A std mutex: held for a map operation, never across
@@ -378,6 +397,7 @@ impl S3Store {
             .timeout_config(
                 aws_config::timeout::TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(5))
+                    .read_timeout(config.request_timeout)
                     .build(),
             );
         if let Some(endpoint) = &config.endpoint {
@@ -413,6 +433,7 @@ impl S3Store {
                     .sign_payloads
                     .unwrap_or_else(|| signs_payloads(config.endpoint.as_deref())),
                 part_slots: Arc::new(Semaphore::new(PARTS_IN_FLIGHT_PER_STORE)),
+                request_timeout: config.request_timeout,
                 clock: config.clock,
                 staged: Mutex::default(),
                 crash_at: config.crash_at,
@@ -463,6 +484,15 @@ struct Listed {
 }
 
 impl Inner {
+    /// A configuration override giving one request that sends `bytes` time for them.
+    fn sending(&self, bytes: u64) -> aws_sdk_s3::config::Builder {
+        aws_sdk_s3::config::Builder::default().timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .read_timeout(transfer_timeout(self.request_timeout, bytes))
+                .build(),
+        )
+    }
+
     fn crash(&self, at: CrashPoint) -> Result<(), StoreError> {
         if self.crash_at == Some(at) {
             return Err(error::backend(
@@ -500,6 +530,8 @@ impl Inner {
             .key(key)
             .content_length(i64::try_from(length).unwrap_or(i64::MAX))
             .body(body)
+            .customize()
+            .config_override(self.sending(length))
             .send()
             .await
             .map_err(|error| error::s3(&format!("PutObject {key}"), error))?;
@@ -826,11 +858,13 @@ impl Inner {
             .upload_id(multipart)
             .part_number(i32::try_from(number).unwrap_or(i32::MAX))
             .content_length(i64::try_from(part.len()).unwrap_or(i64::MAX))
-            .body(part.body().await?);
+            .body(part.body().await?)
+            .customize()
+            .config_override(self.sending(part.len()));
         let sent = if self.sign_payloads {
             request.send().await
         } else {
-            request.customize().disable_payload_signing().send().await
+            request.disable_payload_signing().send().await
         };
         let uploaded =
             sent.map_err(|error| error::s3(&format!("UploadPart {key} #{number}"), error))?;
@@ -1662,6 +1696,8 @@ impl Inner {
                     .part_number(i32::try_from(number).unwrap_or(i32::MAX))
                     .copy_source(format!("{}/{}", self.bucket, self.layout.data(source)))
                     .copy_source_range(format!("bytes={}-{}", start, end - 1))
+                    .customize()
+                    .config_override(self.sending(end - start))
                     .send()
                     .await
                     .map_err(|error| {
@@ -1861,6 +1897,16 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_that_send_bytes_get_time_for_them() {
+        let base = DEFAULT_REQUEST_TIMEOUT;
+        assert_eq!(transfer_timeout(base, 0), base);
+        assert_eq!(
+            transfer_timeout(base, 8 * MIB),
+            base + Duration::from_secs(32)
+        );
+    }
 
     #[test]
     fn parts_are_signed_by_default_over_plain_http_only() {

@@ -19,7 +19,7 @@ const PORT_ATTEMPTS: usize = 3;
 /// The name of the one access key, which the CLI's `bucket allow` names.
 const KEY_NAME: &str = "resumable-test";
 
-/// A single-node Garage (`replication_factor = 1`, sqlite metadata) on 127.0.0.1, with one
+/// A single-node Garage (`replication_factor = 1`, LMDB metadata: Garage's default; its sqlite engine once left a part request unanswered under load, "database is locked") on 127.0.0.1, with one
 /// access key allowed to read, write and own one empty bucket. Garage checks signatures, so
 /// requests must be signed with [`Garage::access_key_id`] and [`Garage::secret_access_key`]
 /// for [`Garage::region`] (see [`crate::sigv4`]).
@@ -194,7 +194,7 @@ impl Node {
         let text = format!(
             "metadata_dir = \"{meta}\"\n\
              data_dir = \"{data}\"\n\
-             db_engine = \"sqlite\"\n\
+             db_engine = \"lmdb\"\n\
              replication_factor = 1\n\
              rpc_bind_addr = \"127.0.0.1:{rpc_port}\"\n\
              rpc_public_addr = \"127.0.0.1:{rpc_port}\"\n\
