@@ -320,6 +320,13 @@ struct Finished {
     modified_nanos: u64,
 }
 
+impl Record {
+    /// The last write to an open upload: its newest segment's time, or its creation.
+    fn modified_nanos(&self, stored: &Stored) -> u64 {
+        stored.last_written.map_or(0, nanos).max(self.created_nanos)
+    }
+}
+
 /// Where an upload's bytes are.
 enum State {
     /// In the open multipart upload and the tail.
@@ -765,18 +772,13 @@ impl Inner {
         if let Some(finished) = record.finished {
             return Ok((record, State::Finished(finished)));
         }
-        let segments = self.segments(id).await?;
+        let stored = layout::settle(record.part_size, self.segments(id).await?);
         if self.multipart_open(id, &record.multipart).await? {
-            let stored = layout::settle(record.part_size, segments);
             return Ok((record, State::Open(stored)));
         }
         // Completed by a finish that stopped before recording it (or aborted behind our back,
         // when the object is not there either).
-        let last_written = segments
-            .iter()
-            .map(|segment| segment.name.written_nanos)
-            .max();
-        let modified_nanos = last_written.unwrap_or(0).max(record.created_nanos);
+        let modified_nanos = record.modified_nanos(&stored);
         match self.object_length(&self.layout.data(id)).await? {
             Some(length) => Ok((
                 record,
@@ -943,7 +945,6 @@ impl Inner {
             store: self,
             id,
             record: &record,
-            parts_bytes: stored.parts_bytes,
             next_part: stored.parts + 1,
             tail_bytes,
             tail: stored.tail,
@@ -1011,10 +1012,7 @@ impl Inner {
     ) -> Result<Finished, StoreError> {
         let finished = Finished {
             length: stored.offset(),
-            modified_nanos: stored
-                .last_written
-                .map_or(0, nanos)
-                .max(record.created_nanos),
+            modified_nanos: record.modified_nanos(&stored),
         };
         let mut tail = Spool::new(self.budget.clone());
         self.gather(&stored.tail, &mut tail).await?;
@@ -1193,8 +1191,6 @@ struct Filling<'a> {
     store: &'a Inner,
     id: &'a UploadId,
     record: &'a Record,
-    /// Bytes of the parts below `next_part` (acknowledged, or in flight).
-    parts_bytes: u64,
     /// The part being filled.
     next_part: u32,
     /// The live tail: the first bytes of `next_part`, in S3.
@@ -1289,7 +1285,6 @@ impl Filling<'_> {
         }));
         // Obsolete once the append's segment vouches for the part.
         self.obsolete.append(&mut self.tail);
-        self.parts_bytes += self.part_size();
         self.tail_bytes = 0;
         self.next_part += 1;
         Ok(())
@@ -1300,7 +1295,9 @@ impl Filling<'_> {
     /// the parts made obsolete. Returns the offset and the write time.
     async fn end(mut self) -> Result<(u64, Option<SystemTime>), StoreError> {
         self.settle().await?;
-        let offset = self.parts_bytes + self.tail_bytes + self.fresh.len();
+        // Every part below `next_part` is whole and, once settled, acknowledged.
+        let parts_bytes = u64::from(self.next_part - 1) * self.part_size();
+        let offset = parts_bytes + self.tail_bytes + self.fresh.len();
         if self.fresh.is_empty() && self.next_part == self.first_part {
             return Ok((offset, None));
         }
@@ -1375,13 +1372,7 @@ impl Store for S3Store {
         let (record, state) = self.inner.state(id).await?;
         let (offset, modified_nanos) = match state {
             State::Finished(finished) => (finished.length, finished.modified_nanos),
-            State::Open(stored) => (
-                stored.offset(),
-                stored
-                    .last_written
-                    .map_or(0, nanos)
-                    .max(record.created_nanos),
-            ),
+            State::Open(stored) => (stored.offset(), record.modified_nanos(&stored)),
         };
         Ok(UploadStatus {
             info: record.info,
