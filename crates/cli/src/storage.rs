@@ -44,9 +44,10 @@ pub(crate) struct StorageArgs {
     pub(crate) s3_part_size: Option<u64>,
 
     /// Memory that all uploads' S3 part buffers may take together, whatever the number of
-    /// uploads; past it, buffers spill to files in --data-dir. Each upload in flight holds at
-    /// most five parts (one filling, four going up); a node sends at most 16 at once.
-    #[arg(long, env = "RESUMABLE_S3_BUFFER", value_name = "SIZE", default_value = "16MiB", value_parser = crate::options::parse_size)]
+    /// uploads. Each upload in flight holds at most five parts (one filling, four going up); a
+    /// node sends at most 16 at once. A body that fills a part waits up to 2 s for room in it,
+    /// then spills the part to a file in --data-dir.
+    #[arg(long, env = "RESUMABLE_S3_BUFFER", value_name = "SIZE", default_value = "128MiB", value_parser = crate::options::parse_size)]
     pub(crate) s3_buffer: u64,
 
     /// Send S3 parts with `UNSIGNED-PAYLOAD` instead of a SHA-256 of their bytes in the

@@ -73,7 +73,12 @@
 //! ([`S3StoreConfig::buffer_budget`], default [`DEFAULT_BUFFER_BUDGET`]), in a temporary file
 //! beyond it. Memory stays bounded whatever the number of uploads: an append holds the part it
 //! fills and up to [`PARTS_IN_FLIGHT`] going up, and the store sends at most
-//! [`PARTS_IN_FLIGHT_PER_STORE`] at once. Bytes set aside by
+//! [`PARTS_IN_FLIGHT_PER_STORE`] at once. A part an append fills from its start takes a whole
+//! part of the budget ahead, waiting for it while other parts go up (up to
+//! [`S3StoreConfig::budget_patience`], then it spills): under load the bodies take turns
+//! rather than every part going through a file, which on 50 concurrent uploads halved the
+//! node's CPU. Part buffers are kept for the next part (no page faults, no memory stranded in
+//! the allocator). Bytes set aside by
 //! [`Store::stage`] stay on the node (the contract lets a crash lose them): the stage, its
 //! verification and the commit are one request on one node.
 //!
@@ -140,10 +145,11 @@ const MIB: u64 = 1024 * 1024;
 pub const DEFAULT_PART_SIZE: u64 = 8 * MIB;
 /// Part size of an upload whose length is deferred: 10,000 parts make 320 GiB.
 pub const DEFERRED_PART_SIZE: u64 = 32 * MIB;
-/// Memory all uploads' buffered bytes may take together before spools spill to files. 16 MiB
-/// holds two parts of the default size; with 50 concurrent 64 MiB uploads the server peaked
-/// near 150 MiB RSS with it, near 180 MiB with 64 MiB (bench/RESULTS.md).
-pub const DEFAULT_BUFFER_BUDGET: usize = 16 * 1024 * 1024;
+/// Memory all uploads' buffered bytes may take together before spools spill to files: 16
+/// parts of the default size, as many as a node sends at once. With 50 concurrent 64 MiB
+/// uploads the server peaked near 185 MiB RSS with it and sent every part from memory
+/// (bench/RESULTS.md); 16 MiB spilled nearly every part and cost 1.8 s of CPU per GiB, not 0.9.
+pub const DEFAULT_BUFFER_BUDGET: usize = 128 * 1024 * 1024;
 /// S3's limit on the parts of one multipart upload.
 pub const MAX_PARTS: u32 = 10_000;
 /// S3's smallest non-last part (AWS enforces it; Garage does not).
@@ -170,6 +176,9 @@ pub const PARTS_IN_FLIGHT: usize = 4;
 /// Parts all appends of a store upload at once: past a few per core the store gains nothing,
 /// and each costs this node a connection and its buffers.
 pub const PARTS_IN_FLIGHT_PER_STORE: usize = 16;
+/// How long an append waits for the budget to hold its next part in memory before it spills
+/// that part to a file (see [`S3StoreConfig::budget_patience`]).
+pub const DEFAULT_BUDGET_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Credentials given directly instead of through the `AWS_*` variables.
 #[derive(Clone)]
@@ -237,6 +246,12 @@ pub struct S3StoreConfig {
     /// store's memory for upload bytes whatever the number of uploads (each append holds at
     /// most the part it fills and four going up; a staged chunk holds its length).
     pub buffer_budget: usize,
+    /// How long an append waits for the budget to hold its next part in memory (its body
+    /// waiting meanwhile, parts going up giving budget back) before it spills the part to a
+    /// file instead, [`DEFAULT_BUDGET_PATIENCE`] by default. Writing a part to a file and
+    /// reading it back costs more than a short wait; the limit keeps bodies that hold memory
+    /// long (slow clients) from holding the others up.
+    pub budget_patience: Duration,
     /// Where buffers spill.
     pub temp_dir: PathBuf,
     /// Whether each part's SigV4 signature covers a SHA-256 of its bytes. Off
@@ -257,7 +272,7 @@ pub struct S3StoreConfig {
 
 impl S3StoreConfig {
     /// Defaults for everything but the bucket: AWS, `us-east-1`, no prefix, part sizes chosen
-    /// per upload, a 16 MiB buffer budget, the system's temporary directory.
+    /// per upload, a 128 MiB buffer budget, the system's temporary directory.
     pub fn new(bucket: impl Into<String>) -> Self {
         S3StoreConfig {
             bucket: bucket.into(),
@@ -268,6 +283,7 @@ impl S3StoreConfig {
             credentials: None,
             part_size: None,
             buffer_budget: DEFAULT_BUFFER_BUDGET,
+            budget_patience: DEFAULT_BUDGET_PATIENCE,
             temp_dir: std::env::temp_dir(),
             sign_payloads: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -289,6 +305,7 @@ struct Inner {
     layout: Layout,
     part_size: Option<u64>,
     budget: Arc<Budget>,
+    budget_patience: Duration,
     /// Parts going up at once over all uploads (each holds a connection and its buffers).
     part_slots: Arc<Semaphore>,
     request_timeout: Duration,
@@ -436,6 +453,7 @@ impl S3Store {
                 layout: Layout::new(&config.prefix),
                 part_size: config.part_size,
                 budget: Budget::new(config.buffer_budget, config.temp_dir),
+                budget_patience: config.budget_patience,
                 sign_payloads: config
                     .sign_payloads
                     .unwrap_or_else(|| signs_payloads(config.endpoint.as_deref())),
@@ -941,6 +959,7 @@ impl Inner {
             });
         }
         let tail_bytes = stored.tail_bytes();
+        let whole = usize::try_from(record.part_size).unwrap_or(usize::MAX);
         let mut filling = Filling {
             store: self,
             id,
@@ -956,6 +975,11 @@ impl Inner {
             first_part: stored.parts + 1,
             in_flight: FuturesUnordered::new(),
         };
+        if tail_bytes == 0 {
+            // A body that starts a part likely fills it (a small `PATCH` gives the unused
+            // reservation back as soon as its segment is written).
+            filling.fresh = filling.next_spool(whole).await?;
+        }
         let mut interruption = None;
         loop {
             // While parts go up, the body keeps arriving into the next one.
@@ -1248,10 +1272,7 @@ impl Filling<'_> {
             ));
         }
         let whole = usize::try_from(self.part_size()).unwrap_or(usize::MAX);
-        let fresh = std::mem::replace(
-            &mut self.fresh,
-            Spool::expecting(self.store.budget.clone(), whole),
-        );
+        let fresh = std::mem::replace(&mut self.fresh, Spool::new(self.store.budget.clone()));
         let part = if self.tail.is_empty() {
             fresh.seal().await?
         } else {
@@ -1287,7 +1308,36 @@ impl Filling<'_> {
         self.obsolete.append(&mut self.tail);
         self.tail_bytes = 0;
         self.next_part += 1;
+        self.fresh = self.next_spool(whole).await?;
         Ok(())
+    }
+
+    /// The spool for a part this append fills from its start: a whole part of memory taken
+    /// from the budget ahead, waiting for it up to [`S3StoreConfig::budget_patience`] (the
+    /// body waits meanwhile; this append's parts going up keep being polled and give budget
+    /// back), else one that spills once the budget is short.
+    async fn next_spool(&mut self, whole: usize) -> Result<Spool, StoreError> {
+        let budget = self.store.budget.clone();
+        if whole > budget.total() {
+            return Ok(Spool::expecting(budget, whole));
+        }
+        let reserve = budget.reserve(whole);
+        let patience = tokio::time::sleep(self.store.budget_patience);
+        tokio::pin!(reserve, patience);
+        loop {
+            tokio::select! {
+                // Free budget is taken even when there is no patience.
+                biased;
+                reservation = &mut reserve => {
+                    return Ok(match reservation {
+                        Some(reservation) => Spool::reserved(budget.clone(), reservation),
+                        None => Spool::expecting(budget.clone(), whole),
+                    });
+                }
+                () = &mut patience => return Ok(Spool::expecting(budget.clone(), whole)),
+                Some(settled) = self.in_flight.next(), if !self.in_flight.is_empty() => settled?,
+            }
+        }
     }
 
     /// Waits for the parts, then writes the bytes left over as a new tail segment (an empty

@@ -11,6 +11,7 @@ use resumable_core::{BodyStream, Length, Offset, Owner, Store, StoreError, Uploa
 use resumable_s3::{CrashPoint, S3Store};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub const MIB: usize = 1024 * 1024;
 /// The smallest part a strict S3 takes.
@@ -39,6 +40,8 @@ macro_rules! s3_tests {
             probe_and_location,
             the_service_runs_every_extension_on_s3,
             concurrent_uploads_share_one_budget,
+            bodies_wait_for_the_budget_instead_of_spilling,
+            a_body_holding_the_budget_makes_others_spill_after_the_patience,
             unsigned_parts_round_trip,
         );
     };
@@ -1066,7 +1069,11 @@ pub async fn the_service_runs_every_extension_on_s3(server: Arc<Server>) {
 pub async fn concurrent_uploads_share_one_budget(server: Arc<Server>) {
     let fixture = Fixture::new(server).await;
     let store = fixture
-        .node(|config| config.buffer_budget = PART as usize + MIB)
+        .node(|config| {
+            config.buffer_budget = PART as usize + MIB;
+            // No waiting for the budget: what does not fit spills at once.
+            config.budget_patience = Duration::ZERO;
+        })
         .await;
     let length = 2 * PART as usize + 3 * MIB;
     let uploads = (0..4u64).map(|seed| {
@@ -1087,6 +1094,84 @@ pub async fn concurrent_uploads_share_one_budget(server: Arc<Server>) {
         store.spilled_buffers() > 0,
         "four uploads do not fit one part's budget"
     );
+    assert_eq!(store.buffer_budget_available(), PART as usize + MIB);
+    assert_eq!(fixture.spool_files(), 0);
+}
+
+/// Bodies that fill parts take turns on a budget of one part rather than spill: each waits
+/// for a whole part of memory while the others' parts go up, and every upload ends with its
+/// own bytes in whole parts.
+pub async fn bodies_wait_for_the_budget_instead_of_spilling(server: Arc<Server>) {
+    let fixture = Fixture::new(server).await;
+    let store = fixture
+        .node(|config| {
+            config.buffer_budget = PART as usize + MIB;
+            config.budget_patience = Duration::from_secs(60);
+        })
+        .await;
+    let length = 3 * PART as usize + MIB;
+    let uploads = (0..3u64).map(|seed| {
+        let store = store.clone();
+        let fixture = &fixture;
+        async move {
+            let data = pattern(length, 200 + seed);
+            let info = fixture.created(length as u64).await;
+            assert_eq!(
+                fixture.append(&store, &info.id, 0, &data).await,
+                length as u64
+            );
+            assert_eq!(fixture.parts(&info.id).await, vec![PART as i64; 3]);
+            fixture.finish_and_compare(&info.id, &data).await;
+        }
+    });
+    futures_util::future::join_all(uploads).await;
+    assert_eq!(store.spilled_buffers(), 0, "every part went up from memory");
+    assert_eq!(store.buffer_budget_available(), PART as usize + MIB);
+}
+
+/// A body that holds the budget (its part half filled, the client gone quiet) holds the others
+/// up only for the patience: then they spill, and finish.
+pub async fn a_body_holding_the_budget_makes_others_spill_after_the_patience(server: Arc<Server>) {
+    let fixture = Fixture::new(server).await;
+    let store = fixture
+        .node(|config| {
+            config.buffer_budget = PART as usize + MIB;
+            config.budget_patience = Duration::from_millis(300);
+        })
+        .await;
+    let quiet = fixture.created(2 * PART).await;
+    let first = Bytes::from(pattern(MIB, 300));
+    let silent: BodyStream = futures_util::stream::once(async move { Ok(first) })
+        .chain(futures_util::stream::pending())
+        .boxed();
+    let holder = tokio::spawn({
+        let store = store.clone();
+        async move { store.append(&quiet.id, Offset(0), silent).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while store.buffer_budget_available() > MIB {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the quiet body took no part"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let data = pattern(2 * PART as usize, 301);
+    let info = fixture.created(data.len() as u64).await;
+    let appended = tokio::time::timeout(
+        Duration::from_secs(60),
+        fixture.append(&store, &info.id, 0, &data),
+    )
+    .await
+    .expect("the body waits for the patience only");
+    assert_eq!(appended, 2 * PART);
+    assert!(
+        store.spilled_buffers() >= 2,
+        "both parts went through files"
+    );
+    fixture.finish_and_compare(&info.id, &data).await;
+    holder.abort();
+    assert!(holder.await.unwrap_err().is_cancelled());
     assert_eq!(store.buffer_budget_available(), PART as usize + MIB);
     assert_eq!(fixture.spool_files(), 0);
 }
