@@ -959,7 +959,6 @@ impl Inner {
             });
         }
         let tail_bytes = stored.tail_bytes();
-        let whole = usize::try_from(record.part_size).unwrap_or(usize::MAX);
         let mut filling = Filling {
             store: self,
             id,
@@ -978,7 +977,7 @@ impl Inner {
         if tail_bytes == 0 {
             // A body that starts a part likely fills it (a small `PATCH` gives the unused
             // reservation back as soon as its segment is written).
-            filling.fresh = filling.next_spool(whole).await?;
+            filling.fresh = filling.next_spool().await?;
         }
         let mut interruption = None;
         loop {
@@ -1271,11 +1270,11 @@ impl Filling<'_> {
                 "it needs more than 10,000 parts of its part size",
             ));
         }
-        let whole = usize::try_from(self.part_size()).unwrap_or(usize::MAX);
         let fresh = std::mem::replace(&mut self.fresh, Spool::new(self.store.budget.clone()));
         let part = if self.tail.is_empty() {
             fresh.seal().await?
         } else {
+            let whole = usize::try_from(self.part_size()).unwrap_or(usize::MAX);
             let mut part = Spool::expecting(self.store.budget.clone(), whole);
             self.store.gather(&self.tail, &mut part).await?;
             let mut fresh = fresh.seal().await?.stream().await?;
@@ -1308,16 +1307,27 @@ impl Filling<'_> {
         self.obsolete.append(&mut self.tail);
         self.tail_bytes = 0;
         self.next_part += 1;
-        self.fresh = self.next_spool(whole).await?;
+        self.fresh = self.next_spool().await?;
         Ok(())
     }
 
-    /// The spool for a part this append fills from its start: a whole part of memory taken
-    /// from the budget ahead, waiting for it up to [`S3StoreConfig::budget_patience`] (the
-    /// body waits meanwhile; this append's parts going up keep being polled and give budget
-    /// back), else one that spills once the budget is short.
-    async fn next_spool(&mut self, whole: usize) -> Result<Spool, StoreError> {
+    /// The spool for a part this append fills from its start (`next_part`): as much memory as
+    /// the part can hold (a whole part, or what is left of the upload's length) taken from the
+    /// budget ahead, waiting for it up to [`S3StoreConfig::budget_patience`] (the body waits
+    /// meanwhile; this append's parts going up keep being polled and give budget back), else
+    /// one that spills once the budget is short.
+    async fn next_spool(&mut self) -> Result<Spool, StoreError> {
         let budget = self.store.budget.clone();
+        let start = u64::from(self.next_part - 1) * self.part_size();
+        let room = match self.record.info.length {
+            Length::Known(length) => length.saturating_sub(start).min(self.part_size()),
+            Length::Deferred => self.part_size(),
+        };
+        let whole = usize::try_from(room).unwrap_or(usize::MAX);
+        if whole == 0 {
+            // The upload's last byte is in: nothing more to hold.
+            return Ok(Spool::new(budget));
+        }
         if whole > budget.total() {
             return Ok(Spool::expecting(budget, whole));
         }

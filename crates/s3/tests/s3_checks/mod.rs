@@ -42,6 +42,7 @@ macro_rules! s3_tests {
             concurrent_uploads_share_one_budget,
             bodies_wait_for_the_budget_instead_of_spilling,
             a_body_holding_the_budget_makes_others_spill_after_the_patience,
+            a_part_takes_no_more_budget_than_the_upload_has_left,
             unsigned_parts_round_trip,
         );
     };
@@ -1129,6 +1130,33 @@ pub async fn bodies_wait_for_the_budget_instead_of_spilling(server: Arc<Server>)
     assert_eq!(store.buffer_budget_available(), PART as usize + MIB);
 }
 
+/// Starts an append whose body sends one MiB and then nothing (a client gone quiet), and
+/// waits until it holds a whole part of `store`'s budget.
+async fn quiet_body_holding_a_part(
+    fixture: &Fixture,
+    store: &S3Store,
+) -> tokio::task::JoinHandle<Result<resumable_core::Appended, StoreError>> {
+    let quiet = fixture.created(2 * PART).await;
+    let first = Bytes::from(pattern(MIB, 300));
+    let silent: BodyStream = futures_util::stream::once(async move { Ok(first) })
+        .chain(futures_util::stream::pending())
+        .boxed();
+    let before = store.buffer_budget_available();
+    let holder = tokio::spawn({
+        let store = store.clone();
+        async move { store.append(&quiet.id, Offset(0), silent).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while store.buffer_budget_available() > before - PART as usize {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the quiet body took no part"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    holder
+}
+
 /// A body that holds the budget (its part half filled, the client gone quiet) holds the others
 /// up only for the patience: then they spill, and finish.
 pub async fn a_body_holding_the_budget_makes_others_spill_after_the_patience(server: Arc<Server>) {
@@ -1139,23 +1167,7 @@ pub async fn a_body_holding_the_budget_makes_others_spill_after_the_patience(ser
             config.budget_patience = Duration::from_millis(300);
         })
         .await;
-    let quiet = fixture.created(2 * PART).await;
-    let first = Bytes::from(pattern(MIB, 300));
-    let silent: BodyStream = futures_util::stream::once(async move { Ok(first) })
-        .chain(futures_util::stream::pending())
-        .boxed();
-    let holder = tokio::spawn({
-        let store = store.clone();
-        async move { store.append(&quiet.id, Offset(0), silent).await }
-    });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while store.buffer_budget_available() > MIB {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the quiet body took no part"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let holder = quiet_body_holding_a_part(&fixture, &store).await;
     let data = pattern(2 * PART as usize, 301);
     let info = fixture.created(data.len() as u64).await;
     let appended = tokio::time::timeout(
@@ -1174,6 +1186,34 @@ pub async fn a_body_holding_the_budget_makes_others_spill_after_the_patience(ser
     assert!(holder.await.unwrap_err().is_cancelled());
     assert_eq!(store.buffer_budget_available(), PART as usize + MIB);
     assert_eq!(fixture.spool_files(), 0);
+}
+
+/// The part that ends an upload takes only what is left of its length from the budget: an
+/// upload smaller than a part goes to memory at once beside a body that holds all but one MiB
+/// (however long the patience).
+pub async fn a_part_takes_no_more_budget_than_the_upload_has_left(server: Arc<Server>) {
+    let fixture = Fixture::new(server).await;
+    let store = fixture
+        .node(|config| {
+            config.buffer_budget = PART as usize + MIB;
+            config.budget_patience = Duration::from_secs(600);
+        })
+        .await;
+    let holder = quiet_body_holding_a_part(&fixture, &store).await;
+    let data = pattern(MIB / 2, 302);
+    let info = fixture.created(data.len() as u64).await;
+    let appended = tokio::time::timeout(
+        Duration::from_secs(60),
+        fixture.append(&store, &info.id, 0, &data),
+    )
+    .await
+    .expect("half a MiB fits the free MiB: no wait");
+    assert_eq!(appended, data.len() as u64);
+    assert_eq!(store.spilled_buffers(), 0);
+    fixture.finish_and_compare(&info.id, &data).await;
+    holder.abort();
+    assert!(holder.await.unwrap_err().is_cancelled());
+    assert_eq!(store.buffer_budget_available(), PART as usize + MIB);
 }
 
 /// Parts sent as `UNSIGNED-PAYLOAD` (`sign_payloads: Some(false)`) are stored as parts, counted by
