@@ -148,7 +148,8 @@ pub const DEFERRED_PART_SIZE: u64 = 32 * MIB;
 /// Memory all uploads' buffered bytes may take together before spools spill to files: 16
 /// parts of the default size, as many as a node sends at once. With 50 concurrent 64 MiB
 /// uploads the server peaked near 185 MiB RSS with it and sent every part from memory
-/// (bench/RESULTS.md); 16 MiB spilled nearly every part and cost 1.8 s of CPU per GiB, not 0.9.
+/// (bench/RESULTS.md); 16 MiB spilled nearly every part and cost the node about 1.8 s of CPU
+/// per GiB instead of 1.0.
 pub const DEFAULT_BUFFER_BUDGET: usize = 128 * 1024 * 1024;
 /// S3's limit on the parts of one multipart upload.
 pub const MAX_PARTS: u32 = 10_000;
@@ -250,7 +251,8 @@ pub struct S3StoreConfig {
     /// waiting meanwhile, parts going up giving budget back) before it spills the part to a
     /// file instead, [`DEFAULT_BUDGET_PATIENCE`] by default. Writing a part to a file and
     /// reading it back costs more than a short wait; the limit keeps bodies that hold memory
-    /// long (slow clients) from holding the others up.
+    /// long (slow clients) from holding the others up. A waiting append does not read its
+    /// body, so it notices a takeover or a lost lock only once the wait is over.
     pub budget_patience: Duration,
     /// Where buffers spill.
     pub temp_dir: PathBuf,
