@@ -442,12 +442,15 @@ class RunningGarage:
         return f"http://127.0.0.1:{self.s3_port}"
 
     def direct(self, prefix: str, size: int, uploads: int, check: bool = True,
-               part_size: int = 16 * MIB, connections: int = 16) -> dict | None:
-        """The bench client's s3-direct run against this node; its report."""
+               part_size: int = 16 * MIB, connections: int = 16,
+               signed: bool = False) -> dict | None:
+        """The bench client's s3-direct run against this node (parts signed with a SHA-256
+        of their bytes if `signed`, else `UNSIGNED-PAYLOAD`); its report."""
         args = [str(CLIENT), "s3-direct", "--endpoint", self.endpoint, "--bucket",
                 GARAGE_BUCKET, "--region", GARAGE_REGION, "--prefix", prefix,
                 "--size", str(size), "--uploads", str(uploads), "--part-size", str(part_size),
-                "--connections", str(connections), "--deadline", "240s"]
+                "--connections", str(connections), "--deadline", "240s",
+                *(["--signed-payload"] if signed else [])]
         environment = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key_id,
                        "AWS_SECRET_ACCESS_KEY": self.secret_access_key}
         result = subprocess.run(args, capture_output=True, text=True, timeout=300,
@@ -498,7 +501,8 @@ class RunningGarage:
 
 
 def run_s3_scenario(scenario: S3Scenario, side: str, number: int, data_dir: Path,
-                    redis: bool = False, ours_args: tuple[str, ...] = ()) -> Run:
+                    redis: bool = False, ours_args: tuple[str, ...] = (),
+                    direct_signed: bool = False) -> Run:
     """One run of `side` ("direct" or "ours") on a fresh Garage with an empty bucket, its
     metadata and data in `data_dir`."""
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -508,7 +512,7 @@ def run_s3_scenario(scenario: S3Scenario, side: str, number: int, data_dir: Path
     try:
         cpu_before = proc_cpu_seconds(garage.process.pid)
         if side == "direct":
-            run = measure_s3_direct(garage, scenario)
+            run = measure_s3_direct(garage, scenario, direct_signed)
         else:
             run = measure_s3_through_our_server(garage, scenario, number, redis, ours_args)
         # CPU and memory here are Garage's: the store's cost of the same bytes either way.
@@ -522,11 +526,12 @@ def run_s3_scenario(scenario: S3Scenario, side: str, number: int, data_dir: Path
     return run
 
 
-def measure_s3_direct(garage: RunningGarage, scenario: S3Scenario) -> Run:
+def measure_s3_direct(garage: RunningGarage, scenario: S3Scenario, signed: bool = False) -> Run:
     """The limit: the bench client sends the objects straight to Garage, multipart, parts in
-    parallel."""
+    parallel (signed with their SHA-256 if `signed`)."""
     report = garage.direct("direct/", scenario.size, scenario.uploads,
-                           part_size=scenario.part_size, connections=scenario.connections)
+                           part_size=scenario.part_size, connections=scenario.connections,
+                           signed=signed)
     return Run(ok=report["errors"] == 0, mb_per_s=report["bytes"] / MB / report["seconds"],
                errors=report["errors"], note=report.get("first_error") or "")
 
@@ -621,7 +626,8 @@ def measure_s3_through_our_server(garage: RunningGarage, scenario: S3Scenario, n
 
 
 def run_s3(quick: bool, only: str | None, direct_only: bool, out: Path, data_dir: Path,
-           redis: bool = False, ours_args: tuple[str, ...] = ()) -> None:
+           redis: bool = False, ours_args: tuple[str, ...] = (),
+           direct_signed: bool = False) -> None:
     """The S3 scenarios: each side on a fresh Garage per run, the sides alternating run by run
     (so that the machine's load noise hits both); results in s3-results.json."""
     plan = [s for s in s3_scenarios(quick) if not only or s.key in only.split(",")]
@@ -631,7 +637,8 @@ def run_s3(quick: bool, only: str | None, direct_only: bool, out: Path, data_dir
         runs[scenario.key] = {side: [] for side in sides}
         for number in range(scenario.runs):
             for side in sides:
-                run = run_s3_scenario(scenario, side, number, data_dir, redis, ours_args)
+                run = run_s3_scenario(scenario, side, number, data_dir, redis, ours_args,
+                                      direct_signed)
                 runs[scenario.key][side].append(run.__dict__)
                 ours = (f"; our server: CPU {run.server_cpu_per_gib:.2f} s/GiB, peak RSS "
                         f"{run.server_peak_rss_mib:.0f} MiB" if side == "ours" else "")
@@ -660,6 +667,7 @@ def run_s3(quick: bool, only: str | None, direct_only: bool, out: Path, data_dir
                 for d, o in zip(by_side["direct"], by_side["ours"])]
     results = {"quick": quick, "machine": machine(), "load": load_average(),
                "redis_locks": redis, "ours_args": list(ours_args),
+               "direct_signed_payloads": direct_signed,
                "garage_data": f"{data_dir} ({file_system(data_dir)})",
                "garage": subprocess.run([str(GARAGE), "--version"], capture_output=True,
                                         text=True, check=False).stdout.strip(),
@@ -1064,6 +1072,10 @@ def main() -> None:
     parser.add_argument("--s3-redis", action="store_true",
                         help="with --s3: our server locks in a fresh redis-server (--redis) "
                         "instead of in-process")
+    parser.add_argument("--s3-direct-signed", action="store_true",
+                        help="with --s3: the direct baseline signs each part with a SHA-256 of "
+                        "its bytes (as our server does over plain http by default) instead of "
+                        "UNSIGNED-PAYLOAD")
     parser.add_argument("--s3-ours-args", default="", metavar="ARGS",
                         help="with --s3: extra flags for our server, space-separated (e.g. "
                         "\"--s3-part-size 32MiB --s3-buffer 256MiB\")")
@@ -1073,7 +1085,7 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         (DATA / "logs").mkdir(parents=True, exist_ok=True)
         run_s3(args.quick, args.only, args.s3_direct_only, out, args.s3_data_dir.resolve(),
-               args.s3_redis, tuple(args.s3_ours_args.split()))
+               args.s3_redis, tuple(args.s3_ours_args.split()), args.s3_direct_signed)
         return
     if args.report:
         results = json.loads(args.report.read_text())

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use sha2::{Digest, Sha256};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -30,6 +31,19 @@ impl Pattern {
             bytes.extend_from_slice(&state.to_le_bytes());
         }
         Pattern(Bytes::from(bytes))
+    }
+
+    /// The SHA-256, in hex, of the first `len` bytes [`PatchBody::stream`] sends (the pattern
+    /// over and over).
+    pub fn sha256_hex(&self, len: u64) -> String {
+        let mut hash = Sha256::new();
+        let mut left = len;
+        while left > 0 {
+            let take = left.min(self.0.len() as u64) as usize;
+            hash.update(&self.0[..take]);
+            left -= take as u64;
+        }
+        hex::encode(hash.finalize())
     }
 }
 

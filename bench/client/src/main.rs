@@ -67,6 +67,10 @@ enum Command {
         /// Prepended to each object's number to make its key.
         #[arg(long, default_value = "direct/")]
         prefix: String,
+        /// Sign each part's bytes (a SHA-256 of them in the signature, which the store checks)
+        /// instead of sending them as `UNSIGNED-PAYLOAD`.
+        #[arg(long)]
+        signed_payload: bool,
         /// Longest the whole run may take.
         #[arg(long, default_value = "300s")]
         deadline: humantime::Duration,
@@ -171,6 +175,7 @@ async fn main() -> anyhow::Result<()> {
             part_size,
             connections,
             prefix,
+            signed_payload,
             deadline,
         } => {
             if part_size.0 < s3::MIN_PART_SIZE {
@@ -188,6 +193,7 @@ async fn main() -> anyhow::Result<()> {
                 connections,
                 prefix,
                 deadline: deadline.into(),
+                sign_payloads: signed_payload,
             };
             print(&s3::upload_direct(&bucket, &pattern, plan).await);
         }

@@ -3,8 +3,11 @@
 //! a pool of keep-alive connections. What our server achieves in front of the same store is
 //! compared with this.
 //!
-//! Parts are signed with `UNSIGNED-PAYLOAD`, so the client hashes nothing it sends: the figure
-//! is the store's and the network's, not the client's CPU.
+//! Parts are signed with `UNSIGNED-PAYLOAD` by default, so the client hashes nothing it sends:
+//! the figure is the store's and the network's, not the client's CPU. With
+//! [`DirectPlan::sign_payloads`] each part's signature covers a SHA-256 of its bytes instead
+//! (hashed before it is sent, as an SDK does), which the store then checks: the baseline for
+//! a server that signs its parts.
 
 use crate::body::{PatchBody, Pattern};
 use crate::scenario::UploadReport;
@@ -48,6 +51,8 @@ pub struct DirectPlan {
     pub prefix: String,
     /// Longest the whole run may take.
     pub deadline: Duration,
+    /// Sign each part's bytes (a SHA-256 in the signature) rather than `UNSIGNED-PAYLOAD`.
+    pub sign_payloads: bool,
 }
 
 /// One request's worth of work for a connection of the pool.
@@ -240,13 +245,18 @@ impl Run {
     ) -> Result<String, TusError> {
         let length = len.to_string();
         let path = self.key_path(object);
+        let payload = if self.plan.sign_payloads {
+            self.pattern.sha256_hex(len)
+        } else {
+            sigv4::UNSIGNED_PAYLOAD.to_owned()
+        };
         let request = signed(
             &self.bucket,
             Method::PUT,
             &path,
             query,
             &[("content-length", &length)],
-            sigv4::UNSIGNED_PAYLOAD,
+            &payload,
         )
         .body(PatchBody::stream(&self.pattern, len))
         .expect("valid request");

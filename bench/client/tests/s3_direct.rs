@@ -18,6 +18,11 @@ struct Store {
 
 /// Runs the subcommand and returns its report.
 fn direct(store: &Store, prefix: &str, size: u64, uploads: usize) -> Value {
+    direct_with(store, prefix, size, uploads, &[])
+}
+
+/// The same, with `extra` arguments.
+fn direct_with(store: &Store, prefix: &str, size: u64, uploads: usize, extra: &[&str]) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_resumable-bench"))
         .args([
             "s3-direct",
@@ -41,6 +46,7 @@ fn direct(store: &Store, prefix: &str, size: u64, uploads: usize) -> Value {
             "--deadline",
             "60s",
         ])
+        .args(extra)
         .env("AWS_ACCESS_KEY_ID", &store.access_key_id)
         .env("AWS_SECRET_ACCESS_KEY", &store.secret_access_key)
         .output()
@@ -93,6 +99,10 @@ fn direct_uploads_to_garage_are_signed_and_complete() {
         secret_access_key: garage.secret_access_key().into(),
     };
     uploads_are_complete(&store);
+    // Parts whose signature covers their bytes: Garage hashes them and compares.
+    let report = direct_with(&store, "signed/", 11 * MIB, 2, &["--signed-payload"]);
+    assert_eq!(report["completed"], 2, "{report}");
+    assert_eq!(report["bytes"], 22 * MIB, "{report}");
     // A wrong secret must fail: the figures are of requests the store really accepted.
     let forged = Store {
         secret_access_key: "not-the-secret".into(),
