@@ -16,6 +16,8 @@ use std::time::Duration;
 pub const MIB: usize = 1024 * 1024;
 /// The smallest part a strict S3 takes.
 pub const PART: u64 = 5 * MIB as u64;
+/// A buffer budget of one part and a MiB.
+const ONE_PART_BUDGET: usize = PART as usize + MIB;
 
 /// One `#[tokio::test]` per check, on the server `$server()` returns.
 macro_rules! s3_tests {
@@ -126,6 +128,15 @@ impl Fixture {
         let mut config = Self::config_of(&self.bucket, None);
         adjust(&mut config);
         self.bucket.store(config).await
+    }
+
+    /// A node whose buffer budget holds one part and a MiB, waiting up to `patience` for it.
+    async fn one_part_budget(&self, patience: Duration) -> S3Store {
+        self.node(|config| {
+            config.buffer_budget = ONE_PART_BUDGET;
+            config.budget_patience = patience;
+        })
+        .await
     }
 
     /// A node that dies at `crash`.
@@ -1069,13 +1080,8 @@ pub async fn the_service_runs_every_extension_on_s3(server: Arc<Server>) {
 /// is whole again afterwards.
 pub async fn concurrent_uploads_share_one_budget(server: Arc<Server>) {
     let fixture = Fixture::new(server).await;
-    let store = fixture
-        .node(|config| {
-            config.buffer_budget = PART as usize + MIB;
-            // No waiting for the budget: what does not fit spills at once.
-            config.budget_patience = Duration::ZERO;
-        })
-        .await;
+    // No waiting for the budget: what does not fit spills at once.
+    let store = fixture.one_part_budget(Duration::ZERO).await;
     let length = 2 * PART as usize + 3 * MIB;
     let uploads = (0..4u64).map(|seed| {
         let store = store.clone();
@@ -1095,7 +1101,7 @@ pub async fn concurrent_uploads_share_one_budget(server: Arc<Server>) {
         store.spilled_buffers() > 0,
         "four uploads do not fit one part's budget"
     );
-    assert_eq!(store.buffer_budget_available(), PART as usize + MIB);
+    assert_eq!(store.buffer_budget_available(), ONE_PART_BUDGET);
     assert_eq!(fixture.spool_files(), 0);
 }
 
@@ -1104,12 +1110,7 @@ pub async fn concurrent_uploads_share_one_budget(server: Arc<Server>) {
 /// own bytes in whole parts.
 pub async fn bodies_wait_for_the_budget_instead_of_spilling(server: Arc<Server>) {
     let fixture = Fixture::new(server).await;
-    let store = fixture
-        .node(|config| {
-            config.buffer_budget = PART as usize + MIB;
-            config.budget_patience = Duration::from_secs(60);
-        })
-        .await;
+    let store = fixture.one_part_budget(Duration::from_secs(60)).await;
     let length = 3 * PART as usize + MIB;
     let uploads = (0..3u64).map(|seed| {
         let store = store.clone();
@@ -1127,7 +1128,7 @@ pub async fn bodies_wait_for_the_budget_instead_of_spilling(server: Arc<Server>)
     });
     futures_util::future::join_all(uploads).await;
     assert_eq!(store.spilled_buffers(), 0, "every part went up from memory");
-    assert_eq!(store.buffer_budget_available(), PART as usize + MIB);
+    assert_eq!(store.buffer_budget_available(), ONE_PART_BUDGET);
 }
 
 /// Starts an append whose body sends one MiB and then nothing (a client gone quiet), and
@@ -1161,12 +1162,7 @@ async fn quiet_body_holding_a_part(
 /// up only for the patience: then they spill, and finish.
 pub async fn a_body_holding_the_budget_makes_others_spill_after_the_patience(server: Arc<Server>) {
     let fixture = Fixture::new(server).await;
-    let store = fixture
-        .node(|config| {
-            config.buffer_budget = PART as usize + MIB;
-            config.budget_patience = Duration::from_millis(300);
-        })
-        .await;
+    let store = fixture.one_part_budget(Duration::from_millis(300)).await;
     let holder = quiet_body_holding_a_part(&fixture, &store).await;
     let data = pattern(2 * PART as usize, 301);
     let info = fixture.created(data.len() as u64).await;
@@ -1184,7 +1180,7 @@ pub async fn a_body_holding_the_budget_makes_others_spill_after_the_patience(ser
     fixture.finish_and_compare(&info.id, &data).await;
     holder.abort();
     assert!(holder.await.unwrap_err().is_cancelled());
-    assert_eq!(store.buffer_budget_available(), PART as usize + MIB);
+    assert_eq!(store.buffer_budget_available(), ONE_PART_BUDGET);
     assert_eq!(fixture.spool_files(), 0);
 }
 
@@ -1193,12 +1189,7 @@ pub async fn a_body_holding_the_budget_makes_others_spill_after_the_patience(ser
 /// (however long the patience).
 pub async fn a_part_takes_no_more_budget_than_the_upload_has_left(server: Arc<Server>) {
     let fixture = Fixture::new(server).await;
-    let store = fixture
-        .node(|config| {
-            config.buffer_budget = PART as usize + MIB;
-            config.budget_patience = Duration::from_secs(600);
-        })
-        .await;
+    let store = fixture.one_part_budget(Duration::from_secs(600)).await;
     let holder = quiet_body_holding_a_part(&fixture, &store).await;
     let data = pattern(MIB / 2, 302);
     let info = fixture.created(data.len() as u64).await;
@@ -1213,7 +1204,7 @@ pub async fn a_part_takes_no_more_budget_than_the_upload_has_left(server: Arc<Se
     fixture.finish_and_compare(&info.id, &data).await;
     holder.abort();
     assert!(holder.await.unwrap_err().is_cancelled());
-    assert_eq!(store.buffer_budget_available(), PART as usize + MIB);
+    assert_eq!(store.buffer_budget_available(), ONE_PART_BUDGET);
 }
 
 /// Parts sent as `UNSIGNED-PAYLOAD` (`sign_payloads: Some(false)`) are stored as parts, counted by
